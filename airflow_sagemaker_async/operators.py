@@ -1,0 +1,408 @@
+"""SageMakerInvokeEndpointAsyncOperator: submit with InvokeEndpointAsync, wait, push the outcome to XCom."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import botocore
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+
+from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
+from airflow_sagemaker_async.hooks import AsyncInferenceSubmission, SageMakerRuntimeHook
+from airflow_sagemaker_async.links import SageMakerAsyncOutputLink, SageMakerEndpointLink
+from airflow_sagemaker_async.outcome import DEFAULT_MAX_OUTPUT_BYTES, finish
+from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
+from airflow_sagemaker_async.validation import (
+    INFERENCE_ID_MAX,
+    MAX_INLINE_BODY_BYTES,
+    check_botocore_supports,
+    check_invoke_fields,
+    check_output_format,
+    check_poll_schedule,
+    check_positive,
+    is_rendered,
+    parse_s3_uri,
+)
+from airflow_sagemaker_async.watch import (
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    Watch,
+    compute_deadline,
+    isoformat,
+    utcnow,
+    watch_sync,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow.sdk import Context
+
+__all__ = ["SageMakerInvokeEndpointAsyncOperator", "default_inference_id", "serialize_input_data"]
+
+#: Extra seconds the scheduler waits past the deadline before failing a deferred task whose trigger
+#: never reported (triggerer down): the trigger itself ends the wait at the deadline.
+DEFERRAL_GRACE_SECONDS = 60
+_HASH_CHARS = 16
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def default_inference_id(dag_id: str, task_id: str, run_id: str, map_index: int = -1) -> str:
+    """
+    Return the deterministic InferenceId of one task instance: readable prefix + hash, <= 64 characters.
+
+    The prefix (``<dag_id>.<task_id>[.<map_index>]``, characters outside ``[A-Za-z0-9._-]`` replaced by
+    ``-``, cut to fit) lets the SageMaker logs be matched to the task; the 16-hex-digit SHA-256 of all
+    four values keeps ids of different task instances apart. Retries of a task instance get the same id.
+
+    Example: ``example_dag.predict-3f2a9c0d1b7e4a55``.
+    """
+    readable = f"{dag_id}.{task_id}" + (f".{map_index}" if map_index >= 0 else "")
+    readable = _UNSAFE.sub("-", readable).strip("-.") or "airflow"
+    digest = hashlib.sha256(json.dumps([dag_id, task_id, run_id, map_index]).encode()).hexdigest()
+    return f"{readable[: INFERENCE_ID_MAX - _HASH_CHARS - 1]}-{digest[:_HASH_CHARS]}"
+
+
+def serialize_input_data(input_data: Any, content_type: str | None) -> tuple[bytes, str | None]:
+    """
+    Turn ``input_data`` into the request payload; return ``(payload, content_type)``.
+
+    ``bytes`` are sent as they are, ``str`` as UTF-8, anything else as JSON (``allow_nan=False``) with
+    ``application/json`` unless ``content_type`` says otherwise.
+
+    :raises SageMakerAsyncParameterError: the value cannot be serialised to JSON.
+    """
+    if isinstance(input_data, (bytes, bytearray)):
+        return bytes(input_data), content_type
+    if isinstance(input_data, str):
+        return input_data.encode("utf-8"), content_type
+    try:
+        payload = json.dumps(input_data, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError) as error:
+        raise SageMakerAsyncParameterError(
+            f"input_data of type {type(input_data).__name__} cannot be serialised to JSON ({error}). "
+            "Pass bytes or str for a non-JSON payload, or convert the value (e.g. a numpy array with .tolist()).",
+            parameter="input_data",
+        ) from error
+    return payload, content_type or "application/json"
+
+
+def _safe_key_part(inference_id: str) -> str:
+    safe = _UNSAFE.sub("-", inference_id).strip("-.")
+    if safe == inference_id:
+        return safe
+    return f"{safe[:40]}-{hashlib.sha256(inference_id.encode()).hexdigest()[:12]}"
+
+
+class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]):
+    """
+    Submit one SageMaker asynchronous inference and wait for its result without holding a worker slot.
+
+    Calls InvokeEndpointAsync, then (``deferrable=True``, the default) defers to
+    :class:`~airflow_sagemaker_async.triggers.SageMakerAsyncInferenceTrigger`, which watches the
+    request's S3 output and failure locations in the triggerer. The task returns the outcome dict (see
+    :mod:`airflow_sagemaker_async.outcome`), which Airflow pushes to XCom.
+
+    Every InvokeEndpointAsync field keeps its API name in snake_case:
+
+    :param endpoint_name: endpoint with an AsyncInferenceConfig (templated).
+    :param input_location: S3 (or https) URI of a payload already uploaded (templated). Exactly one of
+        ``input_location`` and ``input_data``.
+    :param input_data: the payload: ``str`` (UTF-8), ``bytes``, or a JSON-serialisable value (sent as
+        JSON, ``application/json`` unless ``content_type`` says otherwise) (templated, JSON rendering).
+        Sent inline as the request Body when it is at most 128,000 bytes, else uploaded to
+        ``input_s3_prefix`` first.
+    :param input_s3_prefix: ``s3://bucket/prefix`` where a larger ``input_data`` is uploaded, under
+        ``<prefix>/<inference id>/input`` (templated). Needs ``s3:PutObject`` there.
+    :param content_type: MIME type of the payload (templated).
+    :param accept: MIME type wanted for the output (templated).
+    :param custom_attributes: value forwarded verbatim to the model, <= 1024 visible ASCII (templated,
+        sensitive: never logged).
+    :param inference_id: 1-64 printable ASCII characters (templated). Default: deterministic from
+        dag_id, task_id, run_id and map_index (:func:`default_inference_id`), so retries reuse it and
+        the SageMaker logs can be matched to the task instance.
+    :param s3_output_path_extension: path appended to the endpoint's S3OutputPath (templated).
+    :param filename: name of the output object, <= 32 characters, one dot at most (templated).
+    :param request_ttl_seconds: seconds the request may wait in SageMaker's queue, 60-21600; SageMaker's
+        default 21600 (templated).
+    :param invocation_timeout_seconds: seconds the model may take, 1-3600; SageMaker's default 900 (templated).
+    :param wait_for_completion: wait for the result (default ``True``); ``False`` returns the submission
+        record (``inference_id``, ``endpoint_name``, ``status`` ``"InProgress"``, ``output_location``,
+        ``failure_location``, ``submitted_at``, ``deadline``) at once, e.g. for
+        :class:`~airflow_sagemaker_async.sensors.SageMakerAsyncInferenceSensor`.
+    :param deferrable: wait in the triggerer (default ``True``); ``False`` waits on the worker with the
+        same checks and the same outcomes.
+    :param max_wait_seconds: seconds from submission until the wait ends with
+        :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncInferenceTimeout` (templated). Default:
+        the request's TTL (or 21600) + invocation timeout (or 900) + 600 s of margin. Fixed at submission
+        as an absolute time: a triggerer restart does not extend it.
+    :param poll_interval: seconds before the first check, default 2; grows 1.5x per check.
+    :param max_poll_interval: ceiling of the interval between checks, seconds, default 30.
+    :param output_format: ``"location"`` (default, download nothing), ``"text"``, ``"json"`` or
+        ``"bytes"`` (base64 text): download the output on the worker into the outcome's ``output`` key.
+    :param max_output_bytes: largest output downloaded, bytes, default 1 MiB; a larger one raises
+        :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncOutputTooLarge`.
+    :param fail_on_model_error: raise
+        :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncInferenceError` when the model fails
+        (default ``True``); ``False`` succeeds with the ``"Failed"`` outcome and ``failure_reason``.
+    :param aws_conn_id: Airflow AWS connection, default ``aws_default``; ``None`` uses boto3's default chain.
+    :param region_name: AWS region, default from the connection.
+    :param verify: whether / how to verify SSL certificates, default from the connection.
+    :param botocore_config: botocore ``Config`` parameters as a dict (e.g. ``{"retries": {"mode": "standard"}}``).
+
+    :raises SageMakerAsyncParameterError: at construction for a static bad value, at ``execute`` (before
+        any AWS call) for a templated one.
+
+    .. seealso::
+        - https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpointAsync.html
+        - https://docs.aws.amazon.com/sagemaker/latest/dg/async-inference.html
+    """
+
+    aws_hook_class = SageMakerRuntimeHook
+    template_fields: Sequence[str] = aws_template_fields(
+        "endpoint_name",
+        "input_location",
+        "input_data",
+        "input_s3_prefix",
+        "content_type",
+        "accept",
+        "custom_attributes",
+        "inference_id",
+        "s3_output_path_extension",
+        "filename",
+        "request_ttl_seconds",
+        "invocation_timeout_seconds",
+        "max_wait_seconds",
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {"input_data": "json"}
+    operator_extra_links = (SageMakerEndpointLink(), SageMakerAsyncOutputLink())
+    ui_color = "#c6e2e9"
+
+    def __init__(
+        self,
+        *,
+        endpoint_name: str,
+        input_location: str | None = None,
+        input_data: Any = None,
+        input_s3_prefix: str | None = None,
+        content_type: str | None = None,
+        accept: str | None = None,
+        custom_attributes: str | None = None,
+        inference_id: str | None = None,
+        s3_output_path_extension: str | None = None,
+        filename: str | None = None,
+        request_ttl_seconds: int | None = None,
+        invocation_timeout_seconds: int | None = None,
+        wait_for_completion: bool = True,
+        deferrable: bool = True,
+        max_wait_seconds: float | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        output_format: str = "location",
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        fail_on_model_error: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.endpoint_name = endpoint_name
+        self.input_location = input_location
+        self.input_data = input_data
+        self.input_s3_prefix = input_s3_prefix
+        self.content_type = content_type
+        self.accept = accept
+        self.custom_attributes = custom_attributes
+        self.inference_id = inference_id
+        self.s3_output_path_extension = s3_output_path_extension
+        self.filename = filename
+        self.request_ttl_seconds = request_ttl_seconds
+        self.invocation_timeout_seconds = invocation_timeout_seconds
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.max_wait_seconds = max_wait_seconds
+        self.poll_interval, self.max_poll_interval = check_poll_schedule(poll_interval, max_poll_interval)
+        self.output_format = check_output_format(output_format)
+        self.max_output_bytes = int(check_positive(max_output_bytes, "max_output_bytes", unit="bytes"))
+        self.fail_on_model_error = fail_on_model_error
+        self._check_parameters(only_rendered=True)
+
+    def _invoke_fields(self) -> dict[str, Any]:
+        return {
+            "endpoint_name": self.endpoint_name,
+            "input_location": self.input_location,
+            "content_type": self.content_type,
+            "accept": self.accept,
+            "custom_attributes": self.custom_attributes,
+            "inference_id": self.inference_id,
+            "s3_output_path_extension": self.s3_output_path_extension,
+            "filename": self.filename,
+            "request_ttl_seconds": self.request_ttl_seconds,
+            "invocation_timeout_seconds": self.invocation_timeout_seconds,
+        }
+
+    def _check_parameters(self, *, only_rendered: bool) -> dict[str, Any]:
+        """Check every parameter that is final (all of them when ``only_rendered`` is False)."""
+        fields = check_invoke_fields(self._invoke_fields(), only_rendered=only_rendered)
+        if (self.input_location is None) == (self.input_data is None):
+            raise SageMakerAsyncParameterError(
+                "Exactly one of input_location and input_data must be given, "
+                f"got {'both' if self.input_location is not None else 'neither'}. Pass input_location for a "
+                "payload already in S3, or input_data to send (or upload) it from the task.",
+                parameter="input_data",
+            )
+        for name in ("filename", "s3_output_path_extension"):
+            if self._invoke_fields()[name] is not None:
+                check_botocore_supports(name, botocore.__version__)
+        if self.input_s3_prefix is not None and (not only_rendered or is_rendered(self.input_s3_prefix)):
+            parse_s3_uri(self.input_s3_prefix, "input_s3_prefix")
+        if self.max_wait_seconds is not None and (not only_rendered or is_rendered(self.max_wait_seconds)):
+            fields["max_wait_seconds"] = check_positive(self.max_wait_seconds, "max_wait_seconds")
+        if self.input_data is not None and (not only_rendered or is_rendered(self.input_data)):
+            fields["payload"], fields["content_type"] = self._payload(fields.get("content_type"))
+        return fields
+
+    def _payload(self, content_type: str | None) -> tuple[bytes, str | None]:
+        payload, content_type = serialize_input_data(self.input_data, content_type)
+        if len(payload) <= MAX_INLINE_BODY_BYTES:
+            check_botocore_supports("input_data", botocore.__version__)
+        elif self.input_s3_prefix is None:
+            raise SageMakerAsyncParameterError(
+                f"input_data is {len(payload)} bytes once serialised, more than the {MAX_INLINE_BODY_BYTES} "
+                "bytes InvokeEndpointAsync accepts inline, and no input_s3_prefix was given to upload it to. "
+                "Pass input_s3_prefix='s3://bucket/prefix' (the task needs s3:PutObject there).",
+                parameter="input_data",
+            )
+        return payload, content_type
+
+    def _s3_hook(self) -> S3Hook:
+        return S3Hook(**self._hook_parameters)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        """
+        Submit the inference; then defer, wait, or return the submission record.
+
+        :return: the outcome dict, or the submission record when ``wait_for_completion`` is False.
+        :raises SageMakerAsyncParameterError: a rendered parameter breaks a rule (nothing was sent).
+        :raises botocore.exceptions.ClientError: InvokeEndpointAsync refused the request.
+        """
+        fields = self._check_parameters(only_rendered=False)
+        ti = context["ti"]
+        inference_id = fields.get("inference_id") or default_inference_id(
+            ti.dag_id, ti.task_id, ti.run_id, ti.map_index if ti.map_index is not None else -1
+        )
+        payload = fields.pop("payload", None)
+        max_wait_seconds = fields.pop("max_wait_seconds", None)
+        body = None
+        if payload is not None and len(payload) > MAX_INLINE_BODY_BYTES:
+            bucket, prefix = parse_s3_uri(self.input_s3_prefix or "", "input_s3_prefix")
+            key = f"{prefix.rstrip('/')}/{_safe_key_part(inference_id)}/input".lstrip("/")
+            self._s3_hook().load_bytes(payload, key=key, bucket_name=bucket, replace=True)
+            fields["input_location"] = f"s3://{bucket}/{key}"
+            self.log.info("Uploaded %d bytes of input_data to %s", len(payload), fields["input_location"])
+        elif payload is not None:
+            body = payload
+        fields["inference_id"] = inference_id
+        submission = self.hook.invoke_endpoint_async(body=body, **fields)
+        submitted_at = utcnow()
+        self._persist_links(context, submission)
+        deadline = compute_deadline(
+            submitted_at,
+            request_ttl_seconds=fields.get("request_ttl_seconds"),
+            invocation_timeout_seconds=fields.get("invocation_timeout_seconds"),
+            max_wait_seconds=max_wait_seconds,
+        )
+        self.log.info(
+            "Submitted inference %s to endpoint %s; output %s, failure %s, deadline %s",
+            submission.inference_id,
+            fields["endpoint_name"],
+            submission.output_location,
+            submission.failure_location,
+            isoformat(deadline),
+        )
+        if not self.wait_for_completion:
+            return {
+                **submission.to_dict(),
+                "endpoint_name": fields["endpoint_name"],
+                "status": "InProgress",
+                "submitted_at": isoformat(submitted_at),
+                "deadline": isoformat(deadline),
+            }
+        resume = {"endpoint_name": fields["endpoint_name"], "submitted_at": isoformat(submitted_at)}
+        if self.deferrable:
+            self.defer(
+                trigger=SageMakerAsyncInferenceTrigger(
+                    inference_id=submission.inference_id,
+                    output_location=submission.output_location,
+                    failure_location=submission.failure_location,
+                    deadline=isoformat(deadline),
+                    poll_interval=self.poll_interval,
+                    max_poll_interval=self.max_poll_interval,
+                    aws_conn_id=self.aws_conn_id,
+                    region_name=self.region_name,
+                    verify=self.verify,
+                    botocore_config=self.botocore_config,
+                ),
+                method_name="execute_complete",
+                kwargs=resume,
+                timeout=deadline - utcnow() + timedelta(seconds=DEFERRAL_GRACE_SECONDS),
+            )
+        watch = Watch(
+            inference_id=submission.inference_id,
+            output_location=submission.output_location,
+            failure_location=submission.failure_location,
+            deadline=deadline,
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            log=self.log,
+        )
+        return self.execute_complete(context, watch_sync(watch, self._s3_hook().conn), **resume)
+
+    def execute_complete(
+        self, context: Context, event: dict[str, Any], endpoint_name: str, submitted_at: str
+    ) -> dict[str, Any]:
+        """
+        Resume after the trigger's event: download what ``output_format`` asks, return the outcome or raise.
+
+        Idempotent: the same event (events are delivered at least once) gives the same outcome.
+
+        :raises SageMakerAsyncInferenceError: the model failed and ``fail_on_model_error`` is True.
+        :raises SageMakerAsyncInferenceTimeout: no object by the deadline (expired request?).
+        :raises SageMakerAsyncOutputError: the output is too large, gone, or not decodable.
+        """
+        outcome = finish(
+            event,
+            endpoint_name=endpoint_name,
+            submitted_at=submitted_at,
+            s3_client=self._s3_hook().conn,
+            output_format=self.output_format,
+            max_output_bytes=self.max_output_bytes,
+            fail_on_model_error=self.fail_on_model_error,
+        )
+        self.log.info(
+            "Inference %s: %s (completed %s, detected %s after %s checks)",
+            outcome["inference_id"],
+            outcome["status"],
+            outcome["completed_at"],
+            outcome["detected_at"],
+            event.get("checks"),
+        )
+        return outcome
+
+    def _persist_links(self, context: Context, submission: AsyncInferenceSubmission) -> None:
+        region, partition = self.hook.conn_region_name, self.hook.conn_partition
+        SageMakerEndpointLink.persist(
+            context=context,
+            operator=self,
+            region_name=region,
+            aws_partition=partition,
+            endpoint_name=self.endpoint_name,
+        )
+        bucket, key = parse_s3_uri(submission.output_location, "output_location")
+        SageMakerAsyncOutputLink.persist(
+            context=context, operator=self, region_name=region, aws_partition=partition, bucket=bucket, key=key
+        )

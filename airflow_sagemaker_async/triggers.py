@@ -1,0 +1,161 @@
+"""SageMakerAsyncInferenceTrigger: watches a request's output and failure locations in the triggerer."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_sagemaker_async.validation import check_poll_schedule
+from airflow_sagemaker_async.watch import (
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    ProbeResult,
+    Watch,
+    read_head_error,
+    read_head_response,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = ["SageMakerAsyncInferenceTrigger"]
+
+
+class SageMakerAsyncInferenceTrigger(BaseTrigger):
+    """
+    Wait for an asynchronous inference's result object without holding a worker slot.
+
+    Each check HEADs the output key, then (if not found) the failure key, through aiobotocore; 404 means
+    "not yet", 403 is explained once in the log and the wait goes on (see
+    :mod:`airflow_sagemaker_async.watch`), 5xx / throttling / connection errors never end the wait.
+    The interval starts at ``poll_interval``, grows by 1.5x per check up to ``max_poll_interval`` and
+    is jittered, so triggers started together do not poll in lockstep. Never downloads a payload.
+
+    Yields exactly one event, then returns. Its payload::
+
+        {"status": "success" | "failure" | "timeout", "inference_id": str,
+         "output_location": str, "failure_location": str | None, "location": str | None,
+         "completed_at": ISO-8601 | None, "detected_at": ISO-8601, "deadline": ISO-8601,
+         "checks": int, "s3_forbidden": bool}
+
+    :param inference_id: the request's InferenceId (for messages and jitter seed).
+    :param output_location: S3 URI returned by InvokeEndpointAsync as ``OutputLocation``.
+    :param failure_location: S3 URI returned as ``FailureLocation``; ``None`` when the endpoint has
+        no ``S3FailurePath`` (then a model error shows only as a timeout).
+    :param deadline: absolute ISO-8601 time (with offset) after which the wait ends with a ``timeout``
+        event; fixed at submission, so a triggerer restart does not extend it.
+    :param poll_interval: seconds before the first re-check, default 2.
+    :param max_poll_interval: ceiling of the interval, seconds, default 30.
+    :param aws_conn_id: Airflow AWS connection id, default ``aws_default``.
+    :param region_name: AWS region of the buckets; default from the connection.
+    :param verify: whether / how to verify SSL certificates, default from the connection.
+    :param botocore_config: botocore ``Config`` parameters as a dict, default from the connection.
+
+    .. seealso::
+        - https://docs.aws.amazon.com/sagemaker/latest/dg/async-inference-check-predictions.html
+        - :external+boto3:py:meth:`S3.Client.head_object`
+    """
+
+    def __init__(
+        self,
+        *,
+        inference_id: str,
+        output_location: str,
+        failure_location: str | None,
+        deadline: str,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        verify: bool | str | None = None,
+        botocore_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.inference_id = inference_id
+        self.output_location = output_location
+        self.failure_location = failure_location
+        self.deadline = datetime.fromisoformat(deadline).isoformat()
+        self.poll_interval, self.max_poll_interval = check_poll_schedule(poll_interval, max_poll_interval)
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self.verify = verify
+        self.botocore_config = botocore_config
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Return the classpath (derived from the class) and the JSON-primitive kwargs."""
+        kwargs: dict[str, Any] = {
+            "inference_id": self.inference_id,
+            "output_location": self.output_location,
+            "failure_location": self.failure_location,
+            "deadline": self.deadline,
+            "poll_interval": self.poll_interval,
+            "max_poll_interval": self.max_poll_interval,
+            "aws_conn_id": self.aws_conn_id,
+        }
+        # As the amazon provider does: hook parameters left unset stay out, so defaults apply.
+        for name in ("region_name", "verify", "botocore_config"):
+            if (value := getattr(self, name)) is not None:
+                kwargs[name] = value
+        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
+
+    def hook(self) -> S3Hook:
+        """Return the S3 hook built from the four AWS parameters, unchanged."""
+        return S3Hook(
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            config=self.botocore_config,
+        )
+
+    @asynccontextmanager
+    async def _s3_client(self) -> AsyncIterator[Any]:
+        # get_async_conn resolves the connection in a thread (sync_to_async): nothing blocks the loop.
+        async with await self.hook().get_async_conn() as client:
+            yield client
+
+    async def _head(self, client: Any, bucket: str, key: str) -> ProbeResult:
+        try:
+            return read_head_response(await client.head_object(Bucket=bucket, Key=key))
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            return read_head_error(error)
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Check until an object appears or the deadline passes; yield one event and return."""
+        watch = Watch(
+            inference_id=self.inference_id,
+            output_location=self.output_location,
+            failure_location=self.failure_location,
+            deadline=datetime.fromisoformat(self.deadline),
+            poll_interval=self.poll_interval,
+            max_poll_interval=self.max_poll_interval,
+            log=self.log,
+        )
+        self.log.info(
+            "Watching inference %s: output %s, failure %s, deadline %s",
+            self.inference_id,
+            self.output_location,
+            self.failure_location,
+            self.deadline,
+        )
+        event: dict[str, Any] | None = None
+        async with self._s3_client() as client:
+            while event is None:
+                for target in watch.targets:
+                    event = watch.observe(target, await self._head(client, target.bucket, target.key))
+                    if event is not None:
+                        break
+                else:
+                    delay = watch.next_delay()
+                    if delay is None:
+                        event = watch.timeout_event()
+                    else:
+                        await asyncio.sleep(delay)
+        self.log.info("Inference %s: %s after %d checks", self.inference_id, event["status"], event["checks"])
+        yield TriggerEvent(event)

@@ -1,0 +1,302 @@
+"""
+What the output and failure locations say: the one core of watching, with a thin synchronous shell.
+
+SageMaker has no status API for asynchronous requests: completion shows only as an object at the
+request's ``OutputLocation`` (success) or ``FailureLocation`` (model error). :class:`Watch` holds the
+logic of one wait: which keys to HEAD, how to read each answer, when to look again (backoff with
+jitter), when to give up (an absolute deadline), and which event ends the wait. It does no I/O itself.
+Two thin shells feed it HEAD answers: :func:`watch_sync` here (operator with ``deferrable=False``,
+sensor in poke mode) and :meth:`SageMakerAsyncInferenceTrigger.run` (aiobotocore, in the triggerer).
+
+How HEAD answers are read (S3 HeadObject):
+
+- 200: the object is there.
+- 404: not there yet.
+- 403: ambiguous. Without ``s3:ListBucket`` S3 answers 403 for a missing key, so it may mean "not
+  there yet" or "no read access at all". The wait goes on; the log explains it once and the timeout
+  error says so.
+- 5xx, throttling (503 SlowDown), connection errors: transient; botocore has already retried them.
+  The wait goes on at the next poll; they never end it.
+- anything else (400, credentials missing, ...): not a state of the inference; raised as is.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Final
+
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
+
+from airflow_sagemaker_async.validation import (
+    DEFAULT_INVOCATION_TIMEOUT_SECONDS,
+    DEFAULT_REQUEST_TTL_SECONDS,
+    parse_s3_uri,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+#: Seconds before the first check; the interval then grows by :data:`BACKOFF_FACTOR` per poll.
+DEFAULT_POLL_INTERVAL: Final = 2.0
+#: Ceiling of the poll interval, seconds.
+DEFAULT_MAX_POLL_INTERVAL: Final = 30.0
+BACKOFF_FACTOR: Final = 1.5
+#: Each interval is drawn uniformly from [JITTER_LOW * interval, interval] so triggers started
+#: together drift apart instead of polling S3 in lockstep.
+JITTER_LOW: Final = 0.8
+#: Added to RequestTTLSeconds + InvocationTimeoutSeconds for the default deadline: the time SageMaker
+#: takes to upload a large output after the model answered, clock skew between the worker and AWS,
+#: and scheduling delay between submission and the first poll.
+DEADLINE_MARGIN_SECONDS: Final = 600
+
+EXPIRY_HINT: Final = (
+    "SageMaker writes no S3 object for a request that expired in its queue (older than "
+    "RequestTTLSeconds, e.g. while the endpoint scaled up from zero), so an expired request shows only "
+    "as this timeout; check the endpoint's ExpiredRequests CloudWatch metric or its SNS error topic."
+)
+FORBIDDEN_HINT: Final = (
+    "S3 answered 403 (Forbidden) to HeadObject. Without s3:ListBucket on the bucket S3 answers 403 "
+    "instead of 404 for a key that does not exist yet, so the wait goes on; if the role lacks "
+    "s3:GetObject the result can never be seen. Grant s3:ListBucket on the bucket and s3:GetObject on "
+    "the output and failure prefixes."
+)
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(timezone.utc)
+
+
+def isoformat(moment: datetime) -> str:
+    """Format an aware datetime as ISO-8601 UTC, e.g. ``2026-11-21T06:00:00.123456+00:00``."""
+    return moment.astimezone(timezone.utc).isoformat()
+
+
+def compute_deadline(
+    submitted_at: datetime,
+    *,
+    request_ttl_seconds: int | None,
+    invocation_timeout_seconds: int | None,
+    max_wait_seconds: float | None,
+) -> datetime:
+    """
+    Return the absolute time after which a request that left no object counts as lost.
+
+    ``max_wait_seconds`` when given; otherwise the request's TTL (default 21600 s) + its invocation
+    timeout (default 900 s) + :data:`DEADLINE_MARGIN_SECONDS`, counted from ``submitted_at``.
+    """
+    if max_wait_seconds is not None:
+        return submitted_at + timedelta(seconds=max_wait_seconds)
+    ttl = request_ttl_seconds or DEFAULT_REQUEST_TTL_SECONDS
+    timeout = invocation_timeout_seconds or DEFAULT_INVOCATION_TIMEOUT_SECONDS
+    return submitted_at + timedelta(seconds=ttl + timeout + DEADLINE_MARGIN_SECONDS)
+
+
+class Probe(enum.Enum):
+    """How one HEAD answer reads."""
+
+    FOUND = "found"
+    ABSENT = "absent"
+    FORBIDDEN = "forbidden"
+    TRANSIENT = "transient"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One HEAD answer: its reading, the object's LastModified when found, the error when not."""
+
+    probe: Probe
+    last_modified: datetime | None = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """One location to HEAD: ``kind`` is ``"output"`` or ``"failure"``."""
+
+    kind: str
+    uri: str
+    bucket: str
+    key: str
+
+
+def read_head_error(error: Exception) -> ProbeResult:
+    """
+    Read a HeadObject error as a :class:`ProbeResult`.
+
+    :raises Exception: ``error`` itself when it says nothing about the inference (400, credentials, ...).
+    """
+    if isinstance(error, ClientError):
+        meta = error.response.get("ResponseMetadata", {})
+        status = int(meta.get("HTTPStatusCode") or 0)
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        if status == 404 or code in {"404", "NoSuchKey", "NotFound"}:
+            return ProbeResult(Probe.ABSENT)
+        if status == 403 or code in {"403", "AccessDenied", "Forbidden"}:
+            return ProbeResult(Probe.FORBIDDEN, error=error)
+        if status >= 500 or status == 429 or code in {"SlowDown", "Throttling", "ThrottlingException"}:
+            return ProbeResult(Probe.TRANSIENT, error=error)
+        raise error
+    if isinstance(error, (BotocoreConnectionError, HTTPClientError, OSError, TimeoutError)):
+        return ProbeResult(Probe.TRANSIENT, error=error)
+    raise error
+
+
+def read_head_response(response: dict[str, Any]) -> ProbeResult:
+    """Read a successful HeadObject response as ``FOUND``."""
+    return ProbeResult(Probe.FOUND, last_modified=response.get("LastModified"))
+
+
+@dataclass
+class Watch:
+    """
+    The state of one wait for an asynchronous inference; no I/O.
+
+    A shell asks :meth:`targets` what to HEAD, feeds each answer to :meth:`observe` (which returns the
+    final event once an object is found), and asks :meth:`next_delay` how long to sleep (``None`` once
+    the deadline has passed, then :meth:`timeout_event` ends the wait).
+
+    :param inference_id: the request's InferenceId, for messages.
+    :param output_location: S3 URI from InvokeEndpointAsync's ``OutputLocation``.
+    :param failure_location: S3 URI from ``FailureLocation``, or ``None`` (endpoint without S3FailurePath).
+    :param deadline: aware datetime after which the wait ends with a timeout.
+    :param poll_interval: seconds before the first re-check, default 2.
+    :param max_poll_interval: ceiling of the interval in seconds, default 30.
+    :param log: where the 403 explanation and transient errors are logged.
+    """
+
+    inference_id: str
+    output_location: str
+    failure_location: str | None
+    deadline: datetime
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL
+    log: logging.Logger | Any = field(default_factory=lambda: logging.getLogger(__name__))
+    checks: int = 0
+    forbidden_seen: bool = False
+    transient_errors: int = 0
+    _interval: float = field(init=False)
+    _random: random.Random = field(init=False)
+    _targets: tuple[Target, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._interval = self.poll_interval
+        # Seeded from the request, not the clock: a rebuilt trigger keeps its own rhythm, and two
+        # requests get different ones.
+        seed = hashlib.sha256(f"{self.inference_id}\n{self.output_location}".encode()).digest()
+        self._random = random.Random(seed)  # noqa: S311 - jitter, not cryptography
+        targets = [("output", self.output_location)]
+        if self.failure_location:
+            targets.append(("failure", self.failure_location))
+        self._targets = tuple(Target(kind, uri, *parse_s3_uri(uri, f"{kind}_location")) for kind, uri in targets)
+
+    @property
+    def targets(self) -> tuple[Target, ...]:
+        """The locations to HEAD, output first."""
+        return self._targets
+
+    def observe(self, target: Target, result: ProbeResult) -> dict[str, Any] | None:
+        """
+        Take one HEAD answer; return the final event payload if it ends the wait, else ``None``.
+
+        The payload (JSON primitives, also the TriggerEvent payload)::
+
+            {"status": "success" | "failure", "inference_id": str, "output_location": str,
+             "failure_location": str | None, "location": str (the object found),
+             "completed_at": ISO-8601 | None (the object's LastModified), "detected_at": ISO-8601,
+             "deadline": ISO-8601, "checks": int, "s3_forbidden": bool}
+        """
+        if target is self._targets[0]:
+            self.checks += 1
+        if result.probe is Probe.FOUND:
+            completed = isoformat(result.last_modified) if result.last_modified else None
+            return self._event("success" if target.kind == "output" else "failure", target.uri, completed)
+        if result.probe is Probe.FORBIDDEN and not self.forbidden_seen:
+            self.forbidden_seen = True
+            self.log.warning("Inference %s: %s (location %s)", self.inference_id, FORBIDDEN_HINT, target.uri)
+        elif result.probe is Probe.TRANSIENT:
+            self.transient_errors += 1
+            if self.transient_errors == 1 or self.transient_errors % 10 == 0:
+                self.log.warning(
+                    "Inference %s: transient error #%d while checking %s, the wait goes on: %r",
+                    self.inference_id,
+                    self.transient_errors,
+                    target.uri,
+                    result.error,
+                )
+        return None
+
+    def next_delay(self, now: datetime | None = None) -> float | None:
+        """
+        Return the seconds to sleep before the next check, or ``None`` if the deadline has passed.
+
+        The interval starts at ``poll_interval``, grows by :data:`BACKOFF_FACTOR` per call up to
+        ``max_poll_interval``, is jittered down by up to 20 %, and never sleeps past the deadline (so
+        the last check happens at the deadline).
+        """
+        remaining = (self.deadline - (now or utcnow())).total_seconds()
+        if remaining <= 0:
+            return None
+        delay = self._interval * self._random.uniform(JITTER_LOW, 1.0)
+        self._interval = min(self._interval * BACKOFF_FACTOR, self.max_poll_interval)
+        return min(delay, remaining)
+
+    def timeout_event(self) -> dict[str, Any]:
+        """Return the event payload that ends the wait at the deadline (``status`` ``"timeout"``)."""
+        return self._event("timeout", None, None)
+
+    def _event(self, status: str, location: str | None, completed_at: str | None) -> dict[str, Any]:
+        return {
+            "status": status,
+            "inference_id": self.inference_id,
+            "output_location": self.output_location,
+            "failure_location": self.failure_location,
+            "location": location,
+            "completed_at": completed_at,
+            "detected_at": isoformat(utcnow()),
+            "deadline": isoformat(self.deadline),
+            "checks": self.checks,
+            "s3_forbidden": self.forbidden_seen,
+        }
+
+
+def head_sync(client: Any, target: Target) -> ProbeResult:
+    """HEAD ``target`` with a boto3 S3 client and read the answer (never raises for 403/404/5xx)."""
+    try:
+        return read_head_response(client.head_object(Bucket=target.bucket, Key=target.key))
+    except Exception as error:
+        return read_head_error(error)
+
+
+def check_sync(watch: Watch, client: Any) -> dict[str, Any] | None:
+    """Run one check of both locations with a boto3 S3 client; return the final event or ``None``."""
+    for target in watch.targets:
+        event = watch.observe(target, head_sync(client, target))
+        if event is not None:
+            return event
+    return None
+
+
+def watch_sync(watch: Watch, client: Any, sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """
+    Wait on the worker until an object appears or the deadline passes; return the final event.
+
+    :param watch: the wait's state.
+    :param client: a boto3 S3 client (``S3Hook(...).conn``).
+    :param sleep: how to wait, default :func:`time.sleep`.
+    """
+    while True:
+        event = check_sync(watch, client)
+        if event is not None:
+            return event
+        delay = watch.next_delay()
+        if delay is None:
+            return watch.timeout_event()
+        sleep(delay)
