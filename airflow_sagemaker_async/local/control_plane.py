@@ -1,0 +1,172 @@
+"""The moto server (S3, SNS, SQS, SageMaker control plane) and the hooks that tie endpoints to containers.
+
+moto runs in this process, so its SageMaker backend objects are reachable: :func:`install_hooks` wraps
+``create_endpoint`` / ``delete_endpoint`` of moto's SageMaker backend class (once per process) so that a
+listener registered for an (account, region) hears of every endpoint created through the API, whoever
+created it, and can hold it in ``Creating`` until its containers answer ``/ping``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Protocol
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.sagemaker.exceptions import ValidationError as MotoValidationError
+from moto.sagemaker.models import SageMakerModelBackend
+from werkzeug.serving import make_server
+
+if TYPE_CHECKING:
+    from moto.sagemaker.models import FakeEndpoint
+    from werkzeug.serving import BaseWSGIServer
+
+log = logging.getLogger(__name__)
+
+_hooks_lock = threading.Lock()
+_hooks_installed = False
+_listeners: dict[tuple[str, str], EndpointListener] = {}
+
+
+class EndpointListener(Protocol):
+    """What the runtime implements to hear of endpoints created and deleted in moto."""
+
+    def endpoint_created(self, endpoint: FakeEndpoint) -> None:
+        """Hear that moto created ``endpoint`` (called in moto's request thread; must not block)."""
+
+    def endpoint_deleted(self, endpoint_name: str) -> None:
+        """Hear that moto deleted the endpoint (called in moto's request thread; must not block)."""
+
+
+class BackendAlreadyRunningError(RuntimeError):
+    """Another local backend already serves this account and region in this process."""
+
+
+def install_hooks() -> None:
+    """Wrap moto's SageMaker ``create_endpoint`` / ``delete_endpoint`` once per process (idempotent).
+
+    Without a registered listener the wrappers behave exactly as moto does.
+    """
+    global _hooks_installed  # noqa: PLW0603 - a process-wide, install-once patch
+    with _hooks_lock:
+        if _hooks_installed:
+            return
+        original_create = SageMakerModelBackend.create_endpoint
+        original_delete = SageMakerModelBackend.delete_endpoint
+
+        def create_endpoint(self: SageMakerModelBackend, *args: Any, **kwargs: Any) -> FakeEndpoint:
+            listener = _listeners.get((self.account_id, self.region_name))
+            name = kwargs.get("endpoint_name", args[0] if args else None)
+            if listener is not None and name in self.endpoints:
+                arn = self.endpoints[name].arn
+                raise MotoValidationError(message=f'Cannot create already existing endpoint "{arn}".')
+            endpoint = original_create(self, *args, **kwargs)
+            if listener is not None:
+                listener.endpoint_created(endpoint)
+            return endpoint
+
+        def delete_endpoint(self: SageMakerModelBackend, endpoint_name: str) -> None:
+            original_delete(self, endpoint_name)
+            listener = _listeners.get((self.account_id, self.region_name))
+            if listener is not None:
+                listener.endpoint_deleted(endpoint_name)
+
+        SageMakerModelBackend.create_endpoint = create_endpoint  # type: ignore[method-assign]
+        SageMakerModelBackend.delete_endpoint = delete_endpoint  # type: ignore[method-assign]
+        _hooks_installed = True
+
+
+def register_listener(account_id: str, region_name: str, listener: EndpointListener) -> None:
+    """Make ``listener`` hear of endpoints of this account and region.
+
+    :raises BackendAlreadyRunningError: when another listener (another running backend) holds them.
+    """
+    install_hooks()
+    with _hooks_lock:
+        if (account_id, region_name) in _listeners:
+            raise BackendAlreadyRunningError(
+                f"A LocalSageMakerAsyncBackend already serves account {account_id} in {region_name} in this "
+                "process; moto's state is process-wide. Share that backend (the session-scoped "
+                "'sagemaker_async_backend' fixture), stop it first, or use another region_name."
+            )
+        _listeners[(account_id, region_name)] = listener
+
+
+def unregister_listener(account_id: str, region_name: str) -> None:
+    """Forget the listener of this account and region (no error if none)."""
+    with _hooks_lock:
+        _listeners.pop((account_id, region_name), None)
+
+
+def running_regions() -> set[tuple[str, str]]:
+    """Return the (account, region) pairs currently served by a backend in this process."""
+    with _hooks_lock:
+        return set(_listeners)
+
+
+def sagemaker_backend(account_id: str, region_name: str) -> SageMakerModelBackend:
+    """Moto's in-process SageMaker backend of this account and region."""
+    from moto.sagemaker.models import sagemaker_backends
+
+    return sagemaker_backends[account_id][region_name]
+
+
+def reset_region(account_id: str, region_name: str, *, include_s3: bool) -> None:
+    """Forget moto's SageMaker, SNS and SQS state of one region (and S3's, global, when asked)."""
+    from moto.s3.models import s3_backends
+    from moto.sns.models import sns_backends
+    from moto.sqs.models import sqs_backends
+
+    for backends in (sns_backends, sqs_backends):
+        backends[account_id][region_name].reset()
+    sagemaker_backend(account_id, region_name).reset()
+    if include_s3:
+        s3_backends[account_id]["aws"].reset()
+
+
+class _QuietRequestHandler(MotoRequestHandler):
+    """moto's request handler without a line on stderr per request (our runtime logs what matters)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        log.debug("moto: %s %s", self.requestline, code)
+
+
+class MotoServer:
+    """moto's WSGI application served from a daemon thread on ``127.0.0.1`` and a port chosen by the OS.
+
+    :param host: the address to bind, default ``127.0.0.1`` (loopback only).
+    """
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self._host = host
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` once started.
+
+        :raises RuntimeError: before :meth:`start`.
+        """
+        if self._server is None:
+            raise RuntimeError("The moto server is not started.")
+        return f"http://{self._host}:{self._server.server_port}"
+
+    def start(self) -> None:
+        """Bind and serve in a background thread; returns once the socket listens."""
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server(self._host, 0, app, threaded=True, request_handler=_QuietRequestHandler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="sagemaker-async-local-moto", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and join the thread (idempotent)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
