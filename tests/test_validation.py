@@ -1,0 +1,213 @@
+"""Bad input is refused with the parameter, the rule and the value named, before any side effect."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import botocore.session
+import pytest
+
+from airflow_sagemaker_async import validation as v
+from airflow_sagemaker_async.exceptions import SageMakerAsyncBotocoreTooOldError, SageMakerAsyncParameterError
+from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
+from airflow_sagemaker_async.sensors import SageMakerAsyncInferenceSensor
+
+GOOD = {"endpoint_name": "iris", "input_location": "s3://bucket/in.csv", "task_id": "t"}
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value"),
+    [
+        ("endpoint_name", ""),
+        ("endpoint_name", "a" * 64),
+        ("endpoint_name", "-starts-with-hyphen"),
+        ("endpoint_name", "has_underscore"),
+        ("endpoint_name", "arn:aws:sagemaker:us-east-1:123:endpoint/x"),
+        ("inference_id", ""),
+        ("inference_id", "x" * 65),
+        ("inference_id", " leading-space"),
+        ("inference_id", "tab\tinside"),
+        ("inference_id", "non-ascii-é"),
+        ("custom_attributes", "x" * 1025),
+        ("custom_attributes", "newline\ninside"),
+        ("content_type", "x" * 1025),
+        ("content_type", "text/csv; é"),
+        ("accept", "x" * 1025),
+        ("input_location", "bucket/key"),
+        ("input_location", "s3:///no-bucket"),
+        ("input_location", "ftp://host/key"),
+        ("input_location", "s3://b/" + "k" * 1024),
+        ("s3_output_path_extension", ""),
+        ("s3_output_path_extension", "s3://bucket/x"),
+        ("s3_output_path_extension", "has space"),
+        ("s3_output_path_extension", "x" * 513),
+        ("filename", ""),
+        ("filename", "x" * 33),
+        ("filename", "two.dots.json"),
+        ("filename", ".hidden"),
+        ("filename", "sla/sh"),
+        ("request_ttl_seconds", 59),
+        ("request_ttl_seconds", 21601),
+        ("request_ttl_seconds", "soon"),
+        ("request_ttl_seconds", True),
+        ("invocation_timeout_seconds", 0),
+        ("invocation_timeout_seconds", 3601),
+        ("invocation_timeout_seconds", 1.5),
+    ],
+)
+def test_static_bad_api_field_is_refused_at_construction_naming_parameter_and_value(
+    parameter: str, value: Any
+) -> None:
+    with pytest.raises(SageMakerAsyncParameterError) as info:
+        SageMakerInvokeEndpointAsyncOperator(**{**GOOD, parameter: value})
+
+    assert info.value.parameter == parameter
+    message = str(info.value)
+    assert message.startswith(f"{parameter}=")
+    if parameter != "custom_attributes":
+        assert repr(value)[:40] in message
+
+
+def test_custom_attributes_value_is_redacted_in_the_error() -> None:
+    secret = "token=abcd\n" + "s" * 1100
+
+    with pytest.raises(SageMakerAsyncParameterError) as info:
+        SageMakerInvokeEndpointAsyncOperator(**GOOD, custom_attributes=secret)
+
+    assert "token=abcd" not in str(info.value)
+    assert "redacted" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "parameter", "rule"),
+    [
+        ({"input_location": None}, "input_data", "neither"),
+        ({"input_data": "1,2,3,4"}, "input_data", "both"),
+        ({"input_location": None, "input_data": {"x": {1, 2}}}, "input_data", "JSON"),
+        ({"input_location": None, "input_data": float("nan")}, "input_data", "JSON"),
+        ({"input_location": None, "input_data": b"x" * 128_001}, "input_data", "input_s3_prefix"),
+        (
+            {"input_location": None, "input_data": b"x", "input_s3_prefix": "bucket/prefix"},
+            "input_s3_prefix",
+            "s3://",
+        ),
+        ({"max_output_bytes": 0}, "max_output_bytes", "greater than 0"),
+        ({"max_output_bytes": -1}, "max_output_bytes", "greater than 0"),
+        ({"poll_interval": 0}, "poll_interval", "greater than 0"),
+        ({"max_poll_interval": -1}, "max_poll_interval", "greater than 0"),
+        ({"poll_interval": 10, "max_poll_interval": 5}, "max_poll_interval", "ceiling"),
+        ({"output_format": "xml"}, "output_format", "one of"),
+        ({"max_wait_seconds": 0}, "max_wait_seconds", "greater than 0"),
+    ],
+)
+def test_operator_refuses_bad_combinations(kwargs: dict[str, Any], parameter: str, rule: str) -> None:
+    with pytest.raises(SageMakerAsyncParameterError) as info:
+        SageMakerInvokeEndpointAsyncOperator(**{**GOOD, **kwargs})
+
+    assert info.value.parameter == parameter
+    assert rule in str(info.value)
+
+
+def test_templated_values_are_not_checked_at_construction() -> None:
+    op = SageMakerInvokeEndpointAsyncOperator(
+        task_id="t",
+        endpoint_name="{{ params.endpoint }}",
+        input_location="{{ ti.xcom_pull('upload') }}",
+        request_ttl_seconds="{{ params.ttl }}",
+        filename="{{ ds_nodash }}.json",
+    )
+
+    assert op.endpoint_name == "{{ params.endpoint }}"
+
+
+def test_large_payload_with_input_s3_prefix_is_accepted() -> None:
+    op = SageMakerInvokeEndpointAsyncOperator(
+        task_id="t", endpoint_name="iris", input_data=b"x" * 200_000, input_s3_prefix="s3://bucket/inputs"
+    )
+
+    assert op.input_s3_prefix == "s3://bucket/inputs"
+
+
+@pytest.mark.parametrize(("parameter", "needed"), [("filename", "1.42.54"), ("input_data", "1.43.29")])
+def test_botocore_too_old_names_the_version_needed(parameter: str, needed: str) -> None:
+    with pytest.raises(SageMakerAsyncBotocoreTooOldError) as info:
+        v.check_botocore_supports(parameter, "1.34.0")
+
+    assert f"botocore>={needed}" in str(info.value)
+    assert "1.34.0" in str(info.value)
+
+
+def test_current_botocore_supports_every_field() -> None:
+    for parameter in v.BOTOCORE_MINIMUM:
+        v.check_botocore_supports(parameter, botocore.__version__)
+
+
+def test_sensor_without_output_location_is_refused() -> None:
+    with pytest.raises(SageMakerAsyncParameterError) as info:
+        SageMakerAsyncInferenceSensor(task_id="s")
+
+    assert info.value.parameter == "output_location"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "parameter"),
+    [
+        ({"output_location": "not-a-uri"}, "output_location"),
+        ({"output_location": "s3://b/k", "failure_location": "https://x/y"}, "failure_location"),
+        ({"output_location": "s3://b/k", "inference_id": " x"}, "inference_id"),
+        ({"output_location": "s3://b/k", "output_format": "yaml"}, "output_format"),
+        ({"output_location": "s3://b/k", "poll_interval": 0}, "poll_interval"),
+    ],
+)
+def test_sensor_refuses_bad_input(kwargs: dict[str, Any], parameter: str) -> None:
+    with pytest.raises(SageMakerAsyncParameterError) as info:
+        SageMakerAsyncInferenceSensor(task_id="s", **kwargs)
+
+    assert info.value.parameter == parameter
+
+
+def _service_members() -> dict[str, Any]:
+    model = botocore.session.get_session().get_service_model("sagemaker-runtime")
+    return dict(model.operation_model("InvokeEndpointAsync").input_shape.members)
+
+
+@pytest.mark.parametrize(
+    ("member", "limit"),
+    [
+        ("EndpointName", {"max": v.ENDPOINT_NAME_MAX}),
+        ("InferenceId", {"min": 1, "max": v.INFERENCE_ID_MAX}),
+        ("ContentType", {"max": v.HEADER_MAX}),
+        ("Accept", {"max": v.HEADER_MAX}),
+        ("CustomAttributes", {"max": v.HEADER_MAX}),
+        ("InputLocation", {"min": 1, "max": v.INPUT_LOCATION_MAX}),
+        ("S3OutputPathExtension", {"min": 1, "max": v.S3_OUTPUT_PATH_EXTENSION_MAX}),
+        ("Filename", {"min": 1, "max": v.FILENAME_MAX}),
+        ("RequestTTLSeconds", dict(zip(("min", "max"), v.REQUEST_TTL_SECONDS_RANGE, strict=True))),
+        ("InvocationTimeoutSeconds", dict(zip(("min", "max"), v.INVOCATION_TIMEOUT_SECONDS_RANGE, strict=True))),
+        ("Body", {"max": v.MAX_INLINE_BODY_BYTES}),
+    ],
+)
+def test_limits_agree_with_the_installed_service_model(member: str, limit: dict[str, int]) -> None:
+    metadata = _service_members()[member].metadata
+
+    assert {key: metadata.get(key) for key in limit} == limit
+
+
+@pytest.mark.parametrize(
+    ("member", "ours"),
+    [
+        ("EndpointName", v.ENDPOINT_NAME_RE),
+        ("S3OutputPathExtension", v.S3_OUTPUT_PATH_EXTENSION_RE),
+        ("Filename", v.FILENAME_RE),
+        ("InputLocation", v.INPUT_LOCATION_RE),
+    ],
+)
+def test_patterns_agree_with_the_installed_service_model(member: str, ours: re.Pattern[str]) -> None:
+    service = re.compile(_service_members()[member].metadata["pattern"].lstrip("^").rstrip("$"))
+    samples = [
+        "iris", "a-b", "a--b", "-a", "a-", "a_b", "x.json", "a.b.c", ".x", "9-_", "s3://b/k", "s3:/x",
+        "https://h/p", "daily/2026", "a b", "A!*'()", "ftp://x/y", "s3://", "s3://b", "é",
+    ]  # fmt: skip
+
+    assert [bool(ours.fullmatch(s)) for s in samples] == [bool(service.fullmatch(s)) for s in samples]
