@@ -476,6 +476,49 @@ class LocalSageMakerAsyncBackend:
                 )
             time.sleep(poll_interval)
 
+    # -- notifications ------------------------------------------------------------------------------------
+
+    def subscribe_queue(self, queue_name: str, topic_arns: Sequence[str]) -> str:
+        """Create an SQS queue (if needed) and subscribe it to SNS topics, as one would on AWS.
+
+        :param queue_name: the queue's name.
+        :param topic_arns: the topics whose messages the queue should receive.
+        :return: the queue URL.
+        """
+        sqs, sns = self.client("sqs"), self.client("sns")
+        queue_url: str = sqs.create_queue(QueueName=queue_name)["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        for topic_arn in topic_arns:
+            sns.subscribe(TopicArn=topic_arn, Protocol="sqs", Endpoint=queue_arn)
+        return queue_url
+
+    def receive_notifications(
+        self, queue_url: str, *, count: int = 1, timeout: float = 10.0, event_name: str | None = "InferenceResult"
+    ) -> list[dict[str, Any]]:
+        """Read SageMaker notifications from a queue subscribed to the topics (and delete them).
+
+        :param queue_url: a queue made with :meth:`subscribe_queue`.
+        :param count: return once this many matching messages arrived, default 1.
+        :param timeout: seconds to wait for them, default 10; returns what arrived by then.
+        :param event_name: keep only messages with this ``eventName`` (default ``InferenceResult``, which
+            skips the ``TestNotification`` sent at endpoint creation); ``None`` keeps all.
+        :return: the SageMaker messages (the SNS envelope's ``Message``, parsed).
+        """
+        sqs = self.client("sqs")
+        found: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while len(found) < count and time.monotonic() < deadline:
+            answer = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            messages = answer.get("Messages", [])
+            for message in messages:
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+                document = json.loads(json.loads(message["Body"])["Message"])
+                if event_name is None or document.get("eventName") == event_name:
+                    found.append(document)
+            if not messages:
+                time.sleep(0.05)
+        return found
+
     def _ensure_bucket(self, bucket: str) -> None:
         s3 = self.client("s3")
         try:
