@@ -33,15 +33,9 @@ from tests.proxy import Proxy  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def moto_url() -> Iterator[str]:
-    """A moto server (S3 and the rest) on 127.0.0.1, random port, for the whole session."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+def moto_url(sagemaker_async_backend: Any) -> str:
+    """The moto server (S3, SNS, SQS, SageMaker control plane) of the session's local backend, on 127.0.0.1."""
+    return str(sagemaker_async_backend.endpoint_url)
 
 
 @pytest.fixture
@@ -75,9 +69,7 @@ def aws_connection(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
     ``aws_connection(endpoint_url, runtime_url=None, conn_id="aws_default", **extra)``.
     """
 
-    def define(
-        endpoint_url: str, runtime_url: str | None = None, conn_id: str = "aws_default", **extra: Any
-    ) -> str:
+    def define(endpoint_url: str, runtime_url: str | None = None, conn_id: str = "aws_default", **extra: Any) -> str:
         extras: dict[str, Any] = {"region_name": "us-east-1", "endpoint_url": endpoint_url, **extra}
         if runtime_url:
             extras["service_config"] = {"sagemaker-runtime": {"endpoint_url": runtime_url}}
@@ -86,3 +78,28 @@ def aws_connection(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
         return conn_id
 
     return define
+
+
+@pytest.fixture(scope="session")
+def endpoints(sagemaker_async_backend: Any) -> dict[str, Any]:
+    """Two iris endpoints on the local backend: ``op-iris`` (with S3FailurePath) and ``op-iris-nofail`` (without)."""
+    return {
+        "op-iris": sagemaker_async_backend.create_endpoint("op-iris"),
+        "op-iris-nofail": sagemaker_async_backend.create_endpoint("op-iris-nofail", s3_failure_path=None),
+    }
+
+
+@pytest.fixture
+def runtime_proxy(sagemaker_async_backend: Any) -> Iterator[Proxy]:
+    """A recording, fault-injecting proxy in front of the local sagemaker-runtime."""
+    with Proxy(sagemaker_async_backend.runtime_url) as proxy:
+        yield proxy
+
+
+@pytest.fixture
+def backend_connection(sagemaker_async_backend: Any, runtime_proxy: Proxy, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point ``aws_default`` at the local backend, its runtime reached through ``runtime_proxy``."""
+    connection = sagemaker_async_backend.airflow_connection()
+    connection["extra"]["service_config"]["sagemaker-runtime"]["endpoint_url"] = runtime_proxy.url
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+    return "aws_default"
