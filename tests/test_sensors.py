@@ -20,12 +20,12 @@ def sense(sensor: SageMakerAsyncInferenceSensor) -> dict[str, Any]:
     try:
         return sensor.execute(context)
     except TaskDeferred as deferred:
-
-        async def events() -> list[dict[str, Any]]:
-            return [e.payload async for e in deferred.trigger.run()]
-
-        (event,) = asyncio.run(asyncio.wait_for(events(), 60))
+        (event,) = asyncio.run(asyncio.wait_for(_events(deferred.trigger), 60))
         return getattr(sensor, deferred.method_name)(context, event=event, **(deferred.kwargs or {}))
+
+
+async def _events(trigger: Any) -> list[dict[str, Any]]:
+    return [e.payload async for e in trigger.run()]
 
 
 def submit(**kwargs: Any) -> dict[str, Any]:

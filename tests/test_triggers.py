@@ -102,9 +102,7 @@ async def test_pending_inference_keeps_waiting_and_cancels_cleanly(
 
 
 @pytest.mark.asyncio
-async def test_no_object_by_the_deadline_yields_timeout_event(
-    bucket: str, moto_url: str, aws_connection: Any
-) -> None:
+async def test_no_object_by_the_deadline_yields_timeout_event(bucket: str, moto_url: str, aws_connection: Any) -> None:
     aws_connection(moto_url)
     started = utcnow()
 
@@ -116,9 +114,7 @@ async def test_no_object_by_the_deadline_yields_timeout_event(
 
 
 @pytest.mark.asyncio
-async def test_deadline_already_past_times_out_after_one_check(
-    s3_proxy: Any, bucket: str, aws_connection: Any
-) -> None:
+async def test_deadline_already_past_times_out_after_one_check(s3_proxy: Any, bucket: str, aws_connection: Any) -> None:
     aws_connection(s3_proxy.url)
 
     events = await collect(make_trigger(bucket, deadline_in=-5))

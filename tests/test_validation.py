@@ -56,9 +56,7 @@ GOOD = {"endpoint_name": "iris", "input_location": "s3://bucket/in.csv", "task_i
         ("invocation_timeout_seconds", 1.5),
     ],
 )
-def test_static_bad_api_field_is_refused_at_construction_naming_parameter_and_value(
-    parameter: str, value: Any
-) -> None:
+def test_static_bad_api_field_is_refused_at_construction_naming_parameter_and_value(parameter: str, value: Any) -> None:
     with pytest.raises(SageMakerAsyncParameterError) as info:
         SageMakerInvokeEndpointAsyncOperator(**{**GOOD, parameter: value})
 
