@@ -38,8 +38,9 @@ log = logging.getLogger("airflow_sagemaker_async.local")
 
 #: moto's default account id, the account of every resource the backend creates.
 ACCOUNT_ID = "123456789012"
-DEFAULT_ACCESS_KEY_ID = "AKIALOCALSAGEMAKER00"
-DEFAULT_SECRET_ACCESS_KEY = "local-sagemaker-async-secret"  # noqa: S105 - a fixed, public, local-only secret
+#: moto's conventional fake credentials, so that clients configured for moto work unchanged.
+DEFAULT_ACCESS_KEY_ID = "testing"
+DEFAULT_SECRET_ACCESS_KEY = "testing"  # noqa: S105 - a fixed, public, local-only secret
 #: Bundled models, by the short name ``create_endpoint(model=...)`` accepts.
 BUNDLED_MODELS = {"iris": IRIS_IMAGE}
 
@@ -100,9 +101,9 @@ class LocalSageMakerAsyncBackend:
         (read when the request is accepted), default 1.0. ``0.01`` makes the minimum TTL of 60 s last 0.6 s,
         so expiry is testable in seconds. Can be changed later through :attr:`time_scale`.
     :param region_name: the region of every client and resource, default ``us-east-1``.
-    :param aws_access_key_id: the only access key the runtime accepts in signatures, default
-        ``AKIALOCALSAGEMAKER00``.
-    :param aws_secret_access_key: its secret, default ``local-sagemaker-async-secret``.
+    :param aws_access_key_id: the only access key the runtime accepts in signatures, default ``testing``
+        (moto's convention).
+    :param aws_secret_access_key: its secret, default ``testing``.
     :param default_bucket: a bucket created at start, holding the default output and failure paths,
         default ``sagemaker-async-local``.
     :param container_startup_timeout: seconds a model container gets to answer ``GET /ping``, default 120

@@ -71,7 +71,7 @@ def verify_sigv4(
 
     :param method: the HTTP method.
     :param url: scheme, host (as sent in ``Host``), raw (still percent-encoded) path and query.
-    :param headers: the received headers (case-insensitive mapping); repeated headers joined with ``,``.
+    :param headers: the received headers (any case); repeated headers joined with ``,``.
     :param body: the raw body.
     :param access_key: the only access key id accepted.
     :param secret_key: its secret.
@@ -82,7 +82,8 @@ def verify_sigv4(
         ``UnrecognizedClientException`` for another access key, ``InvalidSignatureException`` for a wrong
         scope, a date more than 15 minutes off, or a signature that does not match.
     """
-    authorization = headers.get("Authorization")
+    headers = {name.lower(): value for name, value in headers.items()}
+    authorization = headers.get("authorization")
     if not authorization:
         raise SignatureError("MissingAuthenticationTokenException", "Missing Authentication Token")
     match = _AUTHORIZATION.match(authorization.strip())
@@ -106,7 +107,7 @@ def verify_sigv4(
         )
     signed = match["headers"].split(";")
     missing = [name for name in signed if name not in headers]
-    amz_date = headers.get("X-Amz-Date")
+    amz_date = headers.get("x-amz-date")
     if missing or "host" not in signed or amz_date is None or "x-amz-date" not in signed:
         raise SignatureError(
             "InvalidSignatureException",
