@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_sagemaker_async.clients import client_key, shared_s3_clients
 from airflow_sagemaker_async.validation import check_poll_schedule
 from airflow_sagemaker_async.watch import (
     DEFAULT_MAX_POLL_INTERVAL,
@@ -30,7 +31,9 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
     """
     Wait for an asynchronous inference's result object without holding a worker slot.
 
-    Each check HEADs the output key, then (if not found) the failure key, through aiobotocore; 404 means
+    Each check HEADs the output key, then (if not found) the failure key, through an aiobotocore client
+    shared by the triggers of the event loop that use the same connection
+    (:mod:`airflow_sagemaker_async.clients`); 404 means
     "not yet", 403 is explained once in the log and the wait goes on (see
     :mod:`airflow_sagemaker_async.watch`), 5xx / throttling / connection errors never end the wait.
     The interval starts at ``poll_interval``, grows by 1.5x per check up to ``max_poll_interval`` and
@@ -114,8 +117,10 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
 
     @asynccontextmanager
     async def _s3_client(self) -> AsyncIterator[Any]:
+        # One client per event loop and connection, shared with the other triggers (see clients.py).
         # get_async_conn resolves the connection in a thread (sync_to_async): nothing blocks the loop.
-        async with await self.hook().get_async_conn() as client:
+        key = client_key(self.aws_conn_id, self.region_name, self.verify, self.botocore_config)
+        async with shared_s3_clients.acquire(key, self.hook().get_async_conn) as client:
             yield client
 
     async def _head(self, client: Any, bucket: str, key: str) -> ProbeResult:
