@@ -7,10 +7,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from airflow_sagemaker_async.local import LocalEndpoint, LocalSageMakerAsyncBackend
+if TYPE_CHECKING:
+    from airflow_sagemaker_async.local import LocalEndpoint, LocalSageMakerAsyncBackend
 
 TIME_SCALE = 0.01
 ECHO_COMMAND = [sys.executable, str(Path(__file__).with_name("echo_container.py"))]

@@ -30,7 +30,8 @@ def test_invoke_endpoint_async_answers_202_with_inference_id_and_both_locations(
     failure = re.fullmatch(
         rf"s3://sagemaker-async-local/local-iris/failure/({UUID})-error\.out", answer["FailureLocation"]
     )
-    assert output and failure
+    assert output
+    assert failure
     assert output[1] == failure[1], "output and failure objects share one uuid"
     assert output[1] != answer["InferenceId"], "the object uuid is not the inference id, as on SageMaker"
 

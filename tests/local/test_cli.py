@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from airflow_sagemaker_async.local.cli import build_parser
+
+
+def _command() -> list[str]:
+    script = Path(sys.executable).with_name("sagemaker-async-local")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "airflow_sagemaker_async.local.cli"]
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"no ready file; exit code {process.poll()}: {process.communicate()}")
+        time.sleep(0.1)
+    return json.loads(path.read_text())
+
+
+@pytest.fixture
+def cli_up(tmp_path):
+    ready = tmp_path / "ready.json"
+    process = subprocess.Popen(
+        [*_command(), "up", "--ready-file", str(ready), "--time-scale", "0.01"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        yield process, ready, _wait_for(ready, process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_up_serves_the_demo_endpoint_logs_state_changes_and_stops_cleanly_on_sigterm(cli_up):
+    process, ready, document = cli_up
+    assert document["endpoint_url"].startswith("http://127.0.0.1:")
+    assert document["runtime_url"].startswith("http://127.0.0.1:")
+    assert json.loads(document["airflow_conn_aws_default"])["extra"]["endpoint_url"] == document["endpoint_url"]
+    demo = document["demo"]
+    credentials = {
+        "region_name": document["region_name"],
+        "aws_access_key_id": document["aws_access_key_id"],
+        "aws_secret_access_key": document["aws_secret_access_key"],
+    }
+    runtime = boto3.client("sagemaker-runtime", endpoint_url=document["runtime_url"], **credentials)
+    sqs = boto3.client("sqs", endpoint_url=document["endpoint_url"], **credentials)
+    sagemaker = boto3.client("sagemaker", endpoint_url=document["endpoint_url"], **credentials)
+    assert sagemaker.describe_endpoint(EndpointName=demo["endpoint_name"])["EndpointStatus"] == "InService"
+
+    good = runtime.invoke_endpoint_async(EndpointName=demo["endpoint_name"], Body=b"5.1,3.5,1.4,0.2")
+    runtime.invoke_endpoint_async(EndpointName=demo["endpoint_name"], Body=b"not,numbers")
+    statuses = set()
+    deadline = time.monotonic() + 15
+    while statuses != {"Completed", "Failed"} and time.monotonic() < deadline:
+        for message in sqs.receive_message(QueueUrl=demo["notification_queue_url"], MaxNumberOfMessages=10).get(
+            "Messages", []
+        ):
+            body = json.loads(json.loads(message["Body"])["Message"])
+            statuses.add(body.get("invocationStatus"))
+        statuses.discard(None)
+    assert statuses == {"Completed", "Failed"}
+
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=20)
+    assert process.returncode == 0
+    assert "export AIRFLOW_CONN_AWS_DEFAULT='" in stdout
+    assert document["aws_secret_access_key"] in stdout
+    assert stdout.rstrip().endswith("Stopped.")
+    assert f"{good['InferenceId']} queued" in stderr
+    assert f"{good['InferenceId']} started" in stderr
+    assert f"{good['InferenceId']} completed" in stderr
+    assert " failed after " in stderr
+    assert not ready.exists(), "the ready file is removed on stop"
+
+
+def test_up_without_demo_creates_no_endpoint_and_stops_on_ctrl_c(tmp_path):
+    ready = tmp_path / "ready.json"
+    process = subprocess.Popen(
+        [*_command(), "up", "--no-demo", "--quiet", "--ready-file", str(ready)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        document = _wait_for(ready, process)
+        assert document["demo"] is None
+        sagemaker = boto3.client(
+            "sagemaker",
+            endpoint_url=document["endpoint_url"],
+            region_name=document["region_name"],
+            aws_access_key_id=document["aws_access_key_id"],
+            aws_secret_access_key=document["aws_secret_access_key"],
+        )
+        assert sagemaker.list_endpoints()["Endpoints"] == []
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=20)
+        assert process.returncode == 0
+        assert stderr == ""
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+def test_container_of_the_demo_is_gone_after_stop(cli_up):
+    process, _, _ = cli_up
+    tasks = Path(f"/proc/{process.pid}/task")
+    if not tasks.exists():
+        pytest.skip("needs /proc/<pid>/task/<tid>/children")
+    pids = [int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()]
+    assert pids, "the demo endpoint runs one container process"
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=20)
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_parser_documents_the_script_options():
+    arguments = build_parser().parse_args(["up", "--time-scale", "0.5", "--ready-file", "r.json", "--no-demo"])
+    assert (arguments.time_scale, str(arguments.ready_file), arguments.no_demo) == (0.5, "r.json", True)
