@@ -12,6 +12,8 @@ import botocore
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.providers.common.compat.sdk import mask_secret
+from botocore.exceptions import ClientError
 
 from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
 from airflow_sagemaker_async.hooks import AsyncInferenceSubmission, SageMakerRuntimeHook
@@ -231,6 +233,16 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
         self.fail_on_model_error = fail_on_model_error
         self._check_parameters(only_rendered=True)
 
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """
+        Render the templated fields, then mask ``custom_attributes`` in logs and rendered-field views.
+
+        The service model marks CustomAttributes sensitive (it may carry tokens for the model).
+        """
+        super().render_template_fields(context, jinja_env)
+        if isinstance(self.custom_attributes, str) and self.custom_attributes:
+            mask_secret(self.custom_attributes)
+
     def _invoke_fields(self) -> dict[str, Any]:
         return {
             "endpoint_name": self.endpoint_name,
@@ -307,7 +319,18 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
         elif payload is not None:
             body = payload
         fields["inference_id"] = inference_id
-        submission = self.hook.invoke_endpoint_async(body=body, **fields)
+        try:
+            submission = self.hook.invoke_endpoint_async(body=body, **fields)
+        except ClientError as error:
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+                self.log.error(
+                    "InvokeEndpointAsync of inference %s on endpoint %s still failed after botocore's retries. "
+                    "SageMaker may or may not have queued it (the API has no idempotency token); a retry of this "
+                    "task sends the same inference id. Check the endpoint's CloudWatch logs before re-running by hand.",
+                    inference_id,
+                    fields["endpoint_name"],
+                )
+            raise
         submitted_at = utcnow()
         self._persist_links(context, submission)
         deadline = compute_deadline(
