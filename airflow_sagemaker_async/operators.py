@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import botocore
+from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
@@ -35,6 +36,7 @@ from airflow_sagemaker_async.watch import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     Watch,
+    check_sync,
     compute_deadline,
     isoformat,
     utcnow,
@@ -153,6 +155,10 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
     :param fail_on_model_error: raise
         :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncInferenceError` when the model fails
         (default ``True``); ``False`` succeeds with the ``"Failed"`` outcome and ``failure_reason``.
+    :param resume_on_retry: on a retry (try 2+) with a fixed ``filename``, look for the result of an earlier
+        try at the endpoint's output and failure paths (``sagemaker:DescribeEndpoint`` and
+        ``sagemaker:DescribeEndpointConfig``) and resume from it instead of invoking again (default ``True``).
+        Without a result there, the task invokes again: submission is at least once (see README, Retries).
     :param aws_conn_id: Airflow AWS connection, default ``aws_default``; ``None`` uses boto3's default chain.
     :param region_name: AWS region, default from the connection.
     :param verify: whether / how to verify SSL certificates, default from the connection.
@@ -209,6 +215,7 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
         output_format: str = "location",
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         fail_on_model_error: bool = True,
+        resume_on_retry: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -231,6 +238,7 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
         self.output_format = check_output_format(output_format)
         self.max_output_bytes = int(check_positive(max_output_bytes, "max_output_bytes", unit="bytes"))
         self.fail_on_model_error = fail_on_model_error
+        self.resume_on_retry = resume_on_retry
         self._check_parameters(only_rendered=True)
 
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
@@ -309,6 +317,14 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
         )
         payload = fields.pop("payload", None)
         max_wait_seconds = fields.pop("max_wait_seconds", None)
+        if (ti.try_number or 1) > 1 and (event := self._previous_result(fields, inference_id)) is not None:
+            self.log.info(
+                "Try %s: the result of an earlier try of inference %s is already at %s; not invoking again.",
+                ti.try_number,
+                inference_id,
+                event["location"],
+            )
+            return self.execute_complete(context, event, endpoint_name=fields["endpoint_name"], submitted_at=None)
         body = None
         if payload is not None and len(payload) > MAX_INLINE_BODY_BYTES:
             bucket, prefix = parse_s3_uri(self.input_s3_prefix or "", "input_s3_prefix")
@@ -385,8 +401,43 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
         )
         return self.execute_complete(context, watch_sync(watch, self._s3_hook().conn), **resume)
 
+    def _previous_result(self, fields: dict[str, Any], inference_id: str) -> dict[str, Any] | None:
+        """
+        Return the final event of an earlier try's result, if ``filename`` fixes where it is, else ``None``.
+
+        The output key is ``<S3OutputPath>[/<s3_output_path_extension>]/<filename>``. AWS does not document
+        the failure object's name when Filename is given; this looks for ``<filename>-error.out`` under
+        S3FailurePath, what the local backend writes (if AWS names it otherwise, a failed earlier try is
+        not found and the model is invoked again).
+        """
+        if not (self.resume_on_retry and fields.get("filename")):
+            return None
+        try:
+            sagemaker: Any = AwsBaseHook(client_type="sagemaker", **self._hook_parameters).conn
+            config = sagemaker.describe_endpoint(EndpointName=fields["endpoint_name"])["EndpointConfigName"]
+            paths = sagemaker.describe_endpoint_config(EndpointConfigName=config)["AsyncInferenceConfig"]
+        except (ClientError, KeyError) as error:
+            self.log.warning("Cannot look for an earlier try's result (%r); invoking again.", error)
+            return None
+        extension = fields.get("s3_output_path_extension")
+
+        def under(path: str | None, name: str) -> str | None:
+            if not path:
+                return None
+            return "/".join(p.strip("/") for p in (path, extension, name) if p)
+
+        output_config = paths.get("OutputConfig", {})
+        watch = Watch(
+            inference_id=inference_id,
+            output_location=under(output_config.get("S3OutputPath"), fields["filename"]) or "",
+            failure_location=under(output_config.get("S3FailurePath"), f"{fields['filename']}-error.out"),
+            deadline=utcnow(),
+            log=self.log,
+        )
+        return check_sync(watch, self._s3_hook().conn)
+
     def execute_complete(
-        self, context: Context, event: dict[str, Any], endpoint_name: str, submitted_at: str
+        self, context: Context, event: dict[str, Any], endpoint_name: str, submitted_at: str | None
     ) -> dict[str, Any]:
         """
         Resume after the trigger's event: download what ``output_format`` asks, return the outcome or raise.

@@ -188,3 +188,63 @@ async def _first_event(trigger: Any) -> dict[str, Any]:
     async for event in trigger.run():
         return dict(event.payload)
     raise AssertionError("the trigger yielded no event")
+
+
+@pytest.mark.parametrize("deferrable", [True, False])
+def test_retry_finds_the_earlier_tries_output_and_does_not_invoke_again(
+    runtime_proxy: Any, sagemaker_async_backend: Any, deferrable: bool
+) -> None:
+    params = {
+        "input_data": CSV_ROWS,
+        "content_type": "text/csv",
+        "inference_id": f"resume-{deferrable}",
+        "filename": f"resume-{deferrable}.json",
+        "s3_output_path_extension": "retries",
+        "output_format": "json",
+        "deferrable": deferrable,
+    }
+    first = run(operator(**params), StandInTaskInstance(try_number=1))
+    runtime_proxy.clear()
+
+    second = run(operator(**params), StandInTaskInstance(try_number=2))
+
+    assert runtime_proxy.requests("POST") == []
+    assert len(invocations_of(sagemaker_async_backend, f"resume-{deferrable}")) == 1
+    assert second["output"] == first["output"]
+    assert second["output_location"] == first["output_location"]
+    assert second["status"] == "Completed"
+
+
+def test_retry_finds_the_earlier_tries_failure_and_raises_it_again(
+    runtime_proxy: Any, sagemaker_async_backend: Any
+) -> None:
+    params = {"input_data": "1,2\n", "content_type": "text/csv", "inference_id": "resume-bad", "filename": "bad.json"}
+    with pytest.raises(SageMakerAsyncInferenceError):
+        run(operator(**params), StandInTaskInstance(try_number=1))
+    runtime_proxy.clear()
+
+    with pytest.raises(SageMakerAsyncInferenceError) as info:
+        run(operator(**params), StandInTaskInstance(try_number=2))
+
+    assert runtime_proxy.requests("POST") == []
+    assert info.value.outcome["failure_location"].endswith("/bad.json-error.out")
+    assert len(invocations_of(sagemaker_async_backend, "resume-bad")) == 1
+
+
+def test_retry_without_an_earlier_result_invokes_again(runtime_proxy: Any) -> None:
+    params = {"input_data": CSV_ROWS, "content_type": "text/csv", "inference_id": "fresh", "filename": "fresh.json"}
+
+    outcome = run(operator(**params), StandInTaskInstance(try_number=3))
+
+    assert len(runtime_proxy.requests("POST")) == 1
+    assert outcome["status"] == "Completed"
+
+
+def test_first_try_always_invokes_even_if_an_old_result_exists(runtime_proxy: Any) -> None:
+    params = {"input_data": CSV_ROWS, "content_type": "text/csv", "inference_id": "again", "filename": "again.json"}
+    run(operator(**params), StandInTaskInstance(try_number=1))
+    runtime_proxy.clear()
+
+    run(operator(**params), StandInTaskInstance(try_number=1))
+
+    assert len(runtime_proxy.requests("POST")) == 1

@@ -39,6 +39,7 @@ class StandInTaskInstance:
     task_id: str = "task"
     run_id: str = "manual__2026-11-21"
     map_index: int = -1
+    try_number: int = 1
     xcom: dict[str, Any] = field(default_factory=dict)
 
     def xcom_push(self, key: str, value: Any) -> None:
