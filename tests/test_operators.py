@@ -24,7 +24,8 @@ from airflow_sagemaker_async.exceptions import (
     SageMakerAsyncOutputTooLarge,
     SageMakerAsyncParameterError,
 )
-from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator, default_inference_id
+from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
+from airflow_sagemaker_async.submission import default_inference_id
 
 CSV_ROWS = "5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n"  # a setosa and a virginica from the iris dataset
 FAST = {"poll_interval": 0.1, "max_poll_interval": 0.5}
