@@ -121,6 +121,7 @@ class IrisModel:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall
     model: IrisModel
 
     def log_message(self, format: str, *args: Any) -> None:
