@@ -45,6 +45,7 @@ MALFORMED_CSV = "5.1,3.5,1.4\n6.7,3.0,5.2\n"
 with DAG(
     dag_id="example_sagemaker_async_batch",
     description="One async SageMaker inference per S3 input (dynamic task mapping), outcomes counted",
+    doc_md=__doc__,
     schedule=None,
     catchup=False,
     tags=["example", "sagemaker-async"],

@@ -38,6 +38,7 @@ MALFORMED_CSV = "sepal_length,sepal_width\n5.1,3.5\n"
 with DAG(
     dag_id="example_sagemaker_async_failure",
     description="A model error: a failing task and its one_failed reaction, or a Failed outcome read downstream",
+    doc_md=__doc__,
     schedule=None,
     catchup=False,
     tags=["example", "sagemaker-async"],

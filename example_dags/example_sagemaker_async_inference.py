@@ -37,6 +37,7 @@ FEATURES = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width
 with DAG(
     dag_id="example_sagemaker_async_inference",
     description="Classify iris flowers with an async SageMaker endpoint and report the accuracy",
+    doc_md=__doc__,
     schedule=None,
     catchup=False,
     tags=["example", "sagemaker-async"],

@@ -37,6 +37,7 @@ INSTANCES = {"instances": [[5.1, 3.5, 1.4, 0.2], [6.4, 3.2, 4.5, 1.5], [6.3, 3.3
 with DAG(
     dag_id="example_sagemaker_async_sensor",
     description="Submit with wait_for_completion=False, wait with SageMakerAsyncInferenceSensor",
+    doc_md=__doc__,
     schedule=None,
     catchup=False,
     tags=["example", "sagemaker-async"],
