@@ -140,6 +140,7 @@ class ContainerProcess:
             # command that forks (a shell wrapper, a server with workers) leaves nothing behind.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGTERM)
+                os.killpg(process.pid, signal.SIGCONT)  # a stopped process handles SIGTERM only once continued
             try:
                 await asyncio.wait_for(process.wait(), grace)
             except asyncio.TimeoutError:

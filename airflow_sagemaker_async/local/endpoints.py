@@ -265,7 +265,10 @@ class EndpointRuntime:
         return bool(self._tasks) or any(not i.status.is_final or not i.notified for i in self.invocations)
 
     async def stop(self) -> None:
-        """Stop the workers, give pending S3 writes / notifications 2 s, stop the containers."""
+        """Stop the workers, give pending S3 writes / notifications 2 s, stop the containers.
+
+        Requests not finished by then are marked ``Failed`` (no object, no notification).
+        """
         self.state = "Deleted"
         for worker in self._workers:
             worker.cancel()
@@ -279,6 +282,15 @@ class EndpointRuntime:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         await self._stop_containers()
+        for invocation in self.invocations:
+            if not invocation.status.is_final:
+                invocation.status = InvocationStatus.FAILED
+                invocation.finished_time = _now()
+                invocation.failure_reason = (
+                    "InternalFailure: the endpoint was deleted (or the local backend stopped) before the request "
+                    "finished; no object was written and no notification sent."
+                )
+            invocation.notified = True
 
     async def _stop_containers(self) -> None:
         await asyncio.gather(*(container.stop() for container in self.containers), return_exceptions=True)

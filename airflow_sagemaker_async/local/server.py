@@ -93,6 +93,8 @@ class RuntimeServer:
         self._context: RuntimeContext | None = None
         self._sagemaker: Any = None
         self._endpoints: dict[str, EndpointRuntime] = {}
+        self._retired: list[EndpointRuntime] = []  # deleted or replaced: kept for their records
+        self._realtime: set[str] = set()
         self._startups: dict[str, concurrent.futures.Future[EndpointSpec | None]] = {}
         self.url: str = ""
 
@@ -215,6 +217,7 @@ class RuntimeServer:
             if not spec.is_async:
                 log.info("%s has no AsyncInferenceConfig: left to moto (the local backend is async only)", name)
                 endpoint.endpoint_status = "InService"
+                self._realtime.add(name)
                 return None
             if spec.image not in self._images:
                 raise ImageNotRegisteredError(
@@ -227,6 +230,7 @@ class RuntimeServer:
             previous = self._endpoints.pop(name, None)
             if previous is not None:
                 await previous.stop()
+                self._retired.append(previous)
             self._endpoints[name] = runtime
             log.info("%s creating: starting %d container(s) of %s", name, spec.instance_count, spec.image)
             await runtime.start()
@@ -267,9 +271,11 @@ class RuntimeServer:
                 log.warning("%s: could not send the TestNotification to %s: %s", spec.endpoint_name, topic, error)
 
     async def _delete(self, name: str) -> None:
+        self._realtime.discard(name)
         runtime = self._endpoints.pop(name, None)
         if runtime is not None:
             await runtime.stop()
+            self._retired.append(runtime)
             log.info("%s deleted: containers stopped", name)
 
     # -- queries (called from the owner's thread) ---------------------------------------------------------
@@ -292,7 +298,9 @@ class RuntimeServer:
 
         async def snapshot() -> list[InvocationRecord]:
             runtimes = [
-                runtime for name, runtime in self._endpoints.items() if endpoint_name is None or name == endpoint_name
+                runtime
+                for runtime in [*self._retired, *self._endpoints.values()]
+                if endpoint_name is None or runtime.spec.endpoint_name == endpoint_name
             ]
             return [invocation.snapshot() for runtime in runtimes for invocation in runtime.invocations]
 
@@ -350,6 +358,13 @@ class RuntimeServer:
         return await handler(request)
 
     def _not_found(self, name: str) -> web.Response:
+        if name in self._realtime:
+            return self._error(
+                400,
+                "ValidationError",
+                f"Endpoint {name} of account {self._account_id} has no AsyncInferenceConfig; the local backend "
+                "emulates asynchronous endpoints only.",
+            )
         return self._error(400, "ValidationError", f"Endpoint {name} of account {self._account_id} not found.")
 
     async def _invoke_endpoint_async(self, request: web.Request) -> web.Response:

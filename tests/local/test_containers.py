@@ -134,8 +134,9 @@ def test_killed_container_fails_running_and_queued_requests_without_hanging(back
 
     assert time.monotonic() - started < 4
     assert [f.status for f in finals] == [InvocationStatus.FAILED] * 3
-    assert "ModelError" in finals[0].failure_reason
-    assert "exited with code -9" in finals[2].failure_reason
+    for final in finals:
+        assert final.failure_reason.startswith("ModelError: ")
+        assert "local-mortal/0" in final.failure_reason
     for answer in answers:
         assert object_exists(backend, answer["FailureLocation"])
         assert not object_exists(backend, answer["OutputLocation"])
@@ -151,16 +152,46 @@ def test_exit_knob_kills_the_container_and_the_request_fails(backend):
     assert "Could not get an answer from the model container" in final.failure_reason
 
 
-def test_deleting_an_endpoint_stops_its_container_process(backend, echo_image):
-    create_with_boto3(backend, "local-deleted", echo_image)
-    backend.wait_endpoint_in_service("local-deleted", timeout=20)
+def test_deleting_an_endpoint_stops_its_container_and_fails_what_was_queued(backend):
+    backend.create_endpoint("local-deleted", container_command=ECHO_COMMAND, max_concurrent_invocations_per_instance=1)
     (pid,) = backend.container_pids("local-deleted")
+    os.kill(pid, signal.SIGSTOP)  # a stuck model: the request stays in progress, the next one queued
+    runtime = backend.client("sagemaker-runtime")
+    answers = [runtime.invoke_endpoint_async(EndpointName="local-deleted", Body=b"x") for _ in range(2)]
 
     backend.delete_endpoint("local-deleted")
 
     assert process_gone(pid)
-    with pytest.raises(backend.client("sagemaker-runtime").exceptions.ValidationError, match="not found"):
-        backend.client("sagemaker-runtime").invoke_endpoint_async(EndpointName="local-deleted", Body=b"x")
+    finals = [wait_final(backend, "local-deleted", a["InferenceId"], timeout=10) for a in answers]
+    assert {f.status for f in finals} == {InvocationStatus.FAILED}
+    assert all("endpoint was deleted" in f.failure_reason for f in finals)
+    with pytest.raises(runtime.exceptions.ValidationError, match="not found"):
+        runtime.invoke_endpoint_async(EndpointName="local-deleted", Body=b"x")
+
+
+def test_endpoint_without_async_config_is_left_to_moto_and_refused_by_the_runtime(backend, echo_image):
+    sagemaker = backend.client("sagemaker")
+    sagemaker.create_model(
+        ModelName="local-realtime-model",
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/r",
+        PrimaryContainer={"Image": echo_image},
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName="local-realtime-config",
+        ProductionVariants=[
+            {
+                "VariantName": "v",
+                "ModelName": "local-realtime-model",
+                "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": 1,
+            }
+        ],
+    )
+    sagemaker.create_endpoint(EndpointName="local-realtime", EndpointConfigName="local-realtime-config")
+    backend.wait_endpoint_in_service("local-realtime", timeout=20)
+    runtime = backend.client("sagemaker-runtime")
+    with pytest.raises(runtime.exceptions.ValidationError, match="emulates asynchronous endpoints only"):
+        runtime.invoke_endpoint_async(EndpointName="local-realtime", Body=b"x")
 
 
 def test_creating_an_existing_endpoint_is_refused_as_on_aws(backend, iris):
