@@ -101,6 +101,7 @@ class Recorder:
         self.all_watching = asyncio.Event()
         self.watch_wall: float | None = None
         self.watch_cpu: float | None = None
+        self.watch_heads: int | None = None
         self.events: dict[str, tuple[float, str]] = {}
         self.statuses: Counter[str] = Counter()
         self.lags: list[float] = []
@@ -109,10 +110,12 @@ class Recorder:
         self.abort_reason: str | None = None
         self.baseline_rss_mb = _rss_mb()
         self.import_cpu = _cpu()
+        self.loadavg_at_start = 0.0
 
     def start(self) -> None:
         self.started_wall = time.perf_counter()
         self.started_cpu = _cpu()
+        self.loadavg_at_start = os.getloadavg()[0]
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.started_wall
@@ -123,6 +126,7 @@ class Recorder:
             if len(self.watching) == self.n:
                 self.watch_wall = self.elapsed()
                 self.watch_cpu = _cpu() - self.started_cpu
+                self.watch_heads = self.api_calls["HeadObject"]
                 self.all_watching.set()
 
     def snapshot(self, writes: dict[str, float] | None = None, finished: bool = False) -> dict[str, Any]:
@@ -141,6 +145,7 @@ class Recorder:
             "watching": len(self.watching),
             "watch_wall_s": self.watch_wall,
             "watch_cpu_s": self.watch_cpu,
+            "watch_heads": self.watch_heads,
             "events": len(self.events),
             "statuses": dict(self.statuses),
             "baseline_rss_mb": self.baseline_rss_mb,
@@ -159,6 +164,8 @@ class Recorder:
             "detection_p50_s": percentile(latencies, 50),
             "detection_p95_s": percentile(latencies, 95),
             "detection_max_s": max(latencies, default=None),
+            "loadavg_1min_at_start": self.loadavg_at_start,
+            "loadavg_1min_now": os.getloadavg()[0],
             "rss_samples": self.rss_samples,
         }
 
@@ -552,6 +559,7 @@ def _orchestrate(args: argparse.Namespace) -> int:
             "write_window_s": args.write_window,
             "budget_seconds": args.budget_seconds,
             "max_rss_mb": args.max_rss_mb,
+            "s3_connections": "moto (werkzeug) answers Connection: close: one TCP connection per request",
         },
         "wall_s": time.perf_counter() - started,
         "results": results,
