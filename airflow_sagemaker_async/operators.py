@@ -272,7 +272,7 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
                 inference_id,
                 event["location"],
             )
-            return self.execute_complete(context, event, endpoint_name=fields["endpoint_name"], submitted_at=None)
+            return self.execute_complete(context, event)
         body = None
         if payload is not None and len(payload) > MAX_INLINE_BODY_BYTES:
             bucket, prefix = parse_s3_uri(self.input_s3_prefix or "", "input_s3_prefix")
@@ -319,7 +319,6 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
                 "submitted_at": isoformat(submitted_at),
                 "deadline": isoformat(deadline),
             }
-        resume = {"endpoint_name": fields["endpoint_name"], "submitted_at": isoformat(submitted_at)}
         if self.deferrable:
             self.defer(
                 trigger=SageMakerAsyncInferenceTrigger(
@@ -327,6 +326,8 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
                     output_location=submission.output_location,
                     failure_location=submission.failure_location,
                     deadline=isoformat(deadline),
+                    endpoint_name=fields["endpoint_name"],
+                    submitted_at=isoformat(submitted_at),
                     poll_interval=self.poll_interval,
                     max_poll_interval=self.max_poll_interval,
                     aws_conn_id=self.aws_conn_id,
@@ -335,7 +336,6 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
                     botocore_config=self.botocore_config,
                 ),
                 method_name="execute_complete",
-                kwargs=resume,
                 timeout=deadline - utcnow() + timedelta(seconds=DEFERRAL_GRACE_SECONDS),
             )
         watch = Watch(
@@ -346,8 +346,10 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
             poll_interval=self.poll_interval,
             max_poll_interval=self.max_poll_interval,
             log=self.log,
+            endpoint_name=fields["endpoint_name"],
+            submitted_at=isoformat(submitted_at),
         )
-        return self.execute_complete(context, watch_sync(watch, self._s3_hook().conn), **resume)
+        return self.execute_complete(context, watch_sync(watch, self._s3_hook().conn))
 
     def _previous_result(self, fields: dict[str, Any], inference_id: str) -> dict[str, Any] | None:
         """
@@ -381,16 +383,16 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
             failure_location=under(output_config.get("S3FailurePath"), f"{fields['filename']}-error.out"),
             deadline=utcnow(),
             log=self.log,
+            endpoint_name=fields["endpoint_name"],
         )
         return check_sync(watch, self._s3_hook().conn)
 
-    def execute_complete(
-        self, context: Context, event: dict[str, Any], endpoint_name: str, submitted_at: str | None
-    ) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """
         Resume after the trigger's event: download what ``output_format`` asks, return the outcome or raise.
 
-        Idempotent: the same event (events are delivered at least once) gives the same outcome.
+        Idempotent: the same event (events are delivered at least once) gives the same outcome. The
+        event carries everything needed (endpoint, submission time), so nothing rides on ``defer`` kwargs.
 
         :raises SageMakerAsyncInferenceError: the model failed and ``fail_on_model_error`` is True.
         :raises SageMakerAsyncInferenceTimeout: no object by the deadline (expired request?).
@@ -398,8 +400,6 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
         """
         outcome = finish(
             event,
-            endpoint_name=endpoint_name,
-            submitted_at=submitted_at,
             s3_client=self._s3_hook().conn,
             output_format=self.output_format,
             max_output_bytes=self.max_output_bytes,

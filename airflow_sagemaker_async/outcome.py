@@ -48,15 +48,15 @@ MAX_MESSAGE_CHARS: Final = 1000
 STATUS_BY_EVENT: Final = {"success": "Completed", "failure": "Failed", "timeout": "TimedOut"}
 
 
-def build_outcome(event: dict[str, Any], *, endpoint_name: str | None, submitted_at: str | None) -> dict[str, Any]:
+def build_outcome(event: dict[str, Any]) -> dict[str, Any]:
     """Return the outcome dict (without downloads) for a watch event (see :mod:`.watch`)."""
     return {
         "inference_id": event["inference_id"],
-        "endpoint_name": endpoint_name,
+        "endpoint_name": event.get("endpoint_name"),
         "status": STATUS_BY_EVENT[event["status"]],
         "output_location": event["output_location"],
         "failure_location": event["failure_location"],
-        "submitted_at": submitted_at,
+        "submitted_at": event.get("submitted_at"),
         "completed_at": event.get("completed_at") or (event["detected_at"] if event["status"] != "timeout" else None),
         "detected_at": event["detected_at"],
     }
@@ -124,10 +124,9 @@ def decode_output(data: bytes, output_format: str, uri: str) -> Any:
         ) from error
 
 
-def timeout_error(
-    event: dict[str, Any], *, endpoint_name: str | None, submitted_at: str | None
-) -> SageMakerAsyncInferenceTimeout:
+def timeout_error(event: dict[str, Any]) -> SageMakerAsyncInferenceTimeout:
     """Return the timeout error for a ``timeout`` event: both locations, the deadline, why it may happen."""
+    endpoint_name, submitted_at = event.get("endpoint_name"), event.get("submitted_at")
     where = f"endpoint {endpoint_name}, " if endpoint_name else ""
     failure = event["failure_location"] or "(none: the endpoint has no S3FailurePath)"
     forbidden = f" {FORBIDDEN_HINT}" if event.get("s3_forbidden") else ""
@@ -135,15 +134,13 @@ def timeout_error(
         f"Inference {event['inference_id']} ({where}submitted {submitted_at or 'elsewhere'}) left no object "
         f"at its output location {event['output_location']} nor at its failure location {failure} by "
         f"the deadline {event['deadline']}. {EXPIRY_HINT}{forbidden}",
-        outcome=build_outcome(event, endpoint_name=endpoint_name, submitted_at=submitted_at),
+        outcome=build_outcome(event),
     )
 
 
 def finish(
     event: dict[str, Any],
     *,
-    endpoint_name: str | None,
-    submitted_at: str | None,
     s3_client: Any,
     output_format: str,
     max_output_bytes: int,
@@ -163,10 +160,11 @@ def finish(
     :raises SageMakerAsyncInferenceTimeout: the deadline passed with no object.
     :raises SageMakerAsyncOutputError: the output cannot be handed over as ``output_format`` asks.
     """
-    outcome = build_outcome(event, endpoint_name=endpoint_name, submitted_at=submitted_at)
+    outcome = build_outcome(event)
+    endpoint_name = event.get("endpoint_name")
     where = f"endpoint {endpoint_name}, " if endpoint_name else ""
     if event["status"] == "timeout":
-        raise timeout_error(event, endpoint_name=endpoint_name, submitted_at=submitted_at)
+        raise timeout_error(event)
     if event["status"] == "failure":
         location = event["location"] or event["failure_location"]
         try:

@@ -137,6 +137,7 @@ class SageMakerAsyncInferenceSensor(AwsBaseSensor[S3Hook]):
             poll_interval=self.poll_interval,
             max_poll_interval=self.max_poll_interval,
             log=self.log,
+            endpoint_name=self.endpoint_name,
         )
 
     def execute(self, context: Context) -> Any:
@@ -152,7 +153,7 @@ class SageMakerAsyncInferenceSensor(AwsBaseSensor[S3Hook]):
             except AirflowSensorTimeout as error:
                 watch = self._watch or self._new_watch()
                 event = {**watch.timeout_event(), "deadline": isoformat(utcnow())}
-                raise timeout_error(event, endpoint_name=self.endpoint_name, submitted_at=None) from error
+                raise timeout_error(event) from error
         watch = self._new_watch()
         self.defer(
             trigger=SageMakerAsyncInferenceTrigger(
@@ -160,6 +161,7 @@ class SageMakerAsyncInferenceSensor(AwsBaseSensor[S3Hook]):
                 output_location=watch.output_location,
                 failure_location=watch.failure_location,
                 deadline=isoformat(watch.deadline),
+                endpoint_name=watch.endpoint_name,
                 poll_interval=self.poll_interval,
                 max_poll_interval=self.max_poll_interval,
                 aws_conn_id=self.aws_conn_id,
@@ -193,8 +195,6 @@ class SageMakerAsyncInferenceSensor(AwsBaseSensor[S3Hook]):
     def _finish(self, event: dict[str, Any]) -> dict[str, Any]:
         outcome = finish(
             event,
-            endpoint_name=self.endpoint_name,
-            submitted_at=None,
             s3_client=self.hook.conn,
             output_format=self.output_format,
             max_output_bytes=self.max_output_bytes,

@@ -42,7 +42,8 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
     Yields exactly one event, then returns. Its payload::
 
         {"status": "success" | "failure" | "timeout", "inference_id": str,
-         "output_location": str, "failure_location": str | None, "location": str | None,
+         "endpoint_name": str | None, "submitted_at": ISO-8601 | None, "output_location": str,
+         "failure_location": str | None, "location": str | None,
          "completed_at": ISO-8601 | None, "detected_at": ISO-8601, "deadline": ISO-8601,
          "checks": int, "s3_forbidden": bool}
 
@@ -52,6 +53,9 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
         no ``S3FailurePath`` (then a model error shows only as a timeout).
     :param deadline: absolute ISO-8601 time (with offset) after which the wait ends with a ``timeout``
         event; fixed at submission, so a triggerer restart does not extend it.
+    :param endpoint_name: the endpoint, echoed in the event so the resumed task needs nothing else,
+        default ``None``.
+    :param submitted_at: ISO-8601 time InvokeEndpointAsync answered, echoed in the event, default ``None``.
     :param poll_interval: seconds before the first re-check, default 2.
     :param max_poll_interval: ceiling of the interval, seconds, default 30.
     :param aws_conn_id: Airflow AWS connection id, default ``aws_default``.
@@ -71,6 +75,8 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
         output_location: str,
         failure_location: str | None,
         deadline: str,
+        endpoint_name: str | None = None,
+        submitted_at: str | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         aws_conn_id: str | None = "aws_default",
@@ -83,6 +89,8 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
         self.output_location = output_location
         self.failure_location = failure_location
         self.deadline = datetime.fromisoformat(deadline).isoformat()
+        self.endpoint_name = endpoint_name
+        self.submitted_at = submitted_at
         self.poll_interval, self.max_poll_interval = check_poll_schedule(poll_interval, max_poll_interval)
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
@@ -96,6 +104,8 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
             "output_location": self.output_location,
             "failure_location": self.failure_location,
             "deadline": self.deadline,
+            "endpoint_name": self.endpoint_name,
+            "submitted_at": self.submitted_at,
             "poll_interval": self.poll_interval,
             "max_poll_interval": self.max_poll_interval,
             "aws_conn_id": self.aws_conn_id,
@@ -141,6 +151,8 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
             poll_interval=self.poll_interval,
             max_poll_interval=self.max_poll_interval,
             log=self.log,
+            endpoint_name=self.endpoint_name,
+            submitted_at=self.submitted_at,
         )
         self.log.info(
             "Watching inference %s: output %s, failure %s, deadline %s",

@@ -170,6 +170,8 @@ class Watch:
     :param poll_interval: seconds before the first re-check, default 2.
     :param max_poll_interval: ceiling of the interval in seconds, default 30.
     :param log: where the 403 explanation and transient errors are logged.
+    :param endpoint_name: the endpoint, echoed in the events (for the outcome), default ``None``.
+    :param submitted_at: ISO-8601 time of submission, echoed in the events, default ``None``.
     """
 
     inference_id: str
@@ -179,6 +181,8 @@ class Watch:
     poll_interval: float = DEFAULT_POLL_INTERVAL
     max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL
     log: logging.Logger | Any = field(default_factory=lambda: logging.getLogger(__name__))
+    endpoint_name: str | None = None
+    submitted_at: str | None = None
     checks: int = 0
     forbidden_seen: bool = False
     transient_errors: int = 0
@@ -208,7 +212,8 @@ class Watch:
 
         The payload (JSON primitives, also the TriggerEvent payload)::
 
-            {"status": "success" | "failure", "inference_id": str, "output_location": str,
+            {"status": "success" | "failure", "inference_id": str, "endpoint_name": str | None,
+             "submitted_at": ISO-8601 | None, "output_location": str,
              "failure_location": str | None, "location": str (the object found),
              "completed_at": ISO-8601 | None (the object's LastModified), "detected_at": ISO-8601,
              "deadline": ISO-8601, "checks": int, "s3_forbidden": bool}
@@ -256,6 +261,8 @@ class Watch:
         return {
             "status": status,
             "inference_id": self.inference_id,
+            "endpoint_name": self.endpoint_name,
+            "submitted_at": self.submitted_at,
             "output_location": self.output_location,
             "failure_location": self.failure_location,
             "location": location,

@@ -93,8 +93,8 @@ def test_the_same_trigger_event_twice_gives_one_outcome() -> None:
         op.execute(context)
     event = asyncio.run(_first_event(deferred.value.trigger))
 
-    first = op.execute_complete(context, event=event, **deferred.value.kwargs)
-    second = op.execute_complete(context, event=event, **deferred.value.kwargs)
+    first = op.execute_complete(context, event=event)
+    second = op.execute_complete(context, event=event)
 
     assert first == second
     assert first["status"] == "Completed"
@@ -110,7 +110,7 @@ def test_output_deleted_between_detection_and_download_is_a_clear_error(s3: Any)
     s3.delete_object(Bucket=bucket, Key=key)
 
     with pytest.raises(SageMakerAsyncOutputMissing) as info:
-        op.execute_complete(context, event=event, **deferred.value.kwargs)
+        op.execute_complete(context, event=event)
 
     assert event["output_location"] in str(info.value)
 

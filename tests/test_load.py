@@ -74,8 +74,6 @@ def test_a_thousand_inferences_each_get_exactly_one_outcome(
             outcomes.append(
                 finish(
                     event,
-                    endpoint_name="load-iris",
-                    submitted_at=None,
                     s3_client=s3,
                     output_format="location",
                     max_output_bytes=1024,

@@ -57,9 +57,10 @@ def run(op: SageMakerInvokeEndpointAsyncOperator, ti: StandInTaskInstance | None
     try:
         return op.execute(context)
     except TaskDeferred as deferred:
+        assert not deferred.kwargs  # the event carries everything: dag.test() drops defer kwargs
         events = asyncio.run(asyncio.wait_for(_events(deferred.trigger), 60))
         assert len(events) == 1
-        return getattr(op, deferred.method_name)(context, event=events[0], **(deferred.kwargs or {}))
+        return getattr(op, deferred.method_name)(context, event=events[0])
 
 
 def operator(**kwargs: Any) -> SageMakerInvokeEndpointAsyncOperator:

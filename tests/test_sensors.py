@@ -20,8 +20,9 @@ def sense(sensor: SageMakerAsyncInferenceSensor) -> dict[str, Any]:
     try:
         return sensor.execute(context)
     except TaskDeferred as deferred:
+        assert not deferred.kwargs  # the event carries everything: dag.test() drops defer kwargs
         (event,) = asyncio.run(asyncio.wait_for(_events(deferred.trigger), 60))
-        return getattr(sensor, deferred.method_name)(context, event=event, **(deferred.kwargs or {}))
+        return getattr(sensor, deferred.method_name)(context, event=event)
 
 
 async def _events(trigger: Any) -> list[dict[str, Any]]:
