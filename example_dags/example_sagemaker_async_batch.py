@@ -15,6 +15,8 @@ By default it calls ``iris-endpoint`` of the local backend and writes to bucket 
 Override with the environment variables ``SAGEMAKER_ASYNC_ENDPOINT`` / ``SAGEMAKER_ASYNC_BUCKET`` (read when
 the DAG is parsed), the Airflow Variables ``sagemaker_async_endpoint`` / ``sagemaker_async_bucket`` (read when
 the tasks run), or the trigger parameters ``endpoint_name`` / ``bucket``. Connection: ``aws_default``.
+Trigger parameter ``custom_attributes`` is forwarded to the model with every input (the local iris model
+reads ``sleep=5``: answer after 5 s).
 """
 
 from __future__ import annotations
@@ -52,7 +54,14 @@ with DAG(
     params={
         "endpoint_name": Param(ENDPOINT_NAME, type="string", description="the async endpoint to call"),
         "bucket": Param(BUCKET, type="string", description="bucket the inputs are uploaded to"),
+        "custom_attributes": Param(
+            None,
+            type=["null", "string"],
+            description="CustomAttributes forwarded to the model (the local iris model reads sleep=5, status=500)",
+        ),
     },
+    # So that an unset custom_attributes renders as None (not sent) rather than the string "None".
+    render_template_as_native_obj=True,
     default_args={"retries": 0},
 ) as dag:
 
@@ -83,6 +92,7 @@ with DAG(
         aws_conn_id="aws_default",
         endpoint_name="{{ var.value.get('sagemaker_async_endpoint', params.endpoint_name) }}",
         content_type="text/csv",
+        custom_attributes="{{ params.custom_attributes }}",
         output_format="json",
         # A model error ends the mapped task in success with the "Failed" outcome, for summarize to count.
         fail_on_model_error=False,

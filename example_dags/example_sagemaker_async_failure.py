@@ -17,7 +17,8 @@ was handled. Retries are off so that the failure shows at once.
 
 By default it calls ``iris-endpoint`` of the local backend; override with the environment variable
 ``SAGEMAKER_ASYNC_ENDPOINT``, the Airflow Variable ``sagemaker_async_endpoint`` or the trigger parameter
-``endpoint_name``. Connection: ``aws_default``.
+``endpoint_name``. Connection: ``aws_default``. Trigger parameter ``custom_attributes`` is forwarded to the
+model (the local iris model reads ``sleep=5``: answer, here fail, after 5 s).
 """
 
 from __future__ import annotations
@@ -42,7 +43,16 @@ with DAG(
     schedule=None,
     catchup=False,
     tags=["example", "sagemaker-async"],
-    params={"endpoint_name": Param(ENDPOINT_NAME, type="string", description="the async endpoint to call")},
+    params={
+        "endpoint_name": Param(ENDPOINT_NAME, type="string", description="the async endpoint to call"),
+        "custom_attributes": Param(
+            None,
+            type=["null", "string"],
+            description="CustomAttributes forwarded to the model (the local iris model reads sleep=5, status=500)",
+        ),
+    },
+    # So that an unset custom_attributes renders as None (not sent) rather than the string "None".
+    render_template_as_native_obj=True,
     default_args={"retries": 0},
 ) as dag:
     common: dict[str, Any] = {
@@ -50,6 +60,7 @@ with DAG(
         "endpoint_name": "{{ var.value.get('sagemaker_async_endpoint', params.endpoint_name) }}",
         "input_data": MALFORMED_CSV,
         "content_type": "text/csv",
+        "custom_attributes": "{{ params.custom_attributes }}",
         # Demo pace: first check after 0.5 s, then at most every second (defaults: 2 s growing to 30 s).
         "poll_interval": 0.5,
         "max_poll_interval": 1.0,

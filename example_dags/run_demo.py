@@ -380,6 +380,8 @@ def run_ui(env: dict[str, str], port: int) -> int:
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        # standalone starts its components as `airflow ...`: find this environment's script first.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     }
     log_file = DEMO_DIR / "logs" / "standalone.log"
     say(f"Starting airflow standalone on 127.0.0.1:{port} (log {log_file.relative_to(REPO)}) ...")
