@@ -229,8 +229,8 @@ class RuntimeServer:
             runtime = EndpointRuntime(spec, command, {**environment, **spec.environment}, self._context)
             previous = self._endpoints.pop(name, None)
             if previous is not None:
-                await previous.stop()
                 self._retired.append(previous)
+                await previous.stop()
             self._endpoints[name] = runtime
             log.info("%s creating: starting %d container(s) of %s", name, spec.instance_count, spec.image)
             await runtime.start()
@@ -274,8 +274,8 @@ class RuntimeServer:
         self._realtime.discard(name)
         runtime = self._endpoints.pop(name, None)
         if runtime is not None:
+            self._retired.append(runtime)  # before stopping: its records stay visible meanwhile
             await runtime.stop()
-            self._retired.append(runtime)
             log.info("%s deleted: containers stopped", name)
 
     # -- queries (called from the owner's thread) ---------------------------------------------------------
@@ -294,7 +294,7 @@ class RuntimeServer:
             raise TimeoutError(f"Endpoint {name} was not InService within {timeout} s.") from None
 
     def records(self, endpoint_name: str | None) -> list[InvocationRecord]:
-        """Snapshots of every accepted request (of one endpoint, or of all)."""
+        """Return snapshots of every accepted request (of one endpoint, or of all)."""
 
         async def snapshot() -> list[InvocationRecord]:
             runtimes = [
@@ -310,12 +310,12 @@ class RuntimeServer:
         """Tell whether any endpoint has a request not yet finished and notified."""
 
         async def check() -> bool:
-            return any(runtime.busy() for runtime in self._endpoints.values())
+            return any(runtime.busy() for runtime in [*self._retired, *self._endpoints.values()])
 
         return bool(self.call(check(), timeout=30))
 
     def container_pids(self, endpoint_name: str) -> list[int]:
-        """Process ids of the endpoint's containers (one per instance).
+        """Return the process ids of the endpoint's containers (one per instance).
 
         :raises KeyError: for an endpoint the runtime does not run.
         """
