@@ -56,11 +56,9 @@ def test_importing_the_package_or_its_local_backend_does_not_import_airflow() ->
 def test_the_plugin_never_imports_the_local_backend() -> None:
     for path in PACKAGE_DIR.glob("*.py"):
         tree = ast.parse(path.read_text())
-        imported = [
-            node.module or ""
-            for node in ast.walk(tree)
-            if isinstance(node, ast.ImportFrom)
-        ] + [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        imported = [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)] + [
+            alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        ]
         assert not [m for m in imported if ".local" in m], path.name
 
 
