@@ -29,6 +29,12 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 30.0) -> d
     return json.loads(path.read_text())
 
 
+def _children(pid: int) -> list[int]:
+    return [
+        int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()
+    ]
+
+
 @pytest.fixture
 def cli_up(tmp_path):
     ready = tmp_path / "ready.json"
@@ -46,6 +52,7 @@ def cli_up(tmp_path):
             process.communicate()
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="reads /proc/<pid>/task/<tid>/children")
 def test_up_serves_the_demo_endpoint_logs_state_changes_and_stops_cleanly_on_sigterm(cli_up):
     process, ready, document = cli_up
     assert document["endpoint_url"].startswith("http://127.0.0.1:")
@@ -75,9 +82,15 @@ def test_up_serves_the_demo_endpoint_logs_state_changes_and_stops_cleanly_on_sig
         statuses.discard(None)
     assert statuses == {"Completed", "Failed"}
 
+    containers = _children(process.pid)
+    assert len(containers) == 1, "the demo endpoint runs one container process"
+
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=20)
     assert process.returncode == 0
+    for pid in containers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
     assert "export AIRFLOW_CONN_AWS_DEFAULT='" in stdout
     assert document["aws_secret_access_key"] in stdout
     assert stdout.rstrip().endswith("Stopped.")
@@ -115,20 +128,6 @@ def test_up_without_demo_creates_no_endpoint_and_stops_on_ctrl_c(tmp_path):
         if process.poll() is None:
             process.kill()
             process.communicate()
-
-
-def test_container_of_the_demo_is_gone_after_stop(cli_up):
-    process, _, _ = cli_up
-    tasks = Path(f"/proc/{process.pid}/task")
-    if not tasks.exists():
-        pytest.skip("needs /proc/<pid>/task/<tid>/children")
-    pids = [int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()]
-    assert pids, "the demo endpoint runs one container process"
-    process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=20)
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
 
 
 def test_parser_documents_the_script_options():
