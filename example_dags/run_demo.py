@@ -7,7 +7,7 @@ Run the example DAGs against the local SageMaker async backend and show what eac
    127.0.0.1) with its demo endpoint ``iris-endpoint``;
 2. creates a throw-away Airflow home in ``.demo/airflow`` (SQLite; ``.demo/`` is git-ignored, nothing is
    written elsewhere) and runs ``airflow db migrate``;
-3. runs each example DAG with ``airflow dags test`` (through ``dags_test.py``, see there why), logs in
+3. runs each example DAG with ``airflow dags test`` (tasks in this process, triggers in line), logs in
    ``.demo/logs/``;
 4. reads the task states and XComs of each run from the metadata DB and prints, for each inference, its id,
    status, predictions (or the model's error) and the time from submission to outcome;
@@ -334,7 +334,7 @@ def run_examples(env: dict[str, str]) -> int:
     for number, (dag_id, conf, what, reporter) in enumerate(EXAMPLES, start=1):
         log_file = DEMO_DIR / "logs" / f"{dag_id}.log"
         say(f"[{number}/{len(EXAMPLES)}] {dag_id}: {what} (airflow dags test, log {log_file.relative_to(REPO)})")
-        command = [sys.executable, str(EXAMPLES_DIR / "dags_test.py"), dag_id]
+        command = [airflow_cli(), "dags", "test", dag_id]
         if conf:
             command += ["--conf", json.dumps(conf)]
         started = time.monotonic()

@@ -114,7 +114,7 @@ def airflow_env(
 
 
 def dags_test(env: dict[str, str], dag_id: str, conf: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, str(EXAMPLES_DIR / "dags_test.py"), dag_id]
+    command = [AIRFLOW, "dags", "test", dag_id]
     if conf is not None:
         command += ["--conf", json.dumps(conf)]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, check=False)
