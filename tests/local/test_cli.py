@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -30,9 +31,11 @@ def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 30.0) -> d
 
 
 def _children(pid: int) -> list[int]:
-    return [
-        int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()
-    ]
+    children = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread may end meanwhile
+            children += [int(child) for child in (task / "children").read_text().split()]
+    return children
 
 
 @pytest.fixture

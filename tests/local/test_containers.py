@@ -46,7 +46,7 @@ def status(backend, name):
     return backend.client("sagemaker").describe_endpoint(EndpointName=name)["EndpointStatus"]
 
 
-def process_gone(pid: int, timeout: float = 5.0) -> bool:
+def process_gone(pid: int, timeout: float = 15.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -162,7 +162,7 @@ def test_deleting_an_endpoint_stops_its_container_and_fails_what_was_queued(back
     backend.delete_endpoint("local-deleted")
 
     assert process_gone(pid)
-    finals = [wait_final(backend, "local-deleted", a["InferenceId"], timeout=10) for a in answers]
+    finals = [wait_final(backend, "local-deleted", a["InferenceId"], timeout=15) for a in answers]
     assert {f.status for f in finals} == {InvocationStatus.FAILED}
     assert all("endpoint was deleted" in f.failure_reason for f in finals)
     with pytest.raises(runtime.exceptions.ValidationError, match="not found"):
