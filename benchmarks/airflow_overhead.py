@@ -36,11 +36,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from _common import BENCHMARKS_DIR, REPO_DIR, RESULTS_DIR, airflow_env, fmt, markdown_table, percentile, write_json
+from _common import BENCHMARKS_DIR, RESULTS_DIR, airflow_env, fmt, markdown_table, percentile, write_json
 
 DAG_ID = "sagemaker_async_overhead"
-#: ``airflow dags test`` with the Task SDK 1.3.2 resume fix (defer kwargs kept); owned by example_dags.
-DAGS_TEST = REPO_DIR / "example_dags" / "dags_test.py"
 
 
 def _seconds(later: datetime | str, earlier: datetime | str) -> float:
@@ -84,8 +82,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", default=str(RESULTS_DIR), help="default benchmarks/results")
     parser.add_argument("--timeout", type=float, default=1800, help="give up on `dags test` after this; default 1800")
     args = parser.parse_args(argv)
-    if not DAGS_TEST.exists():
-        raise SystemExit(f"{DAGS_TEST} is missing: it runs `airflow dags test` with the defer-kwargs fix")
 
     from airflow_sagemaker_async.local import LocalSageMakerAsyncBackend
     from airflow_sagemaker_async.local.cli import create_demo, ready_document
@@ -110,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         print("airflow db migrate ...", file=sys.stderr, flush=True)
         migrate_s = _run([airflow, "db", "migrate"], env, work_dir / "db-migrate.log", 600)
         print(f"airflow dags test {DAG_ID} (M={args.m}) ...", file=sys.stderr, flush=True)
-        dags_test_s = _run([sys.executable, str(DAGS_TEST), DAG_ID], env, work_dir / "dags-test.log", args.timeout)
+        dags_test_s = _run([airflow, "dags", "test", DAG_ID], env, work_dir / "dags-test.log", args.timeout)
         records = {record.inference_id: record for record in backend.invocations(ready["demo"]["endpoint_name"])}
     outcomes = _read_outcomes(airflow_home / "airflow.db")
     rows = []

@@ -394,7 +394,10 @@ def _run_one(args: argparse.Namespace, ready: dict[str, Any], pattern: str, n: i
             process.kill()
             process.wait()
     result: dict[str, Any] = json.loads(result_file.read_text()) if result_file.exists() else {}
-    if process.returncode != 0 and not result.get("abort_reason"):
+    if process.returncode == -9 and not result.get("abort_reason"):
+        limit = args.budget_seconds + KILL_GRACE
+        result["abort_reason"] = f"killed at {limit:.0f} s: its event loop was too stalled to stop itself"
+    elif process.returncode != 0 and not result.get("abort_reason"):
         result["abort_reason"] = f"worker exited with {process.returncode} (see {log_file.name})"
     result.update(pattern=pattern, n=n, process_wall_s=time.perf_counter() - started, log=str(log_file))
     result.setdefault("finished", False)
