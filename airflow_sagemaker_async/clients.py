@@ -14,7 +14,11 @@ Sharing is safe here because:
   opened it, so the registry is keyed by the running loop first; a closed loop's clients are dropped
   with it and a new loop opens its own;
 - **HEAD is stateless**: triggers only call ``head_object``; botocore clients are safe for concurrent
-  calls, and the connection pool (``max_pool_connections``, default 10) bounds concurrent sockets;
+  calls. Each shared client comes with a semaphore sized like its connection pool
+  (``max_pool_connections``, default 10; raise it through ``botocore_config`` for large fan-outs): a
+  request is only built and signed when a connection can take it, so a thousand triggers waking together
+  (start-up, triggerer restart) queue cheaply instead of all signing requests in one loop iteration and
+  then re-checking before the last of them has been served;
 - **credentials stay fresh**: the client is built by the provider's ``AwsBaseHook`` session factory, whose
   credentials refresh themselves (assume-role connections get ``RefreshableCredentials``), so one
   long-lived client keeps working past the expiry of the first credentials;
@@ -39,9 +43,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
-__all__ = ["SharedClients", "client_key", "shared_s3_clients"]
+__all__ = ["SharedClient", "SharedClients", "client_key", "shared_s3_clients"]
 
 ClientKey = tuple[Any, ...]
+
+#: Requests in flight per shared client when its config does not tell (botocore's default pool size).
+DEFAULT_POOL_SIZE = 10
 
 
 def client_key(
@@ -51,9 +58,21 @@ def client_key(
     return (aws_conn_id, region_name, verify, json.dumps(botocore_config, sort_keys=True, default=str))
 
 
+@dataclass(frozen=True)
+class SharedClient:
+    """
+    A shared async client and the semaphore that bounds its requests in flight.
+
+    Use ``async with shared.limit: await shared.client.head_object(...)``.
+    """
+
+    client: Any
+    limit: asyncio.Semaphore
+
+
 @dataclass
 class _Entry:
-    opening: asyncio.Task[tuple[Any, AbstractAsyncContextManager[Any]]]
+    opening: asyncio.Task[tuple[SharedClient, AbstractAsyncContextManager[Any]]]
     users: int = 0
 
 
@@ -82,9 +101,9 @@ class SharedClients:
     @asynccontextmanager
     async def acquire(
         self, key: ClientKey, open_client: Callable[[], Awaitable[AbstractAsyncContextManager[Any]]]
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncIterator[SharedClient]:
         """
-        Yield the loop's client for ``key``, opening it with ``open_client`` if nobody holds one.
+        Yield the loop's :class:`SharedClient` for ``key``, opening it with ``open_client`` if nobody holds one.
 
         :param key: from :func:`client_key`.
         :param open_client: coroutine function returning the client's async context manager
@@ -100,8 +119,8 @@ class SharedClients:
         entry.users += 1
         try:
             # shield: a waiter's cancellation must not cancel the opening shared with others.
-            client, _ = await asyncio.shield(entry.opening)
-            yield client
+            shared, _ = await asyncio.shield(entry.opening)
+            yield shared
         finally:
             entry.users -= 1
             if entry.users == 0:
@@ -112,11 +131,12 @@ class SharedClients:
 
     async def _open(
         self, open_client: Callable[[], Awaitable[AbstractAsyncContextManager[Any]]]
-    ) -> tuple[Any, AbstractAsyncContextManager[Any]]:
+    ) -> tuple[SharedClient, AbstractAsyncContextManager[Any]]:
         manager = await open_client()
         client = await manager.__aenter__()
         self.opened += 1
-        return client, manager
+        pool = getattr(getattr(getattr(client, "meta", None), "config", None), "max_pool_connections", None)
+        return SharedClient(client, asyncio.Semaphore(pool or DEFAULT_POOL_SIZE)), manager
 
     async def _close(self, entry: _Entry) -> None:
         if not entry.opening.done():

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_sagemaker_async.clients import client_key, shared_s3_clients
+from airflow_sagemaker_async.clients import SharedClient, client_key, shared_s3_clients
 from airflow_sagemaker_async.validation import check_poll_schedule
 from airflow_sagemaker_async.watch import (
     DEFAULT_MAX_POLL_INTERVAL,
@@ -126,16 +126,18 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
         )
 
     @asynccontextmanager
-    async def _s3_client(self) -> AsyncIterator[Any]:
+    async def _s3_client(self) -> AsyncIterator[SharedClient]:
         # One client per event loop and connection, shared with the other triggers (see clients.py).
         # get_async_conn resolves the connection in a thread (sync_to_async): nothing blocks the loop.
         key = client_key(self.aws_conn_id, self.region_name, self.verify, self.botocore_config)
-        async with shared_s3_clients.acquire(key, self.hook().get_async_conn) as client:
-            yield client
+        async with shared_s3_clients.acquire(key, self.hook().get_async_conn) as shared:
+            yield shared
 
-    async def _head(self, client: Any, bucket: str, key: str) -> ProbeResult:
+    async def _head(self, shared: SharedClient, bucket: str, key: str) -> ProbeResult:
         try:
-            return read_head_response(await client.head_object(Bucket=bucket, Key=key))
+            async with shared.limit:  # build and sign the request only when a pooled connection can take it
+                response = await shared.client.head_object(Bucket=bucket, Key=key)
+            return read_head_response(response)
         except asyncio.CancelledError:
             raise
         except Exception as error:
@@ -162,10 +164,10 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
             self.deadline,
         )
         event: dict[str, Any] | None = None
-        async with self._s3_client() as client:
+        async with self._s3_client() as shared:
             while event is None:
                 for target in watch.targets:
-                    event = watch.observe(target, await self._head(client, target.bucket, target.key))
+                    event = watch.observe(target, await self._head(shared, target.bucket, target.key))
                     if event is not None:
                         break
                 else:

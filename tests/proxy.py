@@ -52,6 +52,9 @@ class Proxy:
         self.upstream = upstream.rstrip("/")
         self.seen: list[Seen] = []
         self.faults: list[Fault] = []
+        self.delay = 0.0  # seconds every forwarded request is held before it goes upstream
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="test-proxy", daemon=True)
@@ -117,6 +120,16 @@ class Proxy:
                 raise asyncio.CancelledError
             return web.Response(status=fault.status, body=fault.body, headers=fault.headers)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            return await self._forward(request, headers, body)
+        finally:
+            self.in_flight -= 1
+
+    async def _forward(self, request: web.Request, headers: dict[str, str], body: bytes) -> web.StreamResponse:
         async with self._session.request(
             request.method,
             self.upstream + request.path_qs,

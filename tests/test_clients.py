@@ -148,3 +148,42 @@ def test_a_closed_loop_and_a_new_one_each_get_their_own_client(
 
     assert first[0]["status"] == second[0]["status"] == "success"
     assert shared_s3_clients.opened - opened == 2
+
+
+@pytest.mark.asyncio
+async def test_requests_in_flight_never_exceed_the_shared_clients_pool(
+    s3: Any, bucket: str, s3_proxy: Any, aws_connection: Any
+) -> None:
+    pool = {"max_pool_connections": 3}
+    aws_connection(s3_proxy.url)
+    for i in range(30):
+        s3.put_object(Bucket=bucket, Key=f"out/{i}.out", Body=b"x")
+    s3_proxy.delay = 0.05
+    triggers = [
+        make_trigger(bucket, inference_id=f"p{i}", output_location=f"s3://{bucket}/out/{i}.out", botocore_config=pool)
+        for i in range(30)
+    ]
+
+    results = await asyncio.gather(*(collect(t) for t in triggers))
+
+    assert all(r[0]["status"] == "success" for r in results)
+    assert len(s3_proxy.requests("HEAD")) == 30  # one check each: nobody re-checked while queued
+    assert 1 < s3_proxy.max_in_flight <= 3
+
+
+@pytest.mark.asyncio
+async def test_the_shared_clients_semaphore_is_sized_like_its_connection_pool(
+    moto_url: str, aws_connection: Any
+) -> None:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    aws_connection(moto_url)
+    config = {"max_pool_connections": 3}
+    hook = S3Hook(aws_conn_id="aws_default", config=config)
+
+    async with shared_s3_clients.acquire(client_key("aws_default", None, None, config), hook.get_async_conn) as shared:
+        for _ in range(3):
+            await shared.limit.acquire()
+        assert shared.limit.locked()
+        for _ in range(3):
+            shared.limit.release()
