@@ -31,6 +31,16 @@ IRIS_COMMAND: tuple[str, ...] = (sys.executable, "-m", "airflow_sagemaker_async.
 PING_TIMEOUT_SECONDS = 2.0
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """On Linux, have the kernel SIGTERM the container when the backend dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 class ContainerStartError(RuntimeError):
     """A model container exited or did not answer ``/ping`` in time."""
 
@@ -91,6 +101,7 @@ class ContainerProcess:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self._log_task = asyncio.create_task(self._forward_output(), name=f"container-log-{self.name}")
         log.debug("container %s: started pid %s on port %s: %s", self.name, self.pid, self.port, self.command)

@@ -136,3 +136,26 @@ def test_up_without_demo_creates_no_endpoint_and_stops_on_ctrl_c(tmp_path):
 def test_parser_documents_the_script_options():
     arguments = build_parser().parse_args(["up", "--time-scale", "0.5", "--ready-file", "r.json", "--no-demo"])
     assert (arguments.time_scale, str(arguments.ready_file), arguments.no_demo) == (0.5, "r.json", True)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_containers_die_with_a_backend_killed_by_sigkill(cli_up):
+    process, _, _ = cli_up
+    containers = _children(process.pid)
+    assert containers, "the demo endpoint's container runs as a child of the backend"
+
+    process.kill()
+    process.communicate(timeout=10)
+
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() and _is_running(pid) for pid in containers):
+        assert time.monotonic() < deadline, f"containers {containers} outlived their killed backend"
+        time.sleep(0.1)
+
+
+def _is_running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
