@@ -9,121 +9,45 @@ process of the standalone runs in its own process group, killed at the end whate
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.e2e.airflow_cluster import AirflowApi, airflow_cli, airflow_environment, free_port, stop_tree, wait_for
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from pathlib import Path
 
     from airflow_sagemaker_async.local.backend import LocalEndpoint, LocalSageMakerAsyncBackend
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(420)]
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "example_dags"
 STARTUP_TIMEOUT = 180.0
 RUN_TIMEOUT = 180.0
 TERMINAL = {"success", "failed"}
 
 
-def _airflow_cli() -> str:
-    return str(Path(sys.executable).with_name("airflow"))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Standalone:
+class Standalone(AirflowApi):
     """A running ``airflow standalone`` and a small client of its REST API."""
 
     def __init__(self, process: subprocess.Popen[bytes], port: int, home: Path, log_path: Path) -> None:
+        super().__init__(port, home)
         self.process = process
-        self.base = f"http://127.0.0.1:{port}"
-        self.home = home
         self.log_path = log_path
-        self.token: str | None = None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 10) -> Any:
-        import urllib.request
-
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # 127.0.0.1 only
-            return json.loads(response.read() or b"null")
-
-    def answers(self) -> bool:
-        try:
-            self.request("GET", "/api/v2/monitor/health", timeout=2)
-        except OSError:
-            return False
-        return True
-
-    def login(self) -> None:
-        passwords = json.loads((self.home / "simple_auth_manager_passwords.json.generated").read_text())
-        answer = self.request("POST", "/auth/token", {"username": "admin", "password": passwords["admin"]})
-        self.token = answer["access_token"]
-
-    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
-        run = self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
-        return str(run["dag_run_id"])
-
-    def run_state(self, dag_id: str, run_id: str) -> str:
-        return str(self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"])
-
-    def task_states(self, dag_id: str, run_id: str) -> dict[tuple[str, int], str | None]:
-        answer = self.request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")
-        return {(ti["task_id"], ti["map_index"]): ti["state"] for ti in answer["task_instances"]}
-
-    def xcom(self, dag_id: str, run_id: str, task_id: str, map_index: int = -1) -> Any:
-        path = (
-            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/return_value"
-            f"?map_index={map_index}&deserialize=true"
-        )
-        return self.request("GET", path)["value"]
+    def exited(self) -> str | None:
+        if self.process.poll() is None:
+            return None
+        return f"airflow standalone exited ({self.process.returncode})"
 
     def stop(self) -> None:
-        """SIGTERM the whole process group, SIGKILL what is left after 30 s."""
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
-        except ProcessLookupError:
-            pass
-        # Children that outlived their parent stay in the group: make sure none is left.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-
-
-def wait_for(what: str, condition: Any, timeout: float, standalone: Standalone, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if standalone.process.poll() is not None:
-            pytest.fail(f"airflow standalone exited ({standalone.process.returncode}) while waiting for {what}")
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; log tail:\n{standalone.log()[-4000:]}")
+        """SIGTERM the standalone and every process under it, SIGKILL what is left after 30 s."""
+        stop_tree(self.process, grace=30)
 
 
 @pytest.fixture(scope="module")
@@ -133,37 +57,17 @@ def standalone(
     sagemaker_async_iris_endpoint: LocalEndpoint,
 ) -> Iterator[Standalone]:
     home = tmp_path_factory.mktemp("standalone-airflow")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLES_DIR),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-            # The two settings that keep the api-server on 127.0.0.1 and let tasks reach it on our port.
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__PORT": str(port),
-            "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
-            "AIRFLOW_CONN_AWS_DEFAULT": sagemaker_async_backend.airflow_connection_env(),
-            "SAGEMAKER_ASYNC_ENDPOINT": sagemaker_async_iris_endpoint.endpoint_name,
-            "PYTHONUNBUFFERED": "1",
-            # standalone starts its components as `airflow ...`: find this environment's script first.
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-        }
-    )
+    port = free_port()
+    env = airflow_environment(home, port, sagemaker_async_backend, sagemaker_async_iris_endpoint)
     log_path = home / "standalone.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [_airflow_cli(), "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [airflow_cli(), "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
     server = Standalone(process, port, home, log_path)
     try:
         wait_for("the api-server to answer", server.answers, STARTUP_TIMEOUT, server, interval=1)
-        wait_for("the admin password", (home / "simple_auth_manager_passwords.json.generated").exists, 60, server)
+        wait_for("the admin password", server.password_file().exists, 60, server)
         server.login()
         wait_for(
             "the dag-processor to parse the 4 example DAGs",
