@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install test lint typecheck pytest demo demo-ui bench constraints clean
+.PHONY: install test lint typecheck pytest demo demo-ui bench bench-quick constraints clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo ">> creating $(VENV) and installing airflow-sagemaker-async[test,bench] (pinned by constraints.txt)"
@@ -36,7 +36,12 @@ demo-ui: install
 	$(BIN)/python example_dags/run_demo.py --ui
 
 bench: install
+	$(BIN)/python benchmarks/triggerer_capacity.py
+	$(BIN)/python benchmarks/airflow_overhead.py
 	$(BIN)/python benchmarks/local_backend.py
+
+bench-quick: install
+	$(BIN)/python benchmarks/triggerer_capacity.py --quick
 
 constraints: install
 	@echo "# Pinned versions CI and \`make\` install (Python 3.11). Regenerate: make constraints" > constraints.txt
