@@ -319,25 +319,6 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
                 "submitted_at": isoformat(submitted_at),
                 "deadline": isoformat(deadline),
             }
-        if self.deferrable:
-            self.defer(
-                trigger=SageMakerAsyncInferenceTrigger(
-                    inference_id=submission.inference_id,
-                    output_location=submission.output_location,
-                    failure_location=submission.failure_location,
-                    deadline=isoformat(deadline),
-                    endpoint_name=fields["endpoint_name"],
-                    submitted_at=isoformat(submitted_at),
-                    poll_interval=self.poll_interval,
-                    max_poll_interval=self.max_poll_interval,
-                    aws_conn_id=self.aws_conn_id,
-                    region_name=self.region_name,
-                    verify=self.verify,
-                    botocore_config=self.botocore_config,
-                ),
-                method_name="execute_complete",
-                timeout=deadline - utcnow() + timedelta(seconds=DEFERRAL_GRACE_SECONDS),
-            )
         watch = Watch(
             inference_id=submission.inference_id,
             output_location=submission.output_location,
@@ -349,6 +330,18 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
             endpoint_name=fields["endpoint_name"],
             submitted_at=isoformat(submitted_at),
         )
+        if self.deferrable:
+            self.defer(
+                trigger=SageMakerAsyncInferenceTrigger.continuing(
+                    watch,
+                    aws_conn_id=self.aws_conn_id,
+                    region_name=self.region_name,
+                    verify=self.verify,
+                    botocore_config=self.botocore_config,
+                ),
+                method_name="execute_complete",
+                timeout=deadline - utcnow() + timedelta(seconds=DEFERRAL_GRACE_SECONDS),
+            )
         return self.execute_complete(context, watch_sync(watch, self._s3_hook().conn))
 
     def _previous_result(self, fields: dict[str, Any], inference_id: str) -> dict[str, Any] | None:

@@ -156,14 +156,8 @@ class SageMakerAsyncInferenceSensor(AwsBaseSensor[S3Hook]):
                 raise timeout_error(event) from error
         watch = self._new_watch()
         self.defer(
-            trigger=SageMakerAsyncInferenceTrigger(
-                inference_id=watch.inference_id,
-                output_location=watch.output_location,
-                failure_location=watch.failure_location,
-                deadline=isoformat(watch.deadline),
-                endpoint_name=watch.endpoint_name,
-                poll_interval=self.poll_interval,
-                max_poll_interval=self.max_poll_interval,
+            trigger=SageMakerAsyncInferenceTrigger.continuing(
+                watch,
                 aws_conn_id=self.aws_conn_id,
                 region_name=self.region_name,
                 verify=self.verify,

@@ -17,6 +17,7 @@ from airflow_sagemaker_async.watch import (
     DEFAULT_POLL_INTERVAL,
     ProbeResult,
     Watch,
+    isoformat,
     read_head_error,
     read_head_response,
 )
@@ -96,6 +97,32 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
         self.region_name = region_name
         self.verify = verify
         self.botocore_config = botocore_config
+
+    @classmethod
+    def continuing(
+        cls,
+        watch: Watch,
+        *,
+        aws_conn_id: str | None,
+        region_name: str | None,
+        verify: bool | str | None,
+        botocore_config: dict[str, Any] | None,
+    ) -> SageMakerAsyncInferenceTrigger:
+        """Return the trigger that carries on ``watch`` (built on the worker) in the triggerer."""
+        return cls(
+            inference_id=watch.inference_id,
+            output_location=watch.output_location,
+            failure_location=watch.failure_location,
+            deadline=isoformat(watch.deadline),
+            endpoint_name=watch.endpoint_name,
+            submitted_at=watch.submitted_at,
+            poll_interval=watch.poll_interval,
+            max_poll_interval=watch.max_poll_interval,
+            aws_conn_id=aws_conn_id,
+            region_name=region_name,
+            verify=verify,
+            botocore_config=botocore_config,
+        )
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the classpath (derived from the class) and the JSON-primitive kwargs."""
