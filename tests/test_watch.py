@@ -113,3 +113,23 @@ def test_sync_shell_times_out_at_the_deadline(s3: Any, bucket: str) -> None:
     assert event["status"] == "timeout"
     assert 0.2 <= sum(slept) <= 0.4
     assert event["checks"] == len(slept) + 1
+
+
+def test_timeout_error_names_both_locations_the_deadline_and_the_403_when_seen() -> None:
+    from airflow_sagemaker_async.outcome import timeout_error
+    from airflow_sagemaker_async.watch import FORBIDDEN_HINT
+
+    watch = make_watch("late", endpoint_name="iris", submitted_at="2026-01-01T00:00:00+00:00")
+    watch.forbidden_seen = True
+
+    error = timeout_error(watch.timeout_event())
+
+    message = str(error)
+    assert "s3://b/out/x.out" in message
+    assert "s3://b/fail/x-error.out" in message
+    assert "2026-01-02T00:00:00+00:00" in message  # the deadline
+    assert "expired in its queue" in message
+    assert FORBIDDEN_HINT in message
+    assert error.outcome["status"] == "TimedOut"
+    assert error.outcome["endpoint_name"] == "iris"
+    assert FORBIDDEN_HINT not in str(timeout_error(make_watch("late").timeout_event()))
