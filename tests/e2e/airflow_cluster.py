@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -151,15 +152,29 @@ class Watched(Protocol):
 
 
 def wait_for(what: str, condition: Callable[[], Any], timeout: float, watched: Watched, interval: float = 0.5) -> Any:
+    """Call ``condition`` every ``interval`` seconds until it returns a true value, and return that value.
+
+    Fails the test when ``timeout`` seconds pass or a watched process exits. A request that times out or
+    cannot connect (an api-server slow under load) counts as "not yet"; an HTTP error answer does not.
+    """
     deadline = time.monotonic() + timeout
+    last_error: OSError | None = None
     while time.monotonic() < deadline:
         if (exited := watched.exited()) is not None:
             pytest.fail(f"{exited} while waiting for {what}")
-        value = condition()
+        try:
+            value = condition()
+        except urllib.error.HTTPError:
+            raise
+        except OSError as error:
+            last_error, value = error, None
         if value:
             return value
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; log tail:\n{watched.log()[-4000:]}")
+    pytest.fail(
+        f"timed out after {timeout:.0f} s waiting for {what} (last request error: {last_error!r}); "
+        f"log tail:\n{watched.log()[-4000:]}"
+    )
 
 
 class AirflowApi:

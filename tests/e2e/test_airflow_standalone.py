@@ -3,8 +3,9 @@ End to end: the example DAGs under a real ``airflow standalone`` (scheduler, dag
 api-server; SQLite, LocalExecutor) on 127.0.0.1, against the local SageMaker async backend.
 
 One standalone serves the whole module (it takes ~30-60 s to start on two cores). The DAGs are triggered
-and read back through the public REST API (``/api/v2``) with a token from the simple auth manager. Every
-process of the standalone runs in its own process group, killed at the end whatever happens.
+and read back through the public REST API (``/api/v2``) with a token from the simple auth manager. The
+standalone runs in its own process group; it and every process under it are killed at the end whatever
+happens (``tests/e2e/airflow_cluster.py``).
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ def standalone(
     home = tmp_path_factory.mktemp("standalone-airflow")
     port = free_port()
     env = airflow_environment(home, port, sagemaker_async_backend, sagemaker_async_iris_endpoint)
+    # standalone starts the scheduler's and the triggerer's log servers, which listen on every interface (no
+    # setting changes that): at least keep them off the fixed default ports 8793 / 8794.
+    env["AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT"] = str(free_port())
+    env["AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] = str(free_port())
     log_path = home / "standalone.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(

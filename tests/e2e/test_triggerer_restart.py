@@ -15,6 +15,7 @@ with the deadline) is the one written at the deferral, byte for byte.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -131,7 +132,7 @@ class Cluster(AirflowApi):
     def trigger_row(self, trigger_id: int) -> tuple[str, int | None] | None:
         """The ``trigger`` row as stored: its encrypted kwargs (Fernet: re-written means different) and owner."""
         uri = f"file:{self.home / 'airflow.db'}?mode=ro"
-        with sqlite3.connect(uri, uri=True, timeout=30) as db:
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
             row = db.execute("SELECT kwargs, triggerer_id FROM trigger WHERE id = ?", (trigger_id,)).fetchone()
         return None if row is None else (str(row[0]), row[1])
 
