@@ -13,14 +13,18 @@ Run the example DAGs against the local SageMaker async backend and show what eac
    status, predictions (or the model's error) and the time from submission to outcome;
 5. exits non-zero if any example did not end as designed.
 
-``python example_dags/run_demo.py --ui`` (``make demo-ui``) starts the backend and ``airflow standalone``
-(scheduler, dag-processor, triggerer, api-server) on 127.0.0.1 with the examples instead, prints the URL and
-the login, and runs until Ctrl-C: trigger a DAG and watch its inference task sit in ``deferred``.
+``python example_dags/run_demo.py --ui`` (``make demo-ui``) starts the backend and Airflow's components with the
+examples instead (``airflow scheduler``, ``dag-processor``, ``api-server`` on 127.0.0.1, ``triggerer``; SQLite,
+LocalExecutor, the simple auth manager, as ``airflow standalone`` sets them up), prints the URL and the login,
+and runs until Ctrl-C: trigger a DAG and watch its inference task sit in ``deferred``. Not ``airflow
+standalone`` itself: its log servers listen on every interface; here the scheduler and the triggerer run with
+``--skip-serve-logs`` and the api-server shows task and trigger logs from the local files.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -370,48 +374,120 @@ def run_examples(env: dict[str, str]) -> int:
 # -- the UI ----------------------------------------------------------------------------------------------------
 
 
+#: Airflow's components for the UI, in start order: (name, ``airflow`` arguments); ``{port}`` is the API's port.
+#: --skip-serve-logs: the log servers would listen on every interface (no setting changes that); on one
+#: machine the api-server reads the task and trigger logs from the files under ``$AIRFLOW_HOME/logs``.
+UI_COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("scheduler", ("scheduler", "--skip-serve-logs")),
+    ("dag-processor", ("dag-processor",)),
+    ("api-server", ("api-server", "--host", "127.0.0.1", "--port", "{port}")),
+    ("triggerer", ("triggerer", "--skip-serve-logs")),
+)
+UI_STARTUP_TIMEOUT = 180.0
+
+
+def stop_process_trees(processes: list[subprocess.Popen[bytes]], grace: float = 20.0) -> None:
+    """SIGTERM each process and every descendant, SIGKILL what is left after ``grace`` s, then each group.
+
+    Each process leads its own session (``start_new_session``). Airflow's supervisors put task runners in
+    process groups of their own, so the tree is listed (before the signal: orphans cannot be found) and signalled.
+    """
+    import psutil  # an Airflow dependency
+
+    members: list[psutil.Process] = []
+    for process in processes:
+        try:
+            root = psutil.Process(process.pid)
+            members += [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+    for member in members:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.terminate()
+    _, alive = psutil.wait_procs(members, timeout=grace)
+    for member in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    psutil.wait_procs(alive, timeout=10)
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_ui(env: dict[str, str], port: int) -> int:
-    """Run ``airflow standalone`` on 127.0.0.1:``port`` until Ctrl-C; return its exit code."""
+    """Run Airflow's components on 127.0.0.1:``port`` until Ctrl-C (or SIGTERM); return the exit code."""
     env = {
         **env,
+        # What `airflow standalone` forces.
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__AUTH_MANAGER": "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        # The api-server on 127.0.0.1 only, and the tasks' way to it.
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        # standalone starts its components as `airflow ...`: find this environment's script first.
+        # Anything that starts `airflow ...` by name finds this environment's script first.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")]),
     }
-    log_file = DEMO_DIR / "logs" / "standalone.log"
-    say(f"Starting airflow standalone on 127.0.0.1:{port} (log {log_file.relative_to(REPO)}) ...")
-    with log_file.open("wb") as log:
-        process = subprocess.Popen(
-            [airflow_cli(), "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    # Ctrl-C, or SIGINT / SIGTERM from a script (which may have started us with SIGINT ignored), stops everything.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    logs = DEMO_DIR / "logs"
+    say(
+        f"Starting Airflow on 127.0.0.1:{port}: {', '.join(name for name, _ in UI_COMPONENTS)} "
+        f"(logs {logs.relative_to(REPO)}/<component>.log) ..."
+    )
+    processes: dict[str, subprocess.Popen[bytes]] = {}
     passwords = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json.generated"
+
+    def exited() -> str | None:
+        for name, process in processes.items():
+            if process.poll() is not None:
+                return f"airflow {name} exited with code {process.returncode}; see {logs / (name + '.log')}"
+        return None
+
     try:
-        deadline = time.monotonic() + 180
-        while not _answers(port) and process.poll() is None:
+        for name, command in UI_COMPONENTS:
+            with (logs / f"{name}.log").open("wb") as log:
+                processes[name] = subprocess.Popen(
+                    [airflow_cli(), *(argument.format(port=port) for argument in command)],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+        deadline = time.monotonic() + UI_STARTUP_TIMEOUT
+        while not (_answers(port) and passwords.exists()):
+            if (problem := exited()) is not None:
+                say(problem)
+                return 1
             if time.monotonic() > deadline:
-                say("    the api-server did not answer within 180 s; see the log")
+                say(f"    no api-server after {UI_STARTUP_TIMEOUT:.0f} s; see {logs / 'api-server.log'}")
                 return 1
             time.sleep(1)
-        if process.poll() is not None:
-            say(f"airflow standalone exited with code {process.returncode}; see {log_file}")
-            return 1
-        password = json.loads(passwords.read_text()).get("admin", "?") if passwords.exists() else "(see the log)"
+        password = json.loads(passwords.read_text()).get("admin", "?")
         say(f"Airflow is up: http://127.0.0.1:{port}   login: admin / {password}")
         say(
             "Trigger example_sagemaker_async_inference with custom_attributes 'sleep=20' to watch 'predict' "
             "sit in deferred while the model works. Ctrl-C stops everything."
         )
-        process.wait()
+        while (problem := exited()) is None:
+            time.sleep(1)
+        say(problem)
+        return 1
     except KeyboardInterrupt:
-        say("Stopping airflow standalone ...")
+        say("Stopping Airflow (scheduler, dag-processor, api-server, triggerer) ...")
+        return 0
     finally:
-        stop_process_group(process)
-    return 0
+        stop_process_trees(list(processes.values()))
 
 
 def _answers(port: int) -> bool:
@@ -428,7 +504,7 @@ def _answers(port: int) -> bool:
 def main() -> int:
     """Parse the arguments, start the backend, run the examples (or the UI), stop everything."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--ui", action="store_true", help="run airflow standalone with the examples instead")
+    parser.add_argument("--ui", action="store_true", help="run Airflow's UI on 127.0.0.1 with the examples instead")
     parser.add_argument("--port", type=int, default=0, help="api-server port for --ui (default: a free one)")
     arguments = parser.parse_args()
 

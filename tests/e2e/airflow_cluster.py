@@ -1,6 +1,13 @@
 """
-What the end-to-end tests share: Airflow processes on 127.0.0.1, a client of the REST API, and a sure way to
+What the end-to-end tests share: an Airflow cluster on 127.0.0.1, a client of its REST API, and a sure way to
 end every process they started.
+
+The cluster is what ``airflow standalone`` would run (SQLite, LocalExecutor, the simple auth manager), started
+as separate processes: ``airflow scheduler --skip-serve-logs``, ``airflow dag-processor``, ``airflow api-server``
+(``--host 127.0.0.1``) and ``airflow triggerer --skip-serve-logs``. Not standalone itself: it starts the
+scheduler's and the triggerer's log servers, which listen on every interface (0.0.0.0 / [::]) and no setting
+changes that. Without them nothing is lost on one machine: tasks (LocalExecutor) and triggers write their logs
+under ``<AIRFLOW_HOME>/logs`` and the api-server reads those files.
 
 Each Airflow process runs in its own session (process group). Airflow's supervisors put some children in
 process groups of their own (task runners, ``setpgid``), so a stop signals the process's whole tree (every
@@ -20,7 +27,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import psutil
 import pytest
@@ -48,7 +55,10 @@ def free_port() -> int:
 def airflow_environment(
     home: Path, port: int, backend: LocalSageMakerAsyncBackend, endpoint: LocalEndpoint
 ) -> dict[str, str]:
-    """The environment of every Airflow process: SQLite in ``home``, the example DAGs, the API on 127.0.0.1."""
+    """The environment of every Airflow process: SQLite in ``home``, the example DAGs, the API on 127.0.0.1.
+
+    The executor and auth manager are the ones ``airflow standalone`` forces: LocalExecutor, simple auth manager.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(
         {
@@ -57,6 +67,10 @@ def airflow_environment(
             "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLES_DIR),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__AUTH_MANAGER": (
+                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+            ),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
             # The two settings that keep the api-server on 127.0.0.1 and let tasks reach it on our port.
             "AIRFLOW__API__HOST": "127.0.0.1",
@@ -66,7 +80,7 @@ def airflow_environment(
             "AIRFLOW_CONN_AWS_DEFAULT": backend.airflow_connection_env(),
             "SAGEMAKER_ASYNC_ENDPOINT": endpoint.endpoint_name,
             "PYTHONUNBUFFERED": "1",
-            # standalone starts its components as `airflow ...`: find this environment's script first.
+            # Anything that starts `airflow ...` by name finds this environment's script first.
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         }
     )
@@ -233,3 +247,95 @@ class AirflowApi:
 
     def task_log_dir(self, dag_id: str, run_id: str, task_id: str) -> Path:
         return self.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={task_id}"
+
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1) -> str:
+        """One attempt's log as the UI gets it from the api-server (``.../logs/{try}``), one line per message."""
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}"
+            f"?full_content=true&map_index={map_index}"
+        )
+        content = self.request("GET", path, timeout=30)["content"]
+        return "\n".join(line if isinstance(line, str) else json.dumps(line) for line in content)
+
+
+#: The components of a cluster, in start order: (name, ``airflow`` arguments). ``{port}`` is the API's port.
+#: --skip-serve-logs: the log servers would listen on every interface; the api-server reads the log files.
+COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("scheduler", ("scheduler", "--skip-serve-logs")),
+    ("dag-processor", ("dag-processor",)),
+    ("api-server", ("api-server", "--host", "127.0.0.1", "--port", "{port}")),
+    ("triggerer", ("triggerer", "--skip-serve-logs")),
+)
+
+
+class AirflowCluster(AirflowApi):
+    """Airflow's components as separate processes in one ``AIRFLOW_HOME``, and a client of its REST API.
+
+    Use it as a context manager: whatever happens, every process it started is stopped on the way out.
+    """
+
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        super().__init__(int(env["AIRFLOW__API__PORT"]), home)
+        self.port = int(env["AIRFLOW__API__PORT"])
+        self.env = env
+        self.processes: dict[str, AirflowProcess] = {}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def migrate_db(self, timeout: float = 300) -> None:
+        """``airflow db migrate``, its output in ``<home>/db-migrate.log``."""
+        with (self.home / "db-migrate.log").open("wb") as log:
+            subprocess.run(
+                [airflow_cli(), "db", "migrate"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=True,
+            )
+
+    def start(self, name: str, *command: str) -> AirflowProcess:
+        self.processes[name] = AirflowProcess(name, command, self.env, self.home)
+        return self.processes[name]
+
+    def start_components(self, startup_timeout: float) -> None:
+        """Start every component, wait for the api-server to answer, log in as admin."""
+        for name, command in COMPONENTS:
+            self.start(name, *(argument.format(port=self.port) for argument in command))
+        wait_for("the api-server to answer", self.answers, startup_timeout, self, interval=1)
+        wait_for("the admin password", self.password_file().exists, 60, self)
+        self.login()
+
+    def forget(self, name: str) -> AirflowProcess:
+        """Stop watching a process that is meant to die (it is still stopped at the end)."""
+        process = self.processes.pop(name)
+        self.processes[f"{name} (dead)"] = process
+        return process
+
+    def exited(self) -> str | None:
+        for name, process in self.processes.items():
+            if not name.endswith("(dead)") and (code := process.exit_code()) is not None:
+                return f"airflow {name} exited ({code})"
+        return None
+
+    def log(self) -> str:
+        return "\n".join(f"==> {name}:\n{process.log()[-1500:]}" for name, process in self.processes.items())
+
+    def stop(self) -> None:
+        stop_trees([process.process for process in self.processes.values()], grace=20)
+
+    def listening_addresses(self) -> set[tuple[str, int]]:
+        """Every TCP address on which a process of the cluster (or a descendant) listens."""
+        addresses = set()
+        for process in self.processes.values():
+            for member in process_tree(process.pid):
+                try:
+                    connections = member.net_connections(kind="tcp")
+                except psutil.NoSuchProcess:
+                    continue
+                addresses |= {(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN}
+        return addresses

@@ -31,20 +31,10 @@ import psutil
 import pytest
 
 from airflow_sagemaker_async.submission import default_inference_id
-from tests.e2e.airflow_cluster import (
-    AirflowApi,
-    AirflowProcess,
-    airflow_cli,
-    airflow_environment,
-    free_port,
-    kill_tree,
-    stop_trees,
-    wait_for,
-)
+from tests.e2e.airflow_cluster import AirflowCluster, airflow_environment, free_port, kill_tree, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-    from pathlib import Path
 
     from airflow_sagemaker_async.local.backend import LocalEndpoint, LocalSageMakerAsyncBackend
     from airflow_sagemaker_async.local.records import InvocationRecord
@@ -80,35 +70,8 @@ with create_session() as session:
 """
 
 
-class Cluster(AirflowApi):
-    """Airflow's components as separate processes in one ``AIRFLOW_HOME``, and a client of its REST API."""
-
-    def __init__(self, port: int, home: Path, env: dict[str, str]) -> None:
-        super().__init__(port, home)
-        self.env = env
-        self.processes: dict[str, AirflowProcess] = {}
-
-    def start(self, name: str, *command: str) -> AirflowProcess:
-        self.processes[name] = AirflowProcess(name, command, self.env, self.home)
-        return self.processes[name]
-
-    def forget(self, name: str) -> AirflowProcess:
-        """Stop watching a process that is meant to die (it is still stopped at the end)."""
-        process = self.processes.pop(name)
-        self.processes[f"{name} (dead)"] = process
-        return process
-
-    def exited(self) -> str | None:
-        for name, process in self.processes.items():
-            if not name.endswith("(dead)") and (code := process.exit_code()) is not None:
-                return f"airflow {name} exited ({code})"
-        return None
-
-    def log(self) -> str:
-        return "\n".join(f"==> {name}:\n{process.log()[-1500:]}" for name, process in self.processes.items())
-
-    def stop(self) -> None:
-        stop_trees([process.process for process in self.processes.values()], grace=20)
+class Cluster(AirflowCluster):
+    """The cluster of ``airflow_cluster.py``, and what this test reads of the trigger and its row."""
 
     def dag_parsed(self) -> bool:
         try:
@@ -150,22 +113,6 @@ class Cluster(AirflowApi):
         kwargs = json.loads(line.removeprefix("KWARGS "))
         return None if kwargs is None else dict(kwargs)
 
-    def listening_addresses(self) -> set[tuple[str, int]]:
-        """Every TCP address on which a process of the cluster listens."""
-        addresses = set()
-        for process in self.processes.values():
-            try:
-                tree = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-            except psutil.NoSuchProcess:
-                continue
-            for member in tree:
-                try:
-                    connections = member.net_connections(kind="tcp")
-                except psutil.NoSuchProcess:
-                    continue
-                addresses |= {(c.laddr.ip, c.laddr.port) for c in connections if c.status == psutil.CONN_LISTEN}
-        return addresses
-
 
 @pytest.fixture(scope="module")
 def cluster(
@@ -174,37 +121,14 @@ def cluster(
     sagemaker_async_iris_endpoint: LocalEndpoint,
 ) -> Iterator[Cluster]:
     home = tmp_path_factory.mktemp("triggerer-restart-airflow")
-    port = free_port()
-    env = airflow_environment(home, port, sagemaker_async_backend, sagemaker_async_iris_endpoint)
-    env.update(
-        {
-            # What `airflow standalone` would force.
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__AUTH_MANAGER": (
-                "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-            ),
-            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(HEALTH_CHECK_THRESHOLD),
-        }
-    )
-    with (home / "db-migrate.log").open("wb") as log:
-        subprocess.run(
-            [airflow_cli(), "db", "migrate"], env=env, stdout=log, stderr=subprocess.STDOUT, timeout=300, check=True
-        )
-    server = Cluster(port, home, env)
-    try:
-        # --skip-serve-logs: the log servers would listen on every interface; the test reads the files.
-        server.start("scheduler", "scheduler", "--skip-serve-logs")
-        server.start("dag-processor", "dag-processor")
-        server.start("api-server", "api-server", "--host", "127.0.0.1", "--port", str(port))
-        server.start("triggerer", "triggerer", "--skip-serve-logs")
-        wait_for("the api-server to answer", server.answers, STARTUP_TIMEOUT, server, interval=1)
-        wait_for("the admin password", server.password_file().exists, 60, server)
-        server.login()
+    env = airflow_environment(home, free_port(), sagemaker_async_backend, sagemaker_async_iris_endpoint)
+    env["AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD"] = str(HEALTH_CHECK_THRESHOLD)
+    with Cluster(home, env) as server:
+        server.migrate_db()
+        server.start_components(STARTUP_TIMEOUT)
         wait_for(f"the dag-processor to parse {DAG_ID}", server.dag_parsed, STARTUP_TIMEOUT, server, interval=1)
         wait_for("the triggerer to heartbeat", server.triggerer_healthy, STARTUP_TIMEOUT, server, interval=1)
         yield server
-    finally:
-        server.stop()
 
 
 @dataclass
