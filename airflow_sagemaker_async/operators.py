@@ -224,13 +224,17 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
                 parameter="input_data",
             )
         for name in ("filename", "s3_output_path_extension"):
-            if self._invoke_fields()[name] is not None:
+            if name in fields:
                 check_botocore_supports(name, botocore.__version__)
-        if self.input_s3_prefix is not None and (not only_rendered or is_rendered(self.input_s3_prefix)):
+
+        def final(value: Any) -> bool:
+            return value is not None and (not only_rendered or is_rendered(value))
+
+        if self.input_s3_prefix is not None and final(self.input_s3_prefix):
             parse_s3_uri(self.input_s3_prefix, "input_s3_prefix")
-        if self.max_wait_seconds is not None and (not only_rendered or is_rendered(self.max_wait_seconds)):
+        if final(self.max_wait_seconds):
             fields["max_wait_seconds"] = check_positive(self.max_wait_seconds, "max_wait_seconds")
-        if self.input_data is not None and (not only_rendered or is_rendered(self.input_data)):
+        if final(self.input_data):
             fields["payload"], fields["content_type"] = self._payload(fields.get("content_type"))
         return fields
 
