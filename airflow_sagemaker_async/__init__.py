@@ -20,7 +20,6 @@ _EXPORTS = {
     "SageMakerAsyncInferenceTrigger": "triggers",
     "SageMakerAsyncError": "exceptions",
     "SageMakerAsyncParameterError": "exceptions",
-    "SageMakerAsyncBotocoreTooOldError": "exceptions",
     "SageMakerAsyncInferenceError": "exceptions",
     "SageMakerAsyncInferenceTimeout": "exceptions",
     "SageMakerAsyncOutputError": "exceptions",
@@ -31,7 +30,6 @@ _EXPORTS = {
 
 __all__ = [
     "AsyncInferenceSubmission",
-    "SageMakerAsyncBotocoreTooOldError",
     "SageMakerAsyncError",
     "SageMakerAsyncInferenceError",
     "SageMakerAsyncInferenceSensor",
@@ -49,7 +47,6 @@ __all__ = [
 
 if TYPE_CHECKING:
     from airflow_sagemaker_async.exceptions import (
-        SageMakerAsyncBotocoreTooOldError,
         SageMakerAsyncError,
         SageMakerAsyncInferenceError,
         SageMakerAsyncInferenceTimeout,

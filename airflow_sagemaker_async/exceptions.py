@@ -2,12 +2,12 @@
 The package's error tree.
 
 Every error this package raises on purpose derives from :class:`SageMakerAsyncError`, itself an
-``AirflowException`` so Airflow's retry and failure handling treat it as a task failure::
+``AirflowException`` so Airflow's retry and failure handling treat it as a task failure. A parameter
+error is also an ``AirflowFailException``: the task fails without retries, since a retry cannot fix it::
 
     AirflowException
     └── SageMakerAsyncError
-        ├── SageMakerAsyncParameterError (also ValueError)   bad input, raised before any AWS call
-        │   └── SageMakerAsyncBotocoreTooOldError            a parameter needs a newer botocore
+        ├── SageMakerAsyncParameterError (also AirflowFailException, ValueError)   bad input, before any AWS call
         ├── SageMakerAsyncInferenceError                     the model failed: object at the failure location
         ├── SageMakerAsyncInferenceTimeout                   deadline passed, no object at either location
         └── SageMakerAsyncOutputError                        the output exists but cannot be handed over
@@ -21,12 +21,14 @@ InvokeEndpointAsync, for example) are not wrapped: they keep their own type, cod
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from airflow.sdk.exceptions import AirflowException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+if TYPE_CHECKING:
+    from airflow_sagemaker_async.records import Outcome
 
 __all__ = [
-    "SageMakerAsyncBotocoreTooOldError",
     "SageMakerAsyncError",
     "SageMakerAsyncInferenceError",
     "SageMakerAsyncInferenceTimeout",
@@ -42,12 +44,13 @@ class SageMakerAsyncError(AirflowException):
     """Base class of every error raised on purpose by this package."""
 
 
-class SageMakerAsyncParameterError(SageMakerAsyncError, ValueError):
+class SageMakerAsyncParameterError(SageMakerAsyncError, AirflowFailException, ValueError):
     """
     A parameter breaks a rule of InvokeEndpointAsync or of this package.
 
     Raised at construction for static values and at ``execute`` (before any AWS call) for templated
     ones. The message names the parameter, the rule and the offending value (sensitive values redacted).
+    An ``AirflowFailException``: the task fails at once, without the retries a retry could not help.
 
     :param parameter: the parameter's name as the user wrote it, e.g. ``"request_ttl_seconds"``.
     """
@@ -55,10 +58,6 @@ class SageMakerAsyncParameterError(SageMakerAsyncError, ValueError):
     def __init__(self, message: str, *, parameter: str) -> None:
         super().__init__(message)
         self.parameter = parameter
-
-
-class SageMakerAsyncBotocoreTooOldError(SageMakerAsyncParameterError):
-    """The installed botocore does not know an InvokeEndpointAsync field that was asked for."""
 
 
 class SageMakerAsyncInferenceError(SageMakerAsyncError):
@@ -69,7 +68,7 @@ class SageMakerAsyncInferenceError(SageMakerAsyncError):
         error body, truncated) that a successful task would have returned.
     """
 
-    def __init__(self, message: str, *, outcome: dict[str, Any]) -> None:
+    def __init__(self, message: str, *, outcome: Outcome) -> None:
         super().__init__(message)
         self.outcome = outcome
 
@@ -84,7 +83,7 @@ class SageMakerAsyncInferenceTimeout(SageMakerAsyncError):
     :param outcome: the outcome dict with ``status`` ``"TimedOut"``.
     """
 
-    def __init__(self, message: str, *, outcome: dict[str, Any]) -> None:
+    def __init__(self, message: str, *, outcome: Outcome) -> None:
         super().__init__(message)
         self.outcome = outcome
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import botocore
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
@@ -15,51 +13,42 @@ from botocore.exceptions import ClientError
 
 from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
 from airflow_sagemaker_async.hooks import AsyncInferenceSubmission, SageMakerRuntimeHook
+from airflow_sagemaker_async.layout import compute_deadline, result_locations
 from airflow_sagemaker_async.links import SageMakerAsyncOutputLink, SageMakerEndpointLink
-from airflow_sagemaker_async.outcome import DEFAULT_MAX_OUTPUT_BYTES, finish
+from airflow_sagemaker_async.outcome import DEFAULT_MAX_OUTPUT_BYTES
+from airflow_sagemaker_async.records import IN_PROGRESS
 from airflow_sagemaker_async.submission import default_inference_id, input_key, serialize_input_data
-from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
 from airflow_sagemaker_async.validation import (
     MAX_INLINE_BODY_BYTES,
-    check_botocore_supports,
     check_invoke_fields,
     check_output_format,
-    check_poll_schedule,
     check_positive,
     is_rendered,
     parse_s3_uri,
 )
-from airflow_sagemaker_async.watch import (
-    DEFAULT_MAX_POLL_INTERVAL,
-    DEFAULT_POLL_INTERVAL,
-    Watch,
-    check_sync,
-    compute_deadline,
-    isoformat,
-    utcnow,
-    watch_sync,
-)
+from airflow_sagemaker_async.waiting import InferenceWaitMixin, min_deferral, poll_schedule
+from airflow_sagemaker_async.watch import Watch, check_sync, isoformat, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow.sdk import Context
 
+    from airflow_sagemaker_async.records import Outcome, Submission, WatchEvent
+
 __all__ = ["SageMakerInvokeEndpointAsyncOperator"]
 
-#: Extra seconds the scheduler waits past the deadline before failing a deferred task whose trigger
-#: never reported (triggerer down): the trigger itself ends the wait at the deadline.
-DEFERRAL_GRACE_SECONDS = 60
 
-
-class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]):
+class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[SageMakerRuntimeHook]):
     """
     Submit one SageMaker asynchronous inference and wait for its result without holding a worker slot.
 
     Calls InvokeEndpointAsync, then (``deferrable=True``, the default) defers to
     :class:`~airflow_sagemaker_async.triggers.SageMakerAsyncInferenceTrigger`, which watches the
-    request's S3 output and failure locations in the triggerer. The task returns the outcome dict (see
-    :mod:`airflow_sagemaker_async.outcome`), which Airflow pushes to XCom.
+    request's S3 output and failure locations in the triggerer. The task returns the
+    :class:`~airflow_sagemaker_async.records.Outcome`, which Airflow pushes to XCom. Before deferring it
+    checks once on the worker, and the trigger never fires within ``min_deferral_seconds`` of the deferral
+    (see :mod:`airflow_sagemaker_async.waiting`).
 
     Every InvokeEndpointAsync field keeps its API name in snake_case:
 
@@ -84,9 +73,8 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
     :param request_ttl_seconds: seconds the request may wait in SageMaker's queue, 60-21600; SageMaker's
         default 21600 (templated).
     :param invocation_timeout_seconds: seconds the model may take, 1-3600; SageMaker's default 900 (templated).
-    :param wait_for_completion: wait for the result (default ``True``); ``False`` returns the submission
-        record (``inference_id``, ``endpoint_name``, ``status`` ``"InProgress"``, ``output_location``,
-        ``failure_location``, ``submitted_at``, ``deadline``) at once, e.g. for
+    :param wait_for_completion: wait for the result (default ``True``); ``False`` returns the
+        :class:`~airflow_sagemaker_async.records.Submission` at once, e.g. for
         :class:`~airflow_sagemaker_async.sensors.SageMakerAsyncInferenceSensor`.
     :param deferrable: wait in the triggerer (default ``True``); ``False`` waits on the worker with the
         same checks and the same outcomes.
@@ -94,8 +82,12 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
         :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncInferenceTimeout` (templated). Default:
         the request's TTL (or 21600) + invocation timeout (or 900) + 600 s of margin. Fixed at submission
         as an absolute time: a triggerer restart does not extend it.
-    :param poll_interval: seconds before the first check, default 2; grows 1.5x per check.
-    :param max_poll_interval: ceiling of the interval between checks, seconds, default 30.
+    :param poll_interval: seconds before the first re-check, grows 1.5x per check; default
+        ``[sagemaker_async] poll_interval`` from Airflow's config, else 2.
+    :param max_poll_interval: ceiling of the interval between checks, seconds; default
+        ``[sagemaker_async] max_poll_interval``, else 30.
+    :param min_deferral_seconds: the trigger fires no sooner than this after the deferral (guard against
+        apache/airflow#71580); default ``[sagemaker_async] min_deferral_seconds``, else 10.
     :param output_format: ``"location"`` (default, download nothing), ``"text"``, ``"json"`` or
         ``"bytes"`` (base64 text): download the output on the worker into the outcome's ``output`` key.
     :param max_output_bytes: largest output downloaded, bytes, default 1 MiB; a larger one raises
@@ -158,8 +150,9 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
         wait_for_completion: bool = True,
         deferrable: bool = True,
         max_wait_seconds: float | None = None,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        poll_interval: float | None = None,
+        max_poll_interval: float | None = None,
+        min_deferral_seconds: float | None = None,
         output_format: str = "location",
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         fail_on_model_error: bool = True,
@@ -182,7 +175,8 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.max_wait_seconds = max_wait_seconds
-        self.poll_interval, self.max_poll_interval = check_poll_schedule(poll_interval, max_poll_interval)
+        self.poll_interval, self.max_poll_interval = poll_schedule(poll_interval, max_poll_interval)
+        self.min_deferral_seconds = min_deferral(min_deferral_seconds)
         self.output_format = check_output_format(output_format)
         self.max_output_bytes = int(check_positive(max_output_bytes, "max_output_bytes", unit="bytes"))
         self.fail_on_model_error = fail_on_model_error
@@ -223,9 +217,6 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
                 "payload already in S3, or input_data to send (or upload) it from the task.",
                 parameter="input_data",
             )
-        for name in ("filename", "s3_output_path_extension"):
-            if name in fields:
-                check_botocore_supports(name, botocore.__version__)
 
         def final(value: Any) -> bool:
             return value is not None and (not only_rendered or is_rendered(value))
@@ -240,9 +231,7 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
 
     def _payload(self, content_type: str | None) -> tuple[bytes, str | None]:
         payload, content_type = serialize_input_data(self.input_data, content_type)
-        if len(payload) <= MAX_INLINE_BODY_BYTES:
-            check_botocore_supports("input_data", botocore.__version__)
-        elif self.input_s3_prefix is None:
+        if len(payload) > MAX_INLINE_BODY_BYTES and self.input_s3_prefix is None:
             raise SageMakerAsyncParameterError(
                 f"input_data is {len(payload)} bytes once serialised, more than the {MAX_INLINE_BODY_BYTES} "
                 "bytes InvokeEndpointAsync accepts inline, and no input_s3_prefix was given to upload it to. "
@@ -254,11 +243,15 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
     def _s3_hook(self) -> S3Hook:
         return S3Hook(**self._hook_parameters)
 
-    def execute(self, context: Context) -> dict[str, Any]:
+    def _s3_client(self) -> Any:
+        return self._s3_hook().conn
+
+    def execute(self, context: Context) -> Outcome | Submission:
         """
         Submit the inference; then defer, wait, or return the submission record.
 
-        :return: the outcome dict, or the submission record when ``wait_for_completion`` is False.
+        :return: the :class:`~airflow_sagemaker_async.records.Outcome`, or the
+            :class:`~airflow_sagemaker_async.records.Submission` when ``wait_for_completion`` is False.
         :raises SageMakerAsyncParameterError: a rendered parameter breaks a rule (nothing was sent).
         :raises botocore.exceptions.ClientError: InvokeEndpointAsync refused the request.
         """
@@ -276,7 +269,7 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
                 inference_id,
                 event["location"],
             )
-            return self.execute_complete(context, event)
+            return self.finish_event(event)
         body = None
         if payload is not None and len(payload) > MAX_INLINE_BODY_BYTES:
             bucket, prefix = parse_s3_uri(self.input_s3_prefix or "", "input_s3_prefix")
@@ -317,45 +310,35 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
         )
         if not self.wait_for_completion:
             return {
-                **submission.to_dict(),
+                "inference_id": submission.inference_id,
                 "endpoint_name": fields["endpoint_name"],
-                "status": "InProgress",
+                "status": IN_PROGRESS,
+                "output_location": submission.output_location,
+                "failure_location": submission.failure_location,
                 "submitted_at": isoformat(submitted_at),
                 "deadline": isoformat(deadline),
             }
-        watch = Watch(
-            inference_id=submission.inference_id,
-            output_location=submission.output_location,
-            failure_location=submission.failure_location,
-            deadline=deadline,
-            poll_interval=self.poll_interval,
-            max_poll_interval=self.max_poll_interval,
-            log=self.log,
-            endpoint_name=fields["endpoint_name"],
-            submitted_at=isoformat(submitted_at),
-        )
-        if self.deferrable:
-            self.defer(
-                trigger=SageMakerAsyncInferenceTrigger.continuing(
-                    watch,
-                    aws_conn_id=self.aws_conn_id,
-                    region_name=self.region_name,
-                    verify=self.verify,
-                    botocore_config=self.botocore_config,
-                ),
-                method_name="execute_complete",
-                timeout=deadline - utcnow() + timedelta(seconds=DEFERRAL_GRACE_SECONDS),
+        return self.wait_for(
+            Watch(
+                inference_id=submission.inference_id,
+                output_location=submission.output_location,
+                failure_location=submission.failure_location,
+                deadline=deadline,
+                poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
+                log=self.log,
+                endpoint_name=fields["endpoint_name"],
+                submitted_at=isoformat(submitted_at),
             )
-        return self.execute_complete(context, watch_sync(watch, self._s3_hook().conn))
+        )
 
-    def _previous_result(self, fields: dict[str, Any], inference_id: str) -> dict[str, Any] | None:
+    def _previous_result(self, fields: dict[str, Any], inference_id: str) -> WatchEvent | None:
         """
         Return the final event of an earlier try's result, if ``filename`` fixes where it is, else ``None``.
 
-        The output key is ``<S3OutputPath>[/<s3_output_path_extension>]/<filename>``. AWS does not document
-        the failure object's name when Filename is given; this looks for ``<filename>-error.out`` under
-        S3FailurePath, what the local backend writes (if AWS names it otherwise, a failed earlier try is
-        not found and the model is invoked again).
+        Where to look is :func:`airflow_sagemaker_async.layout.result_locations`. AWS does not document
+        the failure object's name when Filename is given; if AWS names it otherwise than the layout says,
+        a failed earlier try is not found and the model is invoked again.
         """
         if not (self.resume_on_retry and fields.get("filename")):
             return None
@@ -366,51 +349,23 @@ class SageMakerInvokeEndpointAsyncOperator(AwsBaseOperator[SageMakerRuntimeHook]
         except (ClientError, KeyError) as error:
             self.log.warning("Cannot look for an earlier try's result (%r); invoking again.", error)
             return None
-        extension = fields.get("s3_output_path_extension")
-
-        def under(path: str | None, name: str) -> str | None:
-            if not path:
-                return None
-            return "/".join(p.strip("/") for p in (path, extension, name) if p)
-
         output_config = paths.get("OutputConfig", {})
+        output_location, failure_location = result_locations(
+            output_config.get("S3OutputPath", ""),
+            output_config.get("S3FailurePath"),
+            name=inference_id,
+            s3_output_path_extension=fields.get("s3_output_path_extension"),
+            filename=fields["filename"],
+        )
         watch = Watch(
             inference_id=inference_id,
-            output_location=under(output_config.get("S3OutputPath"), fields["filename"]) or "",
-            failure_location=under(output_config.get("S3FailurePath"), f"{fields['filename']}-error.out"),
+            output_location=output_location,
+            failure_location=failure_location,
             deadline=utcnow(),
             log=self.log,
             endpoint_name=fields["endpoint_name"],
         )
         return check_sync(watch, self._s3_hook().conn)
-
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """
-        Resume after the trigger's event: download what ``output_format`` asks, return the outcome or raise.
-
-        Idempotent: the same event (events are delivered at least once) gives the same outcome. The
-        event carries everything needed (endpoint, submission time), so nothing rides on ``defer`` kwargs.
-
-        :raises SageMakerAsyncInferenceError: the model failed and ``fail_on_model_error`` is True.
-        :raises SageMakerAsyncInferenceTimeout: no object by the deadline (expired request?).
-        :raises SageMakerAsyncOutputError: the output is too large, gone, or not decodable.
-        """
-        outcome = finish(
-            event,
-            s3_client=self._s3_hook().conn,
-            output_format=self.output_format,
-            max_output_bytes=self.max_output_bytes,
-            fail_on_model_error=self.fail_on_model_error,
-        )
-        self.log.info(
-            "Inference %s: %s (completed %s, detected %s after %s checks)",
-            outcome["inference_id"],
-            outcome["status"],
-            outcome["completed_at"],
-            outcome["detected_at"],
-            event.get("checks"),
-        )
-        return outcome
 
     def _persist_links(self, context: Context, submission: AsyncInferenceSubmission) -> None:
         region, partition = self.hook.conn_region_name, self.hook.conn_partition

@@ -1,30 +1,16 @@
 """
-The outcome record: what a finished wait hands to XCom, built once for the operator and the sensor.
+The outcome: what a finished wait hands to XCom, built once for the operator and the sensor.
 
-Runs on the worker only (it downloads with boto3); the trigger never downloads payloads.
-
-The outcome dict (JSON-serialisable, every timestamp ISO-8601 UTC)::
-
-    {
-      "inference_id": str,
-      "endpoint_name": str | None,      # None for a sensor that was not told the endpoint
-      "status": "Completed" | "Failed",
-      "output_location": str,           # s3:// URI SageMaker returned
-      "failure_location": str | None,   # None when the endpoint has no S3FailurePath
-      "submitted_at": str | None,       # when InvokeEndpointAsync answered; None for a sensor
-      "completed_at": str | None,       # LastModified of the object found (written by SageMaker)
-      "detected_at": str,               # when the watch saw it
-      "output": str | Any,              # only with output_format text / json / bytes (base64 text)
-      "output_content_type": str,       # with "output"
-      "failure_reason": str,            # only when status is "Failed": the model's error body, truncated
-    }
+Runs on the worker only (it downloads with boto3); the trigger never downloads payloads. The shapes,
+:class:`~airflow_sagemaker_async.records.WatchEvent` in and :class:`~airflow_sagemaker_async.records.Outcome`
+out, are documented in :mod:`airflow_sagemaker_async.records`.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import ClientError
 
@@ -35,8 +21,12 @@ from airflow_sagemaker_async.exceptions import (
     SageMakerAsyncOutputMissing,
     SageMakerAsyncOutputTooLarge,
 )
+from airflow_sagemaker_async.records import FAILED, TIMED_OUT
 from airflow_sagemaker_async.validation import parse_s3_uri
 from airflow_sagemaker_async.watch import EXPIRY_HINT, FORBIDDEN_HINT
+
+if TYPE_CHECKING:
+    from airflow_sagemaker_async.records import Outcome, WatchEvent
 
 #: Default cap on the output downloaded for ``output_format`` text / json / bytes: 1 MiB.
 DEFAULT_MAX_OUTPUT_BYTES: Final = 1024 * 1024
@@ -45,19 +35,17 @@ MAX_FAILURE_BYTES: Final = 64 * 1024
 #: At most this much of the model's error body is quoted in an exception message (characters).
 MAX_MESSAGE_CHARS: Final = 1000
 
-STATUS_BY_EVENT: Final = {"success": "Completed", "failure": "Failed", "timeout": "TimedOut"}
 
-
-def build_outcome(event: dict[str, Any]) -> dict[str, Any]:
-    """Return the outcome dict (without downloads) for a watch event (see :mod:`.watch`)."""
+def build_outcome(event: WatchEvent) -> Outcome:
+    """Return the :class:`~airflow_sagemaker_async.records.Outcome` (without downloads) of a watch event."""
     return {
         "inference_id": event["inference_id"],
         "endpoint_name": event.get("endpoint_name"),
-        "status": STATUS_BY_EVENT[event["status"]],
+        "status": event["status"],
         "output_location": event["output_location"],
         "failure_location": event["failure_location"],
         "submitted_at": event.get("submitted_at"),
-        "completed_at": event.get("completed_at") or (event["detected_at"] if event["status"] != "timeout" else None),
+        "completed_at": event.get("completed_at") or (event["detected_at"] if event["status"] != TIMED_OUT else None),
         "detected_at": event["detected_at"],
     }
 
@@ -124,7 +112,7 @@ def decode_output(data: bytes, output_format: str, uri: str) -> Any:
         ) from error
 
 
-def timeout_error(event: dict[str, Any]) -> SageMakerAsyncInferenceTimeout:
+def timeout_error(event: WatchEvent) -> SageMakerAsyncInferenceTimeout:
     """Return the timeout error for a ``timeout`` event: both locations, the deadline, why it may happen."""
     endpoint_name, submitted_at = event.get("endpoint_name"), event.get("submitted_at")
     where = f"endpoint {endpoint_name}, " if endpoint_name else ""
@@ -139,15 +127,15 @@ def timeout_error(event: dict[str, Any]) -> SageMakerAsyncInferenceTimeout:
 
 
 def finish(
-    event: dict[str, Any],
+    event: WatchEvent,
     *,
     s3_client: Any,
     output_format: str,
     max_output_bytes: int,
     fail_on_model_error: bool,
-) -> dict[str, Any]:
+) -> Outcome:
     """
-    Turn a watch event into the task's result: return the outcome dict or raise.
+    Turn a watch event into the task's result: return the outcome or raise.
 
     Idempotent: the same event gives the same outcome (events are delivered at least once).
 
@@ -163,10 +151,10 @@ def finish(
     outcome = build_outcome(event)
     endpoint_name = event.get("endpoint_name")
     where = f"endpoint {endpoint_name}, " if endpoint_name else ""
-    if event["status"] == "timeout":
+    if event["status"] == TIMED_OUT:
         raise timeout_error(event)
-    if event["status"] == "failure":
-        location = event["location"] or event["failure_location"]
+    if event["status"] == FAILED:
+        location = event["location"] or event["failure_location"] or event["output_location"]
         try:
             data, _ = read_object(s3_client, location, max_bytes=MAX_FAILURE_BYTES, strict=False)
             reason = data.decode("utf-8", errors="replace")

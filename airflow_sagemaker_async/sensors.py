@@ -12,34 +12,28 @@ from airflow.sdk import PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
-from airflow_sagemaker_async.outcome import DEFAULT_MAX_OUTPUT_BYTES, finish, timeout_error
-from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
+from airflow_sagemaker_async.outcome import DEFAULT_MAX_OUTPUT_BYTES, timeout_error
 from airflow_sagemaker_async.validation import (
     check_inference_id,
     check_output_format,
-    check_poll_schedule,
     check_positive,
     is_rendered,
     parse_s3_uri,
 )
-from airflow_sagemaker_async.watch import (
-    DEFAULT_MAX_POLL_INTERVAL,
-    DEFAULT_POLL_INTERVAL,
-    Watch,
-    check_sync,
-    isoformat,
-    utcnow,
-)
+from airflow_sagemaker_async.waiting import InferenceWaitMixin, min_deferral, poll_schedule
+from airflow_sagemaker_async.watch import Watch, check_sync, isoformat, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow.sdk import Context
 
+    from airflow_sagemaker_async.records import Outcome
+
 __all__ = ["SageMakerAsyncInferenceSensor"]
 
 
-class SageMakerAsyncInferenceSensor(AwsBaseSensor[S3Hook]):
+class SageMakerAsyncInferenceSensor(InferenceWaitMixin, AwsBaseSensor[S3Hook]):
     """
     Wait for an asynchronous inference submitted elsewhere, by its output (and failure) location.
 
@@ -47,7 +41,9 @@ class SageMakerAsyncInferenceSensor(AwsBaseSensor[S3Hook]):
     :class:`~airflow_sagemaker_async.operators.SageMakerInvokeEndpointAsyncOperator` with
     ``wait_for_completion=False`` (pull its record from XCom) or outside Airflow. Deferrable by default,
     with the same trigger as the operator; in ``poke`` / ``reschedule`` mode each poke makes the same
-    check. Returns the same outcome dict, raises the same exceptions, offers the same ``output_format``.
+    check. Returns the same :class:`~airflow_sagemaker_async.records.Outcome`, raises the same exceptions,
+    offers the same ``output_format``; it shares the operator's waiting code
+    (:mod:`airflow_sagemaker_async.waiting`: a check on the worker first, the fast-event guard).
 
     The wait ends after the sensor's ``timeout`` (seconds, Airflow's default 7 days) with
     :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncInferenceTimeout`.
@@ -59,9 +55,13 @@ class SageMakerAsyncInferenceSensor(AwsBaseSensor[S3Hook]):
         the output object's name.
     :param endpoint_name: the endpoint, for messages and the outcome (templated, optional).
     :param deferrable: wait in the triggerer (default ``True``).
-    :param poll_interval: seconds before the first check of the trigger, default 2; grows 1.5x per check.
-        In poke mode ``poke_interval`` (default: this value) paces the pokes.
-    :param max_poll_interval: ceiling of the trigger's interval, seconds, default 30.
+    :param poke_interval: seconds before the first re-check, growing 1.5x per check in the trigger;
+        pacing the pokes in poke / reschedule mode. Default ``[sagemaker_async] poll_interval`` from
+        Airflow's config, else 2 (not Airflow's 60: an inference is checked sooner at first).
+    :param max_poll_interval: ceiling of the trigger's interval, seconds; default
+        ``[sagemaker_async] max_poll_interval``, else 30.
+    :param min_deferral_seconds: the trigger fires no sooner than this after the deferral; default
+        ``[sagemaker_async] min_deferral_seconds``, else 10.
     :param output_format: ``"location"`` (default), ``"text"``, ``"json"`` or ``"bytes"`` (base64 text).
     :param max_output_bytes: largest output downloaded, bytes, default 1 MiB.
     :param fail_on_model_error: raise on a model failure (default ``True``), else return the ``"Failed"`` outcome.
@@ -91,21 +91,22 @@ class SageMakerAsyncInferenceSensor(AwsBaseSensor[S3Hook]):
         inference_id: str | None = None,
         endpoint_name: str | None = None,
         deferrable: bool = True,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        poke_interval: float | None = None,
+        max_poll_interval: float | None = None,
+        min_deferral_seconds: float | None = None,
         output_format: str = "location",
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         fail_on_model_error: bool = True,
         **kwargs: Any,
     ) -> None:
-        kwargs.setdefault("poke_interval", poll_interval)
-        super().__init__(**kwargs)
+        self.poll_interval, self.max_poll_interval = poll_schedule(poke_interval, max_poll_interval)
+        super().__init__(poke_interval=self.poll_interval, **kwargs)
         self.output_location = output_location
         self.failure_location = failure_location
         self.inference_id = inference_id
         self.endpoint_name = endpoint_name
         self.deferrable = deferrable
-        self.poll_interval, self.max_poll_interval = check_poll_schedule(poll_interval, max_poll_interval)
+        self.min_deferral_seconds = min_deferral(min_deferral_seconds)
         self.output_format = check_output_format(output_format)
         self.max_output_bytes = int(check_positive(max_output_bytes, "max_output_bytes", unit="bytes"))
         self.fail_on_model_error = fail_on_model_error
@@ -140,11 +141,14 @@ class SageMakerAsyncInferenceSensor(AwsBaseSensor[S3Hook]):
             endpoint_name=self.endpoint_name,
         )
 
-    def execute(self, context: Context) -> Any:
+    def _s3_client(self) -> Any:
+        return self.hook.conn
+
+    def execute(self, context: Context) -> Outcome | None:
         """
         Defer to the trigger (``deferrable=True``) or poke until an object appears.
 
-        :return: the outcome dict.
+        :return: the :class:`~airflow_sagemaker_async.records.Outcome`.
         :raises SageMakerAsyncInferenceTimeout: the sensor's ``timeout`` passed with no object.
         """
         if not self.deferrable:
@@ -152,20 +156,10 @@ class SageMakerAsyncInferenceSensor(AwsBaseSensor[S3Hook]):
                 return super().execute(context)
             except AirflowSensorTimeout as error:
                 watch = self._watch or self._new_watch()
-                event = {**watch.timeout_event(), "deadline": isoformat(utcnow())}
+                event = watch.timeout_event()
+                event["deadline"] = isoformat(utcnow())
                 raise timeout_error(event) from error
-        watch = self._new_watch()
-        self.defer(
-            trigger=SageMakerAsyncInferenceTrigger.continuing(
-                watch,
-                aws_conn_id=self.aws_conn_id,
-                region_name=self.region_name,
-                verify=self.verify,
-                botocore_config=self.botocore_config,
-            ),
-            method_name="execute_complete",
-            timeout=timedelta(seconds=self.timeout + 60),
-        )
+        return self.wait_for(self._new_watch())
 
     def poke(self, context: Context) -> PokeReturnValue | bool:
         """Check both locations once; done with the outcome when an object is there."""
@@ -174,25 +168,4 @@ class SageMakerAsyncInferenceSensor(AwsBaseSensor[S3Hook]):
         event = check_sync(self._watch, self.hook.conn)
         if event is None:
             return False
-        return PokeReturnValue(is_done=True, xcom_value=self._finish(event))
-
-    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """
-        Resume after the trigger's event; return the outcome dict or raise (idempotent).
-
-        :raises SageMakerAsyncInferenceError: the model failed and ``fail_on_model_error`` is True.
-        :raises SageMakerAsyncInferenceTimeout: no object by the deadline.
-        :raises SageMakerAsyncOutputError: the output is too large, gone, or not decodable.
-        """
-        return self._finish(event)
-
-    def _finish(self, event: dict[str, Any]) -> dict[str, Any]:
-        outcome = finish(
-            event,
-            s3_client=self.hook.conn,
-            output_format=self.output_format,
-            max_output_bytes=self.max_output_bytes,
-            fail_on_model_error=self.fail_on_model_error,
-        )
-        self.log.info("Inference %s: %s", outcome["inference_id"], outcome["status"])
-        return outcome
+        return PokeReturnValue(is_done=True, xcom_value=self.finish_event(event))

@@ -25,6 +25,8 @@ from airflow_sagemaker_async.watch import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from airflow_sagemaker_async.records import WatchEvent
+
 __all__ = ["SageMakerAsyncInferenceTrigger"]
 
 
@@ -40,13 +42,9 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
     The interval starts at ``poll_interval``, grows by 1.5x per check up to ``max_poll_interval`` and
     is jittered, so triggers started together do not poll in lockstep. Never downloads a payload.
 
-    Yields exactly one event, then returns. Its payload::
-
-        {"status": "success" | "failure" | "timeout", "inference_id": str,
-         "endpoint_name": str | None, "submitted_at": ISO-8601 | None, "output_location": str,
-         "failure_location": str | None, "location": str | None,
-         "completed_at": ISO-8601 | None, "detected_at": ISO-8601, "deadline": ISO-8601,
-         "checks": int, "s3_forbidden": bool}
+    Yields exactly one event, then returns: a :class:`~airflow_sagemaker_async.records.WatchEvent`.
+    Never before ``not_before`` (the fast-event guard, see :mod:`airflow_sagemaker_async.waiting`): a result
+    found earlier is held until then.
 
     :param inference_id: the request's InferenceId (for messages and jitter seed).
     :param output_location: S3 URI returned by InvokeEndpointAsync as ``OutputLocation``.
@@ -57,6 +55,7 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
     :param endpoint_name: the endpoint, echoed in the event so the resumed task needs nothing else,
         default ``None``.
     :param submitted_at: ISO-8601 time InvokeEndpointAsync answered, echoed in the event, default ``None``.
+    :param not_before: absolute ISO-8601 time before which no event is yielded, default ``None`` (no hold).
     :param poll_interval: seconds before the first re-check, default 2.
     :param max_poll_interval: ceiling of the interval, seconds, default 30.
     :param aws_conn_id: Airflow AWS connection id, default ``aws_default``.
@@ -78,6 +77,7 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
         deadline: str,
         endpoint_name: str | None = None,
         submitted_at: str | None = None,
+        not_before: str | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         aws_conn_id: str | None = "aws_default",
@@ -92,6 +92,7 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
         self.deadline = datetime.fromisoformat(deadline).isoformat()
         self.endpoint_name = endpoint_name
         self.submitted_at = submitted_at
+        self.not_before = datetime.fromisoformat(not_before).isoformat() if not_before else None
         self.poll_interval, self.max_poll_interval = check_poll_schedule(poll_interval, max_poll_interval)
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
@@ -103,6 +104,7 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
         cls,
         watch: Watch,
         *,
+        not_before: str | None = None,
         aws_conn_id: str | None,
         region_name: str | None,
         verify: bool | str | None,
@@ -116,6 +118,7 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
             deadline=isoformat(watch.deadline),
             endpoint_name=watch.endpoint_name,
             submitted_at=watch.submitted_at,
+            not_before=not_before,
             poll_interval=watch.poll_interval,
             max_poll_interval=watch.max_poll_interval,
             aws_conn_id=aws_conn_id,
@@ -138,7 +141,7 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
             "aws_conn_id": self.aws_conn_id,
         }
         # As the amazon provider does: hook parameters left unset stay out, so defaults apply.
-        for name in ("region_name", "verify", "botocore_config"):
+        for name in ("not_before", "region_name", "verify", "botocore_config"):
             if (value := getattr(self, name)) is not None:
                 kwargs[name] = value
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
@@ -182,6 +185,7 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
             log=self.log,
             endpoint_name=self.endpoint_name,
             submitted_at=self.submitted_at,
+            not_before=datetime.fromisoformat(self.not_before) if self.not_before else None,
         )
         self.log.info(
             "Watching inference %s: output %s, failure %s, deadline %s",
@@ -190,7 +194,7 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
             self.failure_location,
             self.deadline,
         )
-        event: dict[str, Any] | None = None
+        event: WatchEvent | None = None
         async with self._s3_client() as shared:
             while event is None:
                 for target in watch.targets:
@@ -203,5 +207,14 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
                         event = watch.timeout_event()
                     else:
                         await asyncio.sleep(delay)
+        if (hold := watch.hold()) > 0:
+            self.log.info(
+                "Inference %s: %s; holding the event %.1f s, until %s (fast-event guard: the deferral is too young)",
+                self.inference_id,
+                event["status"],
+                hold,
+                self.not_before,
+            )
+            await asyncio.sleep(hold)
         self.log.info("Inference %s: %s after %d checks", self.inference_id, event["status"], event["checks"])
         yield TriggerEvent(event)

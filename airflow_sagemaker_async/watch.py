@@ -28,20 +28,19 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
-from airflow_sagemaker_async.validation import (
-    DEFAULT_INVOCATION_TIMEOUT_SECONDS,
-    DEFAULT_REQUEST_TTL_SECONDS,
-    parse_s3_uri,
-)
+from airflow_sagemaker_async.records import COMPLETED, FAILED, TIMED_OUT, WatchEvent
+from airflow_sagemaker_async.validation import parse_s3_uri
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from airflow_sagemaker_async.records import InferenceStatus
 
 #: Seconds before the first check; the interval then grows by :data:`BACKOFF_FACTOR` per poll.
 DEFAULT_POLL_INTERVAL: Final = 2.0
@@ -51,11 +50,6 @@ BACKOFF_FACTOR: Final = 1.5
 #: Each interval is drawn uniformly from [JITTER_LOW * interval, interval] so triggers started
 #: together drift apart instead of polling S3 in lockstep.
 JITTER_LOW: Final = 0.8
-#: Added to RequestTTLSeconds + InvocationTimeoutSeconds for the default deadline: the time SageMaker
-#: takes to upload a large output after the model answered, clock skew between the worker and AWS,
-#: and scheduling delay between submission and the first poll.
-DEADLINE_MARGIN_SECONDS: Final = 600
-
 EXPIRY_HINT: Final = (
     "SageMaker writes no S3 object for a request that expired in its queue (older than "
     "RequestTTLSeconds, e.g. while the endpoint scaled up from zero), so an expired request shows only "
@@ -77,26 +71,6 @@ def utcnow() -> datetime:
 def isoformat(moment: datetime) -> str:
     """Format an aware datetime as ISO-8601 UTC, e.g. ``2026-11-21T06:00:00.123456+00:00``."""
     return moment.astimezone(timezone.utc).isoformat()
-
-
-def compute_deadline(
-    submitted_at: datetime,
-    *,
-    request_ttl_seconds: int | None,
-    invocation_timeout_seconds: int | None,
-    max_wait_seconds: float | None,
-) -> datetime:
-    """
-    Return the absolute time after which a request that left no object counts as lost.
-
-    ``max_wait_seconds`` when given; otherwise the request's TTL (default 21600 s) + its invocation
-    timeout (default 900 s) + :data:`DEADLINE_MARGIN_SECONDS`, counted from ``submitted_at``.
-    """
-    if max_wait_seconds is not None:
-        return submitted_at + timedelta(seconds=max_wait_seconds)
-    ttl = request_ttl_seconds or DEFAULT_REQUEST_TTL_SECONDS
-    timeout = invocation_timeout_seconds or DEFAULT_INVOCATION_TIMEOUT_SECONDS
-    return submitted_at + timedelta(seconds=ttl + timeout + DEADLINE_MARGIN_SECONDS)
 
 
 class Probe(enum.Enum):
@@ -172,6 +146,8 @@ class Watch:
     :param log: where the 403 explanation and transient errors are logged.
     :param endpoint_name: the endpoint, echoed in the events (for the outcome), default ``None``.
     :param submitted_at: ISO-8601 time of submission, echoed in the events, default ``None``.
+    :param not_before: aware datetime before which a final event is held back (the fast-event guard of a
+        deferred wait, see :mod:`airflow_sagemaker_async.waiting`), default ``None`` (never held).
     """
 
     inference_id: str
@@ -183,6 +159,7 @@ class Watch:
     log: logging.Logger | Any = field(default_factory=lambda: logging.getLogger(__name__))
     endpoint_name: str | None = None
     submitted_at: str | None = None
+    not_before: datetime | None = None
     checks: int = 0
     forbidden_seen: bool = False
     transient_errors: int = 0
@@ -206,23 +183,13 @@ class Watch:
         """The locations to HEAD, output first."""
         return self._targets
 
-    def observe(self, target: Target, result: ProbeResult) -> dict[str, Any] | None:
-        """
-        Take one HEAD answer; return the final event payload if it ends the wait, else ``None``.
-
-        The payload (JSON primitives, also the TriggerEvent payload)::
-
-            {"status": "success" | "failure", "inference_id": str, "endpoint_name": str | None,
-             "submitted_at": ISO-8601 | None, "output_location": str,
-             "failure_location": str | None, "location": str (the object found),
-             "completed_at": ISO-8601 | None (the object's LastModified), "detected_at": ISO-8601,
-             "deadline": ISO-8601, "checks": int, "s3_forbidden": bool}
-        """
+    def observe(self, target: Target, result: ProbeResult) -> WatchEvent | None:
+        """Take one HEAD answer; return the final :class:`~.records.WatchEvent` if it ends the wait, else ``None``."""
         if target is self._targets[0]:
             self.checks += 1
         if result.probe is Probe.FOUND:
             completed = isoformat(result.last_modified) if result.last_modified else None
-            return self._event("success" if target.kind == "output" else "failure", target.uri, completed)
+            return self._event(COMPLETED if target.kind == "output" else FAILED, target.uri, completed)
         if result.probe is Probe.FORBIDDEN and not self.forbidden_seen:
             self.forbidden_seen = True
             self.log.warning("Inference %s: %s (location %s)", self.inference_id, FORBIDDEN_HINT, target.uri)
@@ -253,11 +220,17 @@ class Watch:
         self._interval = min(self._interval * BACKOFF_FACTOR, self.max_poll_interval)
         return min(delay, remaining)
 
-    def timeout_event(self) -> dict[str, Any]:
-        """Return the event payload that ends the wait at the deadline (``status`` ``"timeout"``)."""
-        return self._event("timeout", None, None)
+    def hold(self, now: datetime | None = None) -> float:
+        """Return the seconds a final event must still be held back (0 once ``not_before`` has passed)."""
+        if self.not_before is None:
+            return 0.0
+        return max(0.0, (self.not_before - (now or utcnow())).total_seconds())
 
-    def _event(self, status: str, location: str | None, completed_at: str | None) -> dict[str, Any]:
+    def timeout_event(self) -> WatchEvent:
+        """Return the event that ends the wait at the deadline (``status`` ``TimedOut``)."""
+        return self._event(TIMED_OUT, None, None)
+
+    def _event(self, status: InferenceStatus, location: str | None, completed_at: str | None) -> WatchEvent:
         return {
             "status": status,
             "inference_id": self.inference_id,
@@ -282,7 +255,7 @@ def head_sync(client: Any, target: Target) -> ProbeResult:
         return read_head_error(error)
 
 
-def check_sync(watch: Watch, client: Any) -> dict[str, Any] | None:
+def check_sync(watch: Watch, client: Any) -> WatchEvent | None:
     """Run one check of both locations with a boto3 S3 client; return the final event or ``None``."""
     for target in watch.targets:
         event = watch.observe(target, head_sync(client, target))
@@ -291,7 +264,7 @@ def check_sync(watch: Watch, client: Any) -> dict[str, Any] | None:
     return None
 
 
-def watch_sync(watch: Watch, client: Any, sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+def watch_sync(watch: Watch, client: Any, sleep: Callable[[float], None] = time.sleep) -> WatchEvent:
     """
     Wait on the worker until an object appears or the deadline passes; return the final event.
 

@@ -20,6 +20,9 @@ os.environ["AIRFLOW_HOME"] = _AIRFLOW_HOME
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = os.path.join(os.path.dirname(__file__), os.pardir, "example_dags")
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_AIRFLOW_HOME}/airflow.db"
+# In-process tests run the trigger themselves, with no scheduler to race: no fast-event guard, unless a
+# test sets one (tests/test_waiting.py). Real-Airflow tests (tests/e2e) keep the default.
+os.environ["AIRFLOW__SAGEMAKER_ASYNC__MIN_DEFERRAL_SECONDS"] = "0"
 # Keep boto3 away from any real account and from the instance metadata service.
 os.environ["AWS_ACCESS_KEY_ID"] = "testing"
 os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"

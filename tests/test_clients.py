@@ -40,7 +40,7 @@ async def test_fifty_triggers_on_one_connection_open_one_client_and_close_it(
 
     results = await asyncio.gather(*(collect(t) for t in triggers))
 
-    assert all(r[0]["status"] == "success" for r in results)
+    assert all(r[0]["status"] == "Completed" for r in results)
     assert shared_s3_clients.opened - opened == 1
     assert shared_s3_clients.closed - closed == 1
     assert shared_s3_clients.active() == 0
@@ -62,7 +62,7 @@ async def test_cancelled_triggers_leave_the_shared_client_to_the_others(
     await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="out/abc.out", Body=b"x")
     results = await asyncio.gather(*waiting[5:])
 
-    assert [r[0]["status"] for r in results] == ["success"] * 5
+    assert [r[0]["status"] for r in results] == ["Completed"] * 5
     assert shared_s3_clients.opened - opened == 1
     assert shared_s3_clients.closed - closed == 1
     assert shared_s3_clients.active() == 0
@@ -146,7 +146,7 @@ def test_a_closed_loop_and_a_new_one_each_get_their_own_client(
     first = asyncio.run(collect(make_trigger(bucket)))
     second = asyncio.run(collect(make_trigger(bucket)))
 
-    assert first[0]["status"] == second[0]["status"] == "success"
+    assert first[0]["status"] == second[0]["status"] == "Completed"
     assert shared_s3_clients.opened - opened == 2
 
 
@@ -166,7 +166,7 @@ async def test_requests_in_flight_never_exceed_the_shared_clients_pool(
 
     results = await asyncio.gather(*(collect(t) for t in triggers))
 
-    assert all(r[0]["status"] == "success" for r in results)
+    assert all(r[0]["status"] == "Completed" for r in results)
     assert len(s3_proxy.requests("HEAD")) == 30  # one check each: nobody re-checked while queued
     assert 1 < s3_proxy.max_in_flight <= 3
 

@@ -87,7 +87,13 @@ def test_submit_failing_after_the_last_attempt_is_a_clear_error_and_nothing_ran(
 
 
 def test_the_same_trigger_event_twice_gives_one_outcome() -> None:
-    op = operator(input_data=CSV_ROWS, content_type="text/csv", output_format="json", inference_id="twice")
+    op = operator(
+        input_data=CSV_ROWS,
+        content_type="text/csv",
+        output_format="json",
+        inference_id="twice",
+        custom_attributes="sleep=1",
+    )
     context: Any = {"ti": StandInTaskInstance()}
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context)
@@ -101,7 +107,13 @@ def test_the_same_trigger_event_twice_gives_one_outcome() -> None:
 
 
 def test_output_deleted_between_detection_and_download_is_a_clear_error(s3: Any) -> None:
-    op = operator(input_data=CSV_ROWS, content_type="text/csv", output_format="json", inference_id="deleted")
+    op = operator(
+        input_data=CSV_ROWS,
+        content_type="text/csv",
+        output_format="json",
+        inference_id="deleted",
+        custom_attributes="sleep=1",
+    )
     context: Any = {"ti": StandInTaskInstance()}
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context)

@@ -15,7 +15,6 @@ import airflow_sagemaker_async
 PACKAGE_DIR = Path(airflow_sagemaker_async.__file__).parent
 EXPECTED = {
     "AsyncInferenceSubmission",
-    "SageMakerAsyncBotocoreTooOldError",
     "SageMakerAsyncError",
     "SageMakerAsyncInferenceError",
     "SageMakerAsyncInferenceSensor",

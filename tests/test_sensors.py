@@ -39,7 +39,7 @@ def sensor_for(record: dict[str, Any], **kwargs: Any) -> SageMakerAsyncInference
         failure_location=record["failure_location"],
         inference_id=record["inference_id"],
         endpoint_name=record["endpoint_name"],
-        **{**FAST, **kwargs},
+        **{"poke_interval": FAST["poll_interval"], "max_poll_interval": FAST["max_poll_interval"], **kwargs},
     )
 
 

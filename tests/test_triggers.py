@@ -47,7 +47,7 @@ async def test_object_at_output_location_yields_one_success_event(
 
     assert len(events) == 1
     event = events[0]
-    assert event["status"] == "success"
+    assert event["status"] == "Completed"
     assert event["location"] == f"s3://{bucket}/out/abc.out"
     assert event["inference_id"] == "inf-1"
     assert event["completed_at"] is not None
@@ -63,7 +63,7 @@ async def test_object_at_failure_location_yields_failure_event(
 
     events = await collect(make_trigger(bucket))
 
-    assert [e["status"] for e in events] == ["failure"]
+    assert [e["status"] for e in events] == ["Failed"]
     assert events[0]["location"] == f"s3://{bucket}/fail/abc-error.out"
 
 
@@ -80,7 +80,7 @@ async def test_object_written_while_waiting_is_detected(
 
     events = await task
 
-    assert events[0]["status"] == "success"
+    assert events[0]["status"] == "Completed"
     assert events[0]["checks"] > 1
 
 
@@ -108,7 +108,7 @@ async def test_no_object_by_the_deadline_yields_timeout_event(bucket: str, moto_
 
     events = await collect(make_trigger(bucket, deadline_in=1.0))
 
-    assert [e["status"] for e in events] == ["timeout"]
+    assert [e["status"] for e in events] == ["TimedOut"]
     assert (utcnow() - started).total_seconds() >= 0.9
     assert events[0]["location"] is None
 
@@ -119,7 +119,7 @@ async def test_deadline_already_past_times_out_after_one_check(s3_proxy: Any, bu
 
     events = await collect(make_trigger(bucket, deadline_in=-5))
 
-    assert events[0]["status"] == "timeout"
+    assert events[0]["status"] == "TimedOut"
     assert len(s3_proxy.requests("HEAD")) == 2
 
 
@@ -131,7 +131,7 @@ async def test_without_failure_location_only_the_output_key_is_checked(
 
     events = await collect(make_trigger(bucket, deadline_in=0.5, failure_location=None))
 
-    assert events[0]["status"] == "timeout"
+    assert events[0]["status"] == "TimedOut"
     assert {h.path for h in s3_proxy.requests("HEAD")} == {f"/{bucket}/out/abc.out"}
 
 
@@ -153,7 +153,7 @@ async def test_403_is_explained_once_and_the_wait_goes_on(
 
     events = await task
 
-    assert events[0]["status"] == "success"
+    assert events[0]["status"] == "Completed"
     assert events[0]["s3_forbidden"] is True
     # The trigger logs through Airflow's structured logger, which writes to the process's stdout.
     logged = "".join(capfd.readouterr())
@@ -169,7 +169,7 @@ async def test_403_until_the_deadline_is_reported_in_the_timeout_event(
 
     events = await collect(make_trigger(bucket, deadline_in=0.5))
 
-    assert events[0]["status"] == "timeout"
+    assert events[0]["status"] == "TimedOut"
     assert events[0]["s3_forbidden"] is True
 
 
@@ -192,7 +192,7 @@ async def test_transient_errors_never_end_the_wait(
     events = await collect(make_trigger(bucket, botocore_config=NO_RETRIES))
 
     assert fault.hits == 6
-    assert events[0]["status"] == "success"
+    assert events[0]["status"] == "Completed"
 
 
 @pytest.mark.asyncio

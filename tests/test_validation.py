@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import botocore.session
 import pytest
 
 from airflow_sagemaker_async import validation as v
-from airflow_sagemaker_async.exceptions import SageMakerAsyncBotocoreTooOldError, SageMakerAsyncParameterError
+from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
 from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
+from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_ASYNC, FieldRule, field_rule
 from airflow_sagemaker_async.sensors import SageMakerAsyncInferenceSensor
 
 GOOD = {"endpoint_name": "iris", "input_location": "s3://bucket/in.csv", "task_id": "t"}
@@ -127,20 +127,6 @@ def test_large_payload_with_input_s3_prefix_is_accepted() -> None:
     assert op.input_s3_prefix == "s3://bucket/inputs"
 
 
-@pytest.mark.parametrize(("parameter", "needed"), [("filename", "1.42.54"), ("input_data", "1.43.29")])
-def test_botocore_too_old_names_the_version_needed(parameter: str, needed: str) -> None:
-    with pytest.raises(SageMakerAsyncBotocoreTooOldError) as info:
-        v.check_botocore_supports(parameter, "1.34.0")
-
-    assert f"botocore>={needed}" in str(info.value)
-    assert "1.34.0" in str(info.value)
-
-
-def test_current_botocore_supports_every_field() -> None:
-    for parameter in v.BOTOCORE_MINIMUM:
-        v.check_botocore_supports(parameter, botocore.__version__)
-
-
 def test_sensor_without_output_location_is_refused() -> None:
     with pytest.raises(SageMakerAsyncParameterError) as info:
         SageMakerAsyncInferenceSensor(task_id="s")
@@ -155,7 +141,7 @@ def test_sensor_without_output_location_is_refused() -> None:
         ({"output_location": "s3://b/k", "failure_location": "https://x/y"}, "failure_location"),
         ({"output_location": "s3://b/k", "inference_id": " x"}, "inference_id"),
         ({"output_location": "s3://b/k", "output_format": "yaml"}, "output_format"),
-        ({"output_location": "s3://b/k", "poll_interval": 0}, "poll_interval"),
+        ({"output_location": "s3://b/k", "poke_interval": 0}, "poll_interval"),
     ],
 )
 def test_sensor_refuses_bad_input(kwargs: dict[str, Any], parameter: str) -> None:
@@ -165,47 +151,65 @@ def test_sensor_refuses_bad_input(kwargs: dict[str, Any], parameter: str) -> Non
     assert info.value.parameter == parameter
 
 
-def _service_members() -> dict[str, Any]:
+def _one_over(rule: FieldRule) -> Any:
+    """A value one step past the service model's maximum of ``rule``."""
+    assert rule.maximum is not None
+    if rule.type_name == "integer":
+        return rule.maximum + 1
+    return "a" * (rule.maximum + 1)
+
+
+@pytest.mark.parametrize("parameter", sorted(set(v.INVOKE_CHECKS) - {"input_location"}))
+def test_every_checked_field_takes_its_limit_from_the_installed_service_model(parameter: str) -> None:
+    rule = field_rule(INVOKE_ENDPOINT_ASYNC, parameter)
+
+    with pytest.raises(SageMakerAsyncParameterError) as info:
+        v.INVOKE_CHECKS[parameter](_one_over(rule))
+
+    assert info.value.parameter == parameter
+    assert str(rule.maximum) in str(info.value)
+
+
+def test_input_location_limit_comes_from_the_service_model() -> None:
+    rule = field_rule(INVOKE_ENDPOINT_ASYNC, "input_location")
+    assert rule.maximum is not None
+    longest = "s3://b/" + "k" * (rule.maximum - len("s3://b/"))
+
+    assert v.check_input_location(longest) == longest
+    with pytest.raises(SageMakerAsyncParameterError):
+        v.check_input_location(longest + "k")
+
+
+def test_inline_body_limit_is_the_service_models() -> None:
     model = botocore.session.get_session().get_service_model("sagemaker-runtime")
-    return dict(model.operation_model("InvokeEndpointAsync").input_shape.members)
+    body = model.operation_model("InvokeEndpointAsync").input_shape.members["Body"]
+
+    assert body.metadata["max"] == v.MAX_INLINE_BODY_BYTES
 
 
 @pytest.mark.parametrize(
-    ("member", "limit"),
+    ("parameter", "value", "ok"),
     [
-        ("EndpointName", {"max": v.ENDPOINT_NAME_MAX}),
-        ("InferenceId", {"min": 1, "max": v.INFERENCE_ID_MAX}),
-        ("ContentType", {"max": v.HEADER_MAX}),
-        ("Accept", {"max": v.HEADER_MAX}),
-        ("CustomAttributes", {"max": v.HEADER_MAX}),
-        ("InputLocation", {"min": 1, "max": v.INPUT_LOCATION_MAX}),
-        ("S3OutputPathExtension", {"min": 1, "max": v.S3_OUTPUT_PATH_EXTENSION_MAX}),
-        ("Filename", {"min": 1, "max": v.FILENAME_MAX}),
-        ("RequestTTLSeconds", dict(zip(("min", "max"), v.REQUEST_TTL_SECONDS_RANGE, strict=True))),
-        ("InvocationTimeoutSeconds", dict(zip(("min", "max"), v.INVOCATION_TIMEOUT_SECONDS_RANGE, strict=True))),
-        ("Body", {"max": v.MAX_INLINE_BODY_BYTES}),
+        ("endpoint_name", "iris", True),
+        ("endpoint_name", "a--b", True),
+        ("endpoint_name", "a-", False),
+        ("filename", "x.json", True),
+        ("filename", "a.b.c", False),
+        ("filename", ".x", False),
+        ("filename", "9-_", True),
+        ("s3_output_path_extension", "daily/2026", True),
+        ("s3_output_path_extension", "A!*'()", True),
+        ("s3_output_path_extension", "s3:/x", False),
+        ("s3_output_path_extension", "a b", False),
+        ("input_location", "https://h/p", True),
+        ("input_location", "s3://b", True),
+        ("input_location", "s3://", False),
+        ("input_location", "ftp://x/y", False),
     ],
 )
-def test_limits_agree_with_the_installed_service_model(member: str, limit: dict[str, int]) -> None:
-    metadata = _service_members()[member].metadata
-
-    assert {key: metadata.get(key) for key in limit} == limit
-
-
-@pytest.mark.parametrize(
-    ("member", "ours"),
-    [
-        ("EndpointName", v.ENDPOINT_NAME_RE),
-        ("S3OutputPathExtension", v.S3_OUTPUT_PATH_EXTENSION_RE),
-        ("Filename", v.FILENAME_RE),
-        ("InputLocation", v.INPUT_LOCATION_RE),
-    ],
-)
-def test_patterns_agree_with_the_installed_service_model(member: str, ours: re.Pattern[str]) -> None:
-    service = re.compile(_service_members()[member].metadata["pattern"].lstrip("^").rstrip("$"))
-    samples = [
-        "iris", "a-b", "a--b", "-a", "a-", "a_b", "x.json", "a.b.c", ".x", "9-_", "s3://b/k", "s3:/x",
-        "https://h/p", "daily/2026", "a b", "A!*'()", "ftp://x/y", "s3://", "s3://b", "é",
-    ]  # fmt: skip
-
-    assert [bool(ours.fullmatch(s)) for s in samples] == [bool(service.fullmatch(s)) for s in samples]
+def test_the_service_models_patterns_decide(parameter: str, value: str, ok: bool) -> None:
+    if ok:
+        assert v.INVOKE_CHECKS[parameter](value) == value
+    else:
+        with pytest.raises(SageMakerAsyncParameterError):
+            v.INVOKE_CHECKS[parameter](value)

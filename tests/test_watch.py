@@ -7,15 +7,8 @@ from typing import Any
 
 import pytest
 
-from airflow_sagemaker_async.watch import (
-    BACKOFF_FACTOR,
-    DEADLINE_MARGIN_SECONDS,
-    JITTER_LOW,
-    Watch,
-    compute_deadline,
-    utcnow,
-    watch_sync,
-)
+from airflow_sagemaker_async.layout import DEADLINE_MARGIN_SECONDS, compute_deadline
+from airflow_sagemaker_async.watch import BACKOFF_FACTOR, JITTER_LOW, Watch, utcnow, watch_sync
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -93,7 +86,7 @@ def test_sync_shell_finds_the_failure_object(s3: Any, bucket: str) -> None:
 
     event = watch_sync(watch, s3, sleep=lambda _: None)
 
-    assert event["status"] == "failure"
+    assert event["status"] == "Failed"
     assert event["location"] == f"s3://{bucket}/f/x-error.out"
 
 
@@ -110,7 +103,7 @@ def test_sync_shell_times_out_at_the_deadline(s3: Any, bucket: str) -> None:
 
     event = watch_sync(watch, s3, sleep=lambda s: (slept.append(s), __import__("time").sleep(s)))
 
-    assert event["status"] == "timeout"
+    assert event["status"] == "TimedOut"
     assert 0.2 <= sum(slept) <= 0.4
     assert event["checks"] == len(slept) + 1
 
@@ -133,3 +126,12 @@ def test_timeout_error_names_both_locations_the_deadline_and_the_403_when_seen()
     assert error.outcome["status"] == "TimedOut"
     assert error.outcome["endpoint_name"] == "iris"
     assert FORBIDDEN_HINT not in str(timeout_error(make_watch("late").timeout_event()))
+
+
+def test_a_final_event_is_held_until_not_before_and_no_longer() -> None:
+    watch = make_watch(not_before=T0 + timedelta(seconds=10))
+
+    assert watch.hold(now=T0) == 10
+    assert watch.hold(now=T0 + timedelta(seconds=4)) == 6
+    assert watch.hold(now=T0 + timedelta(seconds=11)) == 0
+    assert make_watch().hold(now=T0) == 0

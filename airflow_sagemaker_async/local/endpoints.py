@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
+from airflow_sagemaker_async.layout import result_locations, split_s3_uri
 from airflow_sagemaker_async.local.containers import ContainerProcess
 from airflow_sagemaker_async.local.notifications import inference_result
 from airflow_sagemaker_async.local.records import InvocationRecord, InvocationStatus
@@ -38,24 +38,16 @@ log = logging.getLogger("airflow_sagemaker_async.local")
 DEFAULT_MAX_CONCURRENT_INVOCATIONS_PER_INSTANCE = 4
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 
-_HTTPS_VIRTUAL_HOST = re.compile(r"^https://(?P<bucket>[^/]+)\.s3[.-](?:[a-z0-9-]+\.)?amazonaws\.com/(?P<key>.+)$")
-_HTTPS_PATH_STYLE = re.compile(r"^https://s3[.-](?:[a-z0-9-]+\.)?amazonaws\.com/(?P<bucket>[^/]+)/(?P<key>.+)$")
-
 
 def parse_s3_url(url: str) -> tuple[str, str]:
     """Split ``s3://bucket/key`` (or an https S3 URL, virtual-host or path style) into bucket and key.
 
     :raises ValueError: when ``url`` names no bucket and key.
     """
-    if url.startswith("s3://"):
-        bucket, _, key = url[5:].partition("/")
-        if bucket and key:
-            return bucket, key
-    for pattern in (_HTTPS_VIRTUAL_HOST, _HTTPS_PATH_STYLE):
-        match = pattern.match(url)
-        if match:
-            return match["bucket"], match["key"]
-    raise ValueError(f"'{url}' is not an S3 object URL (s3://bucket/key or https://bucket.s3.amazonaws.com/key).")
+    bucket, key = split_s3_uri(url, allow_https=True)
+    if not key:
+        raise ValueError(f"'{url}' is not an S3 object URL (s3://bucket/key or https://bucket.s3.amazonaws.com/key).")
+    return bucket, key
 
 
 def _now() -> datetime:
@@ -234,17 +226,19 @@ class EndpointRuntime:
                 "wait until it is InService (describe_endpoint) before invoking it."
             )
         object_id = str(uuid.uuid4())
-        extension = request.s3_output_path_extension
-        output_name = request.filename or f"{object_id}.out"
-        failure_name = f"{request.filename}-error.out" if request.filename else f"{object_id}-error.out"
+        output_location, failure_location = result_locations(
+            self.spec.s3_output_path,
+            self.spec.s3_failure_path,
+            name=object_id,
+            s3_output_path_extension=request.s3_output_path_extension,
+            filename=request.filename,
+        )
         invocation = Invocation(
             endpoint_name=self.spec.endpoint_name,
             inference_id=request.inference_id or str(uuid.uuid4()),
             request=request,
-            output_location=_join(self.spec.s3_output_path, extension, output_name),
-            failure_location=(
-                _join(self.spec.s3_failure_path, extension, failure_name) if self.spec.s3_failure_path else None
-            ),
+            output_location=output_location,
+            failure_location=failure_location,
             time_scale=time_scale,
         )
         loop = asyncio.get_running_loop()
@@ -481,11 +475,3 @@ class EndpointRuntime:
                 error,
             )
         invocation.notified = True
-
-
-def _join(base: str, extension: str | None, name: str) -> str:
-    parts = [base.rstrip("/")]
-    if extension:
-        parts.append(extension.strip("/"))
-    parts.append(name)
-    return "/".join(parts)

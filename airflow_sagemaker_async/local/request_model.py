@@ -1,32 +1,20 @@
-r"""Parse and validate InvokeEndpointAsync requests with the constraints of botocore's service model.
+"""Parse and validate InvokeEndpointAsync requests with the constraints of botocore's service model.
 
-The constraints (min / max length, integer ranges, patterns) are read from the ``sagemaker-runtime``
-service model shipped with botocore, so they stay faithful to the API as botocore evolves. Patterns in
-the model are Java regular expressions matched against the whole value (as AWS does); the few Java-only
-constructs they use (``\p{ASCII}``, ``\p{Print}``, ``\z``) are translated to Python.
+The constraints (min / max length, integer ranges, patterns) come from :mod:`airflow_sagemaker_async.rules`,
+the one source the operators use too, read from the ``sagemaker-runtime`` service model shipped with botocore.
 """
 
 from __future__ import annotations
 
-import functools
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import botocore.session
+from airflow_sagemaker_async.rules import DEFAULT_INVOCATION_TIMEOUT_SECONDS, DEFAULT_REQUEST_TTL_SECONDS, field_rules
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-#: Default of ``RequestTTLSeconds`` (6 hours), as documented.
-DEFAULT_REQUEST_TTL_SECONDS = 21600
-#: Default of ``InvocationTimeoutSeconds`` (15 minutes), as documented.
-DEFAULT_INVOCATION_TIMEOUT_SECONDS = 900
-
-_JAVA_CLASSES = {
-    r"\p{ASCII}": r"\x00-\x7F",
-    r"\p{Print}": r"\x20-\x7E",
-}
+    from airflow_sagemaker_async.rules import FieldRule
 
 
 class RequestValidationError(Exception):
@@ -58,67 +46,19 @@ class AsyncInvocationRequest:
     body: bytes | None
 
 
-def python_pattern(java_pattern: str) -> re.Pattern[str]:
-    """Compile a service-model (Java) pattern as a Python regular expression.
-
-    :param java_pattern: the ``pattern`` of a shape in a botocore service model.
-    :return: the compiled pattern, to be used with ``fullmatch``.
-    """
-    pattern = java_pattern.replace(r"\z", r"\Z")
-    for java, python_range in _JAVA_CLASSES.items():
-        pattern = pattern.replace(f"[{java}]", f"[{python_range}]").replace(java, f"[{python_range}]")
-    return re.compile(pattern)
-
-
-@dataclass(frozen=True)
-class _Member:
-    name: str
-    wire_name: str
-    location: str | None
-    type_name: str
-    minimum: int | None
-    maximum: int | None
-    pattern: str | None
-    sensitive: bool
-
-
-@functools.cache
-def _members(operation_name: str) -> tuple[_Member, ...]:
-    model = botocore.session.get_session().get_service_model("sagemaker-runtime")
-    shape = model.operation_model(operation_name).input_shape
-    assert shape is not None
-    members = []
-    for name, member in shape.members.items():
-        metadata: dict[str, Any] = member.metadata
-        members.append(
-            _Member(
-                name=name,
-                wire_name=member.serialization.get("name", name),
-                location=member.serialization.get("location"),
-                type_name=member.type_name,
-                minimum=metadata.get("min"),
-                maximum=metadata.get("max"),
-                pattern=metadata.get("pattern"),
-                sensitive=bool(metadata.get("sensitive")),
-            )
-        )
-    return tuple(members)
-
-
-@functools.cache
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return python_pattern(pattern)
+def _members(operation_name: str) -> tuple[FieldRule, ...]:
+    return tuple(field_rules(operation_name).values())
 
 
 def _field(name: str) -> str:
     return name[0].lower() + name[1:]
 
 
-def _value_text(member: _Member, value: object) -> str:
+def _value_text(member: FieldRule, value: object) -> str:
     return "Value" if member.sensitive else f"Value '{value}'"
 
 
-def _check(member: _Member, value: str | int | bytes, errors: list[str]) -> None:
+def _check(member: FieldRule, value: str | int | bytes, errors: list[str]) -> None:
     field = _field(member.name)
     shown = _value_text(member, value)
     if isinstance(value, int):
@@ -143,7 +83,7 @@ def _check(member: _Member, value: str | int | bytes, errors: list[str]) -> None
             f"{'Value' if isinstance(value, bytes) else shown} at '{field}' failed to satisfy constraint: "
             f"Member must have length less than or equal to {member.maximum}"
         )
-    if member.pattern is not None and isinstance(value, str) and not _compiled(member.pattern).fullmatch(value):
+    if member.pattern is not None and isinstance(value, str) and not member.matches(value):
         errors.append(
             f"{shown} at '{field}' failed to satisfy constraint: "
             f"Member must satisfy regular expression pattern: {member.pattern}"

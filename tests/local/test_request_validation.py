@@ -8,8 +8,8 @@ from botocore.exceptions import ClientError
 from airflow_sagemaker_async.local.request_model import (
     RequestValidationError,
     parse_invoke_endpoint_async,
-    python_pattern,
 )
+from airflow_sagemaker_async.rules import python_pattern
 from tests.local.conftest import IRIS_ROW
 from tests.local.signing import send_signed
 

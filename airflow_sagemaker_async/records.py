@@ -1,0 +1,122 @@
+"""
+The records that cross modules: each shape is documented here once, and everything else points here.
+
+All are plain JSON-serialisable dicts (``TypedDict``), because they travel through Airflow's triggers
+table, XCom and S3; every timestamp is an ISO-8601 UTC string.
+
+One status vocabulary, SageMaker's own (the ``invocationStatus`` of its SNS notifications), is used by
+every record: :data:`COMPLETED`, :data:`FAILED`, :data:`TIMED_OUT` (no object by the deadline; SageMaker
+says ``Expired`` for a request that expired in its queue, which an S3 watch sees as a timeout), plus
+:data:`IN_PROGRESS` for a submission nobody waited for.
+
+=====================  =====================================================  ==============================
+record                 what it is                                             made by
+=====================  =====================================================  ==============================
+:class:`WatchEvent`    the end of one wait: the trigger's event payload       ``watch.Watch`` (trigger and
+                                                                              worker-side waits alike)
+:class:`Outcome`       the task's return value (XCom) for one inference       ``outcome.finish``
+:class:`Submission`    returned by ``wait_for_completion=False``              the async operator
+=====================  =====================================================  ==============================
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, NotRequired, TypedDict
+
+__all__ = [
+    "COMPLETED",
+    "FAILED",
+    "IN_PROGRESS",
+    "TIMED_OUT",
+    "InferenceStatus",
+    "Outcome",
+    "Submission",
+    "WatchEvent",
+]
+
+#: The output object exists: the model answered.
+COMPLETED: Final = "Completed"
+#: The failure object exists: the model (or SageMaker) failed the request.
+FAILED: Final = "Failed"
+#: Neither object by the deadline (also how a request that expired in SageMaker's queue shows).
+TIMED_OUT: Final = "TimedOut"
+#: Submitted; nobody waited for the result.
+IN_PROGRESS: Final = "InProgress"
+
+InferenceStatus = Literal["Completed", "Failed", "TimedOut"]
+
+
+class WatchEvent(TypedDict):
+    """
+    The end of one wait for an asynchronous inference: the payload of the trigger's ``TriggerEvent``.
+
+    Also what a worker-side wait (``deferrable=False``, poke mode) hands to ``outcome.finish``, so both
+    paths end the same way. It carries everything the resumed task needs (no ``defer()`` kwargs).
+    """
+
+    #: ``Completed`` (output object found), ``Failed`` (failure object found), ``TimedOut`` (deadline).
+    status: InferenceStatus
+    #: the request's InferenceId.
+    inference_id: str
+    #: the endpoint, or ``None`` for a sensor that was not told it.
+    endpoint_name: str | None
+    #: when InvokeEndpointAsync answered, or ``None`` (sensor).
+    submitted_at: str | None
+    #: S3 URI of the output object, as InvokeEndpointAsync returned it.
+    output_location: str
+    #: S3 URI of the failure object, or ``None`` when the endpoint has no S3FailurePath.
+    failure_location: str | None
+    #: the object found (``None`` for ``TimedOut``).
+    location: str | None
+    #: the object's LastModified (``None`` for ``TimedOut`` or when S3 did not say).
+    completed_at: str | None
+    #: when the watch saw it.
+    detected_at: str
+    #: the absolute deadline of the wait.
+    deadline: str
+    #: how many checks the wait made.
+    checks: int
+    #: S3 answered 403 at least once (``s3:ListBucket`` missing?).
+    s3_forbidden: bool
+
+
+class Outcome(TypedDict):
+    """The result of one inference: what the operator and the sensor return (so XCom)."""
+
+    #: the request's InferenceId.
+    inference_id: str
+    #: the endpoint (``None`` from a sensor not told it).
+    endpoint_name: str | None
+    #: ``Completed`` or ``Failed`` (returned only with ``fail_on_model_error=False``); ``TimedOut`` only
+    #: inside :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncInferenceTimeout`.
+    status: InferenceStatus
+    #: S3 URI SageMaker returned as OutputLocation.
+    output_location: str
+    #: S3 URI SageMaker returned as FailureLocation, or ``None``.
+    failure_location: str | None
+    #: when InvokeEndpointAsync answered; ``None`` for a sensor.
+    submitted_at: str | None
+    #: LastModified of the object found (``None`` for ``TimedOut``).
+    completed_at: str | None
+    #: when the watch saw it.
+    detected_at: str
+    #: only with ``output_format`` ``text`` (str), ``json`` (the value) or ``bytes`` (base64 text).
+    output: NotRequired[object]
+    #: with ``output``: the object's Content-Type.
+    output_content_type: NotRequired[str | None]
+    #: only for ``Failed``: the model's error body, at most 64 KiB.
+    failure_reason: NotRequired[str]
+
+
+class Submission(TypedDict):
+    """What the async operator returns with ``wait_for_completion=False``: where to wait, until when."""
+
+    inference_id: str
+    endpoint_name: str
+    #: always ``InProgress``.
+    status: Literal["InProgress"]
+    output_location: str
+    failure_location: str | None
+    submitted_at: str
+    #: the absolute deadline a wait for it would use.
+    deadline: str
