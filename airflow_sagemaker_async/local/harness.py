@@ -321,6 +321,7 @@ def airflow_environment(
     api_port: int | None = None,
     poll_interval: float | None = None,
     max_poll_interval: float | None = None,
+    min_deferral_seconds: float | None = None,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Return the environment of every Airflow command of one test or demo.
@@ -343,6 +344,9 @@ def airflow_environment(
     :param poll_interval: ``[sagemaker_async] poll_interval`` (seconds), the first wait of the operators and
         sensors that do not set theirs; default none (the plugin's default).
     :param max_poll_interval: ``[sagemaker_async] max_poll_interval`` (seconds); default none.
+    :param min_deferral_seconds: ``[sagemaker_async] min_deferral_seconds``, the guard that keeps a trigger
+        from firing that soon after the deferral (a scheduler race, see the README's known issues); default
+        none (the plugin's default). 0 is safe only where triggers run in line (``airflow dags test``).
     :param extra: more variables, set last (they win). Default none.
     """
     home.mkdir(parents=True, exist_ok=True)
@@ -391,6 +395,8 @@ def airflow_environment(
         env["AIRFLOW__SAGEMAKER_ASYNC__POLL_INTERVAL"] = f"{poll_interval:g}"
     if max_poll_interval is not None:
         env["AIRFLOW__SAGEMAKER_ASYNC__MAX_POLL_INTERVAL"] = f"{max_poll_interval:g}"
+    if min_deferral_seconds is not None:
+        env["AIRFLOW__SAGEMAKER_ASYNC__MIN_DEFERRAL_SECONDS"] = f"{min_deferral_seconds:g}"
     env.update(extra or {})
     return env
 

@@ -158,6 +158,7 @@ def test_environment_with_api_port_poll_schedule_and_extra(tmp_path: Path) -> No
         api_port=8123,
         poll_interval=0.5,
         max_poll_interval=1.0,
+        min_deferral_seconds=0,
         extra={"AIRFLOW__CORE__EXECUTOR": "SequentialExecutor"},
     )
 
@@ -167,7 +168,7 @@ def test_environment_with_api_port_poll_schedule_and_extra(tmp_path: Path) -> No
     assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://127.0.0.1:8123/execution/"
     assert env["AIRFLOW__SAGEMAKER_ASYNC__POLL_INTERVAL"] == "0.5"
     assert env["AIRFLOW__SAGEMAKER_ASYNC__MAX_POLL_INTERVAL"] == "1"
-    assert "AIRFLOW__SAGEMAKER_ASYNC__MIN_DEFERRAL_SECONDS" not in env
+    assert env["AIRFLOW__SAGEMAKER_ASYNC__MIN_DEFERRAL_SECONDS"] == "0"
     assert env["AIRFLOW__CORE__EXECUTOR"] == "SequentialExecutor"  # extra wins
 
 
