@@ -30,10 +30,10 @@ pytest: install
 test: lint typecheck pytest
 
 demo: install
-	$(BIN)/python example_dags/run_demo.py
+	$(BIN)/python scripts/run_demo.py
 
 demo-ui: install
-	$(BIN)/python example_dags/run_demo.py --ui
+	$(BIN)/python scripts/run_demo.py --ui
 
 bench: install
 	$(BIN)/python benchmarks/triggerer_capacity.py

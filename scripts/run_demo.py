@@ -1,0 +1,331 @@
+"""
+Run the example DAGs against the local SageMaker async backend and show what each inference did.
+
+``python scripts/run_demo.py`` (``make demo``):
+
+1. starts the local backend (``sagemaker-async-local up``: moto + the async runtime + the iris model, on
+   127.0.0.1) with its demo endpoint ``iris-endpoint``;
+2. creates a throw-away Airflow home in ``.demo/airflow`` (SQLite; ``.demo/`` is git-ignored, nothing is
+   written elsewhere) and runs ``airflow db migrate``;
+3. runs each example DAG with ``airflow dags test`` (tasks in this process, triggers in line), logs in
+   ``.demo/logs/``;
+4. reads the task states and XComs of each run through Airflow's Python API (a child Python with the demo's
+   ``AIRFLOW_HOME``) and prints, for each inference, its id, status, predictions (or the model's error) and
+   the time from submission to outcome;
+5. exits non-zero if any example did not end as designed.
+
+The example DAGs keep the plugin's default poll schedule (a copied DAG runs as in production); the demo speeds
+them up from outside, with ``[sagemaker_async] poll_interval = 0.5`` and ``max_poll_interval = 1`` in the
+environment (``AIRFLOW__SAGEMAKER_ASYNC__POLL_INTERVAL``, ``AIRFLOW__SAGEMAKER_ASYNC__MAX_POLL_INTERVAL``).
+``airflow dags test`` runs each trigger in line, where the scheduler race that ``min_deferral_seconds`` guards
+against cannot happen, so the demo sets it to 0 there; ``--ui`` keeps its default.
+
+``python scripts/run_demo.py --ui`` (``make demo-ui``) starts the backend and Airflow's components with the
+examples instead (``airflow scheduler``, ``dag-processor``, ``api-server`` on 127.0.0.1, ``triggerer``; SQLite,
+LocalExecutor, the simple auth manager, as ``airflow standalone`` sets them up), prints the URL and the login,
+and runs until Ctrl-C: trigger a DAG and watch its inference task sit in ``deferred``. Not ``airflow
+standalone`` itself: its log servers listen on every interface; here the scheduler and the triggerer run with
+``--skip-serve-logs`` and the api-server shows task and trigger logs from the local files.
+
+Every process is started and stopped by :mod:`airflow_sagemaker_async.local.harness`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import sys
+import time
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow_sagemaker_async.local.harness import (
+    AirflowCluster,
+    BackendProcess,
+    HarnessError,
+    MetadataReader,
+    airflow_environment,
+    dags_test,
+    free_port,
+    migrate_db,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow_sagemaker_async.local.harness import DagRunRecord
+
+    #: Lines to print and problems found, from a run and its ``airflow dags test`` log.
+    Reporter = Callable[[DagRunRecord, Path], tuple[list[str], list[str]]]
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES_DIR = REPO / "example_dags"
+DEMO_DIR = REPO / ".demo"
+LOGS = DEMO_DIR / "logs"
+DAG_TEST_TIMEOUT = 300.0
+UI_STARTUP_TIMEOUT = 180.0
+#: The demo's pace: first check after 0.5 s, then at most every second (the plugin's defaults are slower).
+POLL_INTERVAL = 0.5
+MAX_POLL_INTERVAL = 1.0
+
+
+def say(message: str) -> None:
+    """Print one progress line at once."""
+    print(message, flush=True)
+
+
+# -- what each example must show -------------------------------------------------------------------------------
+
+
+def seconds_between(start: str | None, end: str | None) -> str:
+    """``end - start`` of two ISO-8601 timestamps, as ``"1.23 s"`` (``"?"`` when one is missing)."""
+    if not start or not end:
+        return "?"
+    return f"{(datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds():.2f} s"
+
+
+def describe_outcome(outcome: dict[str, Any], submitted_at: str | None = None) -> list[str]:
+    """Lines telling one inference: id, status, time from submission to outcome, predictions or the model error."""
+    took = seconds_between(submitted_at or outcome.get("submitted_at"), outcome.get("detected_at"))
+    lines = [f"    inference {outcome['inference_id']}: {outcome['status']}, submit -> outcome {took}"]
+    if outcome["status"] == "Completed" and isinstance(outcome.get("output"), dict):
+        labels = [p["label"] for p in outcome["output"].get("predictions", [])]
+        lines.append(f"      predictions ({len(labels)}): {dict(Counter(labels))}")
+    elif outcome["status"] == "Failed":
+        lines.append(f"      model error: {outcome.get('failure_reason')}")
+    return lines
+
+
+def expect(problems: list[str], condition: bool, message: str) -> None:
+    """Record ``message`` as a problem unless ``condition`` holds."""
+    if not condition:
+        problems.append(message)
+
+
+def check_states(run: DagRunRecord, expected: dict[str, str], problems: list[str]) -> None:
+    """Record a problem for each task whose state is not the expected one, and for a run not ``success``."""
+    expect(problems, run.state == "success", f"the run ended {run.state}, expected success")
+    for task_id, state in expected.items():
+        actual = run.state_of(task_id)
+        expect(problems, actual == state, f"task {task_id} ended {actual}, expected {state}")
+
+
+def report_inference(run: DagRunRecord, log_file: Path) -> tuple[list[str], list[str]]:
+    """Lines and problems of ``example_sagemaker_async_inference``."""
+    problems: list[str] = []
+    check_states(run, {"load_samples": "success", "predict": "success", "report_accuracy": "success"}, problems)
+    lines: list[str] = []
+    outcome, score = run.xcom("predict"), run.xcom("report_accuracy")
+    if outcome:
+        lines += describe_outcome(outcome)
+        expect(problems, outcome["status"] == "Completed", f"predict's outcome is {outcome['status']}")
+    if score:
+        lines.append(f"      accuracy against the true species: {score['correct']}/{score['total']}")
+        expect(problems, score["accuracy"] >= 0.8, f"accuracy {score['accuracy']:.2f} is below 0.8")
+    expect(problems, bool(outcome and score), "no outcome / accuracy in XCom")
+    return lines, problems
+
+
+def report_batch(run: DagRunRecord, log_file: Path) -> tuple[list[str], list[str]]:
+    """Lines and problems of ``example_sagemaker_async_batch``."""
+    problems: list[str] = []
+    check_states(run, {"upload_inputs": "success", "summarize": "success"}, problems)
+    inputs = run.xcom("upload_inputs") or []
+    lines: list[str] = []
+    for map_index, uri in enumerate(inputs):
+        expect(problems, run.state_of("predict", map_index) == "success", f"predict[{map_index}] did not succeed")
+        lines.append(f"    input {uri.rsplit('/', 1)[-1]}:")
+        outcome = run.xcom("predict", map_index)
+        if outcome:
+            lines += describe_outcome(outcome)
+    counts = run.xcom("summarize")
+    lines.append(f"    summarize counted: {counts}")
+    expect(problems, len(inputs) == 4, f"{len(inputs)} inputs uploaded, expected 4")
+    expect(
+        problems,
+        bool(counts) and counts["Completed"] == 3 and counts["Failed"] == 1,
+        f"summarize counted {counts}, expected 3 Completed and 1 Failed",
+    )
+    return lines, problems
+
+
+def report_failure(run: DagRunRecord, log_file: Path) -> tuple[list[str], list[str]]:
+    """Lines and problems of ``example_sagemaker_async_failure``."""
+    problems: list[str] = []
+    check_states(
+        run,
+        {
+            "predict_strict": "failed",
+            "on_failure": "success",
+            "predict_tolerant": "success",
+            "handle_outcome": "success",
+        },
+        problems,
+    )
+    error = next(
+        (
+            line.strip()
+            for line in log_file.read_text(errors="replace").splitlines()
+            if "SageMakerAsyncInferenceError:" in line
+        ),
+        None,
+    )
+    lines = [
+        f"    predict_strict: task {run.state_of('predict_strict')} (as designed), "
+        f"on_failure (one_failed): {run.state_of('on_failure')}",
+        f"      error: {error.split('SageMakerAsyncInferenceError: ', 1)[-1] if error else '(not found in the log)'}",
+    ]
+    expect(
+        problems, error is not None and "must hold exactly 4 numbers" in error, "the model's error is not in the log"
+    )
+    outcome = run.xcom("predict_tolerant")
+    lines.append(f"    predict_tolerant (fail_on_model_error=False): task {run.state_of('predict_tolerant')}")
+    if outcome:
+        lines += describe_outcome(outcome)
+    expect(problems, bool(outcome) and outcome["status"] == "Failed", "predict_tolerant's outcome is not Failed")
+    expect(
+        problems,
+        "must hold exactly 4 numbers" in str((outcome or {}).get("failure_reason")),
+        "no model error in failure_reason",
+    )
+    return lines, problems
+
+
+def report_sensor(run: DagRunRecord, log_file: Path) -> tuple[list[str], list[str]]:
+    """Lines and problems of ``example_sagemaker_async_sensor``."""
+    problems: list[str] = []
+    check_states(run, {"submit": "success", "wait_for_result": "success", "log_predictions": "success"}, problems)
+    submission, outcome = run.xcom("submit") or {}, run.xcom("wait_for_result")
+    lines = [f"    submit returned at once: status {submission.get('status')}"]
+    if outcome:
+        lines += describe_outcome(outcome, submitted_at=submission.get("submitted_at"))
+    expect(problems, submission.get("status") == "InProgress", "submit did not return the InProgress record")
+    expect(problems, bool(outcome) and outcome["status"] == "Completed", "the sensor's outcome is not Completed")
+    expect(problems, run.xcom("log_predictions") == ["setosa", "versicolor", "virginica"], "unexpected labels")
+    return lines, problems
+
+
+#: (dag_id, run conf, what it shows, reporter). The sensor's model sleeps 2 s so that the wait is visible.
+EXAMPLES: list[tuple[str, dict[str, Any] | None, str, Reporter]] = [
+    ("example_sagemaker_async_inference", None, "24 iris flowers in one request", report_inference),
+    ("example_sagemaker_async_batch", None, "one inference per S3 input, one malformed", report_batch),
+    ("example_sagemaker_async_failure", None, "a malformed payload, handled two ways", report_failure),
+    ("example_sagemaker_async_sensor", {"custom_attributes": "sleep=2"}, "submit, then a sensor waits", report_sensor),
+]
+
+
+def run_examples(env: dict[str, str]) -> int:
+    """Run every example with ``airflow dags test``, report each, return the exit code."""
+    failed: list[str] = []
+    # Its child imports Airflow while the first example runs; each later question takes milliseconds.
+    with MetadataReader(env, LOGS / "metadata-reader.log") as metadata:
+        for number, (dag_id, conf, what, reporter) in enumerate(EXAMPLES, start=1):
+            log_file = LOGS / f"{dag_id}.log"
+            say(f"[{number}/{len(EXAMPLES)}] {dag_id}: {what} (airflow dags test, log {log_file.relative_to(REPO)})")
+            started = time.monotonic()
+            code = dags_test(env, dag_id, log_file, conf=conf, timeout=DAG_TEST_TIMEOUT)
+            run = metadata.last_run(dag_id)
+            if run is None:
+                say(f"    FAILED: no run recorded (airflow dags test exit {code}); see {log_file}")
+                failed.append(dag_id)
+                continue
+            lines, problems = reporter(run, log_file)
+            if code != 0:
+                problems.append(
+                    f"airflow dags test exited {code}" if code is not None else "airflow dags test timed out"
+                )
+            for line in lines:
+                say(line)
+            verdict = "as designed" if not problems else "NOT as designed: " + "; ".join(problems)
+            say(f"    run {run.state} in {time.monotonic() - started:.1f} s: {verdict}")
+            if problems:
+                failed.append(dag_id)
+    if failed:
+        say(f"FAILED: {', '.join(failed)} did not end as designed (logs in {LOGS.relative_to(REPO)}/).")
+        return 1
+    say(f"All {len(EXAMPLES)} examples ended as designed.")
+    return 0
+
+
+# -- the UI ----------------------------------------------------------------------------------------------------
+
+
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_ui(env: dict[str, str]) -> int:
+    """Run Airflow's components on the environment's API port until Ctrl-C (or SIGTERM); return the exit code."""
+    # Ctrl-C, or SIGINT / SIGTERM from a script (which may have started us with SIGINT ignored), stops everything.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    with AirflowCluster(env, log_dir=LOGS) as cluster:
+        say(
+            f"Starting Airflow on 127.0.0.1:{cluster.port}: scheduler, dag-processor, api-server, triggerer "
+            f"(logs {LOGS.relative_to(REPO)}/<component>.log) ..."
+        )
+        try:
+            cluster.start_components(UI_STARTUP_TIMEOUT)
+            say(f"Airflow is up: {cluster.base}   login: admin / {cluster.password()}")
+            say(
+                "Trigger example_sagemaker_async_inference with custom_attributes 'sleep=20' to watch 'predict' "
+                "sit in deferred while the model works. Ctrl-C stops everything."
+            )
+            while (problem := cluster.exited()) is None:
+                time.sleep(1)
+            say(problem)
+            return 1
+        except HarnessError as error:
+            say(f"    {error}")
+            return 1
+        except KeyboardInterrupt:
+            say("Stopping Airflow (scheduler, dag-processor, api-server, triggerer) ...")
+            return 0
+
+
+def main() -> int:
+    """Parse the arguments, start the backend, run the examples (or the UI), stop everything."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--ui", action="store_true", help="run Airflow's UI on 127.0.0.1 with the examples instead")
+    parser.add_argument("--port", type=int, default=0, help="api-server port for --ui (default: a free one)")
+    arguments = parser.parse_args()
+
+    started = time.monotonic()
+    LOGS.mkdir(parents=True, exist_ok=True)
+    say("Starting the local SageMaker async backend (moto, async runtime, iris model) on 127.0.0.1 ...")
+    try:
+        with BackendProcess(DEMO_DIR, log_file=LOGS / "backend.log") as backend:
+            try:
+                ready = backend.ready
+                say(f"    moto {ready['endpoint_url']}, runtime {ready['runtime_url']}")
+                home = DEMO_DIR / "airflow"
+                say(f"Creating a fresh Airflow home in {home.relative_to(REPO)} (airflow db migrate) ...")
+                shutil.rmtree(home, ignore_errors=True)
+                env = airflow_environment(
+                    home,
+                    ready=ready,
+                    dags_folder=EXAMPLES_DIR,
+                    api_port=(arguments.port or free_port()) if arguments.ui else None,
+                    poll_interval=POLL_INTERVAL,
+                    max_poll_interval=MAX_POLL_INTERVAL,
+                    # The fast-event guard is for the scheduler's race; `dags test` runs triggers in line.
+                    min_deferral_seconds=None if arguments.ui else 0,
+                )
+                migrate_db(env, LOGS / "db-migrate.log")
+                if arguments.ui:
+                    return run_ui(env)
+                code = run_examples(env)
+                say(f"Demo finished in {time.monotonic() - started:.0f} s. To watch the DAGs in the UI: make demo-ui")
+                return code
+            finally:
+                say("Stopping the local backend ...")
+    except HarnessError as error:
+        say(f"FAILED: {error}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
