@@ -98,9 +98,6 @@ with DAG(
         fail_on_model_error=False,
         # Name each mapped task instance after its input file in the UI.
         map_index_template="{{ task.input_location.rsplit('/', 1)[-1] }}",
-        # Demo pace: first check after 0.5 s, then at most every second (defaults: 2 s growing to 30 s).
-        poll_interval=0.5,
-        max_poll_interval=1.0,
     ).expand(input_location=upload_inputs())
 
     @task

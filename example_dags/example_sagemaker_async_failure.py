@@ -61,9 +61,6 @@ with DAG(
         "input_data": MALFORMED_CSV,
         "content_type": "text/csv",
         "custom_attributes": "{{ params.custom_attributes }}",
-        # Demo pace: first check after 0.5 s, then at most every second (defaults: 2 s growing to 30 s).
-        "poll_interval": 0.5,
-        "max_poll_interval": 1.0,
     }
 
     # 1. The model error fails the task (SageMakerAsyncInferenceError, with the model's message).

@@ -76,9 +76,6 @@ with DAG(
         accept="application/json",
         custom_attributes="{{ params.custom_attributes }}",
         output_format="json",
-        # Demo pace: first check after 0.5 s, then at most every second (defaults: 2 s growing to 30 s).
-        poll_interval=0.5,
-        max_poll_interval=1.0,
     )
 
     @task

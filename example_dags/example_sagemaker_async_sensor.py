@@ -72,9 +72,6 @@ with DAG(
         endpoint_name="{{ ti.xcom_pull(task_ids='submit')['endpoint_name'] }}",
         output_format="json",
         timeout=600,  # seconds; then SageMakerAsyncInferenceTimeout
-        # Demo pace: first check after 0.5 s, then at most every second (defaults: 2 s growing to 30 s).
-        poll_interval=0.5,
-        max_poll_interval=1.0,
     )
 
     @task
