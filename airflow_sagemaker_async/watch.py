@@ -129,6 +129,45 @@ def read_head_response(response: dict[str, Any]) -> ProbeResult:
 
 
 @dataclass
+class PollSchedule:
+    """
+    When to look again: backoff with seeded jitter up to a ceiling, never past a deadline; no I/O.
+
+    :param seed: text the jitter is seeded from (a request's or a batch's identity, never the clock), so a
+        rebuilt trigger keeps its rhythm and two waits get different ones.
+    :param deadline: aware datetime; :meth:`next_delay` answers ``None`` once it has passed.
+    :param poll_interval: seconds before the first re-check.
+    :param max_poll_interval: ceiling of the interval, seconds.
+    """
+
+    seed: str
+    deadline: datetime
+    poll_interval: float
+    max_poll_interval: float
+    _interval: float = field(init=False)
+    _random: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._interval = self.poll_interval
+        self._random = random.Random(hashlib.sha256(self.seed.encode()).digest())  # noqa: S311 - jitter
+
+    def next_delay(self, now: datetime | None = None) -> float | None:
+        """
+        Return the seconds to sleep before the next check, or ``None`` if the deadline has passed.
+
+        The interval starts at ``poll_interval``, grows by :data:`BACKOFF_FACTOR` per call up to
+        ``max_poll_interval``, is jittered down by up to 20 %, and never sleeps past the deadline (so
+        the last check happens at the deadline).
+        """
+        remaining = (self.deadline - (now or utcnow())).total_seconds()
+        if remaining <= 0:
+            return None
+        delay = self._interval * self._random.uniform(JITTER_LOW, 1.0)
+        self._interval = min(self._interval * BACKOFF_FACTOR, self.max_poll_interval)
+        return min(delay, remaining)
+
+
+@dataclass
 class Watch:
     """
     The state of one wait for an asynchronous inference; no I/O.
@@ -163,16 +202,14 @@ class Watch:
     checks: int = 0
     forbidden_seen: bool = False
     transient_errors: int = 0
-    _interval: float = field(init=False)
-    _random: random.Random = field(init=False)
+    _schedule: PollSchedule = field(init=False)
     _targets: tuple[Target, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        self._interval = self.poll_interval
-        # Seeded from the request, not the clock: a rebuilt trigger keeps its own rhythm, and two
-        # requests get different ones.
-        seed = hashlib.sha256(f"{self.inference_id}\n{self.output_location}".encode()).digest()
-        self._random = random.Random(seed)  # noqa: S311 - jitter, not cryptography
+        # Seeded from the request, not the clock: a rebuilt trigger keeps its own rhythm.
+        self._schedule = PollSchedule(
+            f"{self.inference_id}\n{self.output_location}", self.deadline, self.poll_interval, self.max_poll_interval
+        )
         targets = [("output", self.output_location)]
         if self.failure_location:
             targets.append(("failure", self.failure_location))
@@ -206,19 +243,8 @@ class Watch:
         return None
 
     def next_delay(self, now: datetime | None = None) -> float | None:
-        """
-        Return the seconds to sleep before the next check, or ``None`` if the deadline has passed.
-
-        The interval starts at ``poll_interval``, grows by :data:`BACKOFF_FACTOR` per call up to
-        ``max_poll_interval``, is jittered down by up to 20 %, and never sleeps past the deadline (so
-        the last check happens at the deadline).
-        """
-        remaining = (self.deadline - (now or utcnow())).total_seconds()
-        if remaining <= 0:
-            return None
-        delay = self._interval * self._random.uniform(JITTER_LOW, 1.0)
-        self._interval = min(self._interval * BACKOFF_FACTOR, self.max_poll_interval)
-        return min(delay, remaining)
+        """Return the seconds to sleep before the next check, or ``None`` past the deadline (:class:`PollSchedule`)."""
+        return self._schedule.next_delay(now)
 
     def hold(self, now: datetime | None = None) -> float:
         """Return the seconds a final event must still be held back (0 once ``not_before`` has passed)."""
