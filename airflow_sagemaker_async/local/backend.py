@@ -25,7 +25,7 @@ import boto3
 from botocore.config import Config
 
 from airflow_sagemaker_async.local import control_plane
-from airflow_sagemaker_async.local.containers import IRIS_COMMAND, IRIS_IMAGE
+from airflow_sagemaker_async.local.containers import IRIS_COMMAND, IRIS_IMAGE, TEXT_COMMAND, TEXT_IMAGE
 from airflow_sagemaker_async.local.server import RuntimeServer
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ ACCOUNT_ID = "123456789012"
 DEFAULT_ACCESS_KEY_ID = "testing"
 DEFAULT_SECRET_ACCESS_KEY = "testing"  # noqa: S105 - a fixed, public, local-only secret
 #: Bundled models, by the short name ``create_endpoint(model=...)`` accepts.
-BUNDLED_MODELS = {"iris": IRIS_IMAGE}
+BUNDLED_MODELS = {"iris": IRIS_IMAGE, "text": TEXT_IMAGE}
 
 
 class DefaultPath(enum.Enum):
@@ -128,7 +128,10 @@ class LocalSageMakerAsyncBackend:
         self.default_bucket = default_bucket
         self.account_id = ACCOUNT_ID
         self.container_startup_timeout = container_startup_timeout
-        self._images: dict[str, tuple[list[str], dict[str, str]]] = {IRIS_IMAGE: (list(IRIS_COMMAND), {})}
+        self._images: dict[str, tuple[list[str], dict[str, str]]] = {
+            IRIS_IMAGE: (list(IRIS_COMMAND), {}),
+            TEXT_IMAGE: (list(TEXT_COMMAND), {}),
+        }
         self._moto: control_plane.MotoServer | None = None
         self._runtime: RuntimeServer | None = None
         self._registered = False
@@ -324,6 +327,7 @@ class LocalSageMakerAsyncBackend:
         max_concurrent_invocations_per_instance: int = 4,
         initial_instance_count: int = 1,
         timeout: float | None = None,
+        async_inference: bool = True,
     ) -> LocalEndpoint:
         """Create model, endpoint config (with AsyncInferenceConfig) and endpoint through boto3, as against AWS.
 
@@ -331,7 +335,8 @@ class LocalSageMakerAsyncBackend:
         buckets of the output and failure paths are created if missing (a convenience AWS does not offer).
 
         :param endpoint_name: the endpoint's name; the model is ``<name>-model``, the config ``<name>-config``.
-        :param model: a bundled model (``iris``) or an image registered with :meth:`register_container`.
+        :param model: a bundled model (``iris``, or ``text``: the streaming text model) or an image registered
+            with :meth:`register_container`.
         :param container_command: serve this command instead (registered as image
             ``sagemaker-async-local/<endpoint_name>:latest``).
         :param environment: the model's ``Environment`` (passed to the container process).
@@ -344,6 +349,9 @@ class LocalSageMakerAsyncBackend:
         :param max_concurrent_invocations_per_instance: 1 to 1000, default 4.
         :param initial_instance_count: container processes to run, default 1.
         :param timeout: seconds to wait for ``InService``, default ``container_startup_timeout`` + 30.
+        :param async_inference: ``False`` creates a real-time endpoint (no AsyncInferenceConfig: invoked with
+            InvokeEndpoint / InvokeEndpointWithResponseStream); the S3 paths, topics and concurrency are then
+            ignored and ``s3_output_path`` / ``s3_failure_path`` of the result are empty / ``None``.
         :raises LocalBackendError: when the model is unknown or the endpoint ends ``Failed`` (the message
             holds the endpoint's ``FailureReason``).
         :raises botocore.exceptions.ClientError: when the control plane refuses a call (e.g. the name exists).
@@ -364,6 +372,8 @@ class LocalSageMakerAsyncBackend:
             if s3_failure_path is DEFAULT_PATH
             else s3_failure_path
         )
+        if not async_inference:
+            output_path, failure_path = "", None
         for path in (output_path, failure_path):
             if path:
                 self._ensure_bucket(path.removeprefix("s3://").split("/", 1)[0])
@@ -389,9 +399,9 @@ class LocalSageMakerAsyncBackend:
             ExecutionRoleArn=f"arn:aws:iam::{self.account_id}:role/sagemaker-async-local",
             PrimaryContainer=container,
         )
-        sagemaker.create_endpoint_config(
-            EndpointConfigName=config_name,
-            ProductionVariants=[
+        endpoint_config: dict[str, Any] = {
+            "EndpointConfigName": config_name,
+            "ProductionVariants": [
                 {
                     "VariantName": "AllTraffic",
                     "ModelName": model_name,
@@ -399,11 +409,13 @@ class LocalSageMakerAsyncBackend:
                     "InitialInstanceCount": initial_instance_count,
                 }
             ],
-            AsyncInferenceConfig={
+        }
+        if async_inference:
+            endpoint_config["AsyncInferenceConfig"] = {
                 "ClientConfig": {"MaxConcurrentInvocationsPerInstance": max_concurrent_invocations_per_instance},
                 "OutputConfig": output_config,
-            },
-        )
+            }
+        sagemaker.create_endpoint_config(**endpoint_config)
         arn = sagemaker.create_endpoint(EndpointName=endpoint_name, EndpointConfigName=config_name)["EndpointArn"]
         self.wait_endpoint_in_service(endpoint_name, timeout=timeout)
         return LocalEndpoint(

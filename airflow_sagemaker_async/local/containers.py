@@ -27,6 +27,10 @@ log = logging.getLogger("airflow_sagemaker_async.local.container")
 IRIS_IMAGE = "sagemaker-async-local/iris:latest"
 #: Command of the bundled iris classifier.
 IRIS_COMMAND: tuple[str, ...] = (sys.executable, "-m", "airflow_sagemaker_async.local.iris_container")
+#: Image name of the bundled streaming text model.
+TEXT_IMAGE = "sagemaker-async-local/text:latest"
+#: Command of the bundled streaming text model (:mod:`airflow_sagemaker_async.local.text_container`).
+TEXT_COMMAND: tuple[str, ...] = (sys.executable, "-m", "airflow_sagemaker_async.local.text_container")
 #: SageMaker waits 2 seconds for an answer to a health check.
 PING_TIMEOUT_SECONDS = 2.0
 

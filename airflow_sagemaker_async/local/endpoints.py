@@ -72,6 +72,8 @@ class EndpointSpec:
     success_topic: str | None
     error_topic: str | None
     include_inference_response_in: tuple[str, ...]
+    #: the first production variant's VariantName (InvokeEndpoint's ``x-Amzn-Invoked-Production-Variant``).
+    variant_name: str = "AllTraffic"
 
     @classmethod
     def from_descriptions(cls, endpoint: dict[str, Any], config: dict[str, Any], model: dict[str, Any]) -> EndpointSpec:
@@ -99,6 +101,7 @@ class EndpointSpec:
             success_topic=notification.get("SuccessTopic") or None,
             error_topic=notification.get("ErrorTopic") or None,
             include_inference_response_in=tuple(notification.get("IncludeInferenceResponseIn") or ()),
+            variant_name=variant.get("VariantName") or "AllTraffic",
         )
 
 

@@ -164,3 +164,54 @@ def parse_invoke_endpoint_async(endpoint_name: str, headers: Mapping[str, str], 
         invocation_timeout_seconds=DEFAULT_INVOCATION_TIMEOUT_SECONDS if timeout is None else timeout,
         body=values["Body"],
     )
+
+
+@dataclass(frozen=True)
+class RealtimeInvocationRequest:
+    """A validated InvokeEndpoint / InvokeEndpointWithResponseStream request.
+
+    :param operation: ``InvokeEndpoint`` or ``InvokeEndpointWithResponseStream``.
+    :param endpoint_name: the ``{EndpointName}`` of the URI.
+    :param headers: every header field of the operation the request carried, by API name (``TargetVariant``,
+        ``SessionId``, ...); fields left out are absent.
+    :param body: the payload (may be empty).
+    """
+
+    operation: str
+    endpoint_name: str
+    headers: dict[str, str]
+    body: bytes
+
+    def get(self, name: str) -> str | None:
+        """Return the header field ``name`` (API name, e.g. ``CustomAttributes``), or ``None``."""
+        return self.headers.get(name)
+
+
+def parse_invoke_endpoint(
+    operation_name: str, endpoint_name: str, headers: Mapping[str, str], body: bytes
+) -> RealtimeInvocationRequest:
+    """Build a :class:`RealtimeInvocationRequest` from the HTTP request, as the service would.
+
+    Every header field of the operation's input shape is read under its wire name and checked with the
+    model's constraints (:mod:`airflow_sagemaker_async.rules`); all broken constraints in one message.
+
+    :param operation_name: ``InvokeEndpoint`` or ``InvokeEndpointWithResponseStream``.
+    :param endpoint_name: the ``{EndpointName}`` of the URI, already percent-decoded.
+    :param headers: the HTTP headers (case-insensitive mapping).
+    :param body: the HTTP body.
+    :raises RequestValidationError: for every broken constraint.
+    """
+    errors: list[str] = []
+    fields: dict[str, str] = {}
+    for member in _members(operation_name):
+        if member.location == "uri":
+            _check(member, endpoint_name, errors)
+        elif member.location == "header":
+            value = headers.get(member.wire_name)
+            if value is not None:
+                _check(member, value, errors)
+                fields[member.name] = value
+        else:
+            _check(member, body, errors)
+    _raise(errors)
+    return RealtimeInvocationRequest(operation_name, endpoint_name, fields, body)

@@ -1,9 +1,11 @@
 """Our sagemaker-runtime server: an aiohttp application on its own event loop in a background thread.
 
-It answers ``InvokeEndpointAsync`` (and ``InvokeEndpoint`` with the error the real service gives an async
-endpoint), checks SigV4 signatures, hears of endpoints created in moto (see
+It answers ``InvokeEndpointAsync`` for async endpoints and ``InvokeEndpoint`` /
+``InvokeEndpointWithResponseStream`` for real-time ones (each with the error the real service gives the
+other kind), checks SigV4 signatures, hears of endpoints created in moto (see
 :mod:`~airflow_sagemaker_async.local.control_plane`) and runs an
-:class:`~airflow_sagemaker_async.local.endpoints.EndpointRuntime` for each async endpoint whose image is
+:class:`~airflow_sagemaker_async.local.endpoints.EndpointRuntime` for each async endpoint, a
+:class:`~airflow_sagemaker_async.local.realtime.RealtimeEndpoint` for each real-time one, whose image is
 registered. Nothing here blocks the loop: S3, SNS and SageMaker calls to moto go through aiobotocore.
 """
 
@@ -28,12 +30,15 @@ from multidict import CIMultiDict
 
 from airflow_sagemaker_async.local.endpoints import EndpointRuntime, EndpointSpec, RuntimeContext
 from airflow_sagemaker_async.local.notifications import endpoint_test_notification
+from airflow_sagemaker_async.local.realtime import ModelFailure, RealtimeEndpoint, model_error_response
 from airflow_sagemaker_async.local.request_model import (
     RequestValidationError,
+    parse_invoke_endpoint,
     parse_invoke_endpoint_async,
     validate_endpoint_name,
 )
 from airflow_sagemaker_async.local.sigv4 import SignatureError, verify_sigv4
+from airflow_sagemaker_async.rules import INVOKE_ENDPOINT, INVOKE_ENDPOINT_WITH_RESPONSE_STREAM, field_rule
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -44,9 +49,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("airflow_sagemaker_async.local")
 
-#: aiohttp refuses bodies above this many bytes outright; smaller bodies above the model's 128,000-byte
-#: limit get a proper ValidationError.
-MAX_HTTP_BODY = 2 * 1024 * 1024
+#: aiohttp refuses bodies above this many bytes outright (413); smaller bodies above the model's limits
+#: (128,000 bytes async, 6,291,456 real-time) get a proper ValidationError.
+MAX_HTTP_BODY = (field_rule(INVOKE_ENDPOINT, "body").maximum or 6_291_456) + 1024 * 1024
 
 
 class ImageNotRegisteredError(LookupError):
@@ -94,7 +99,7 @@ class RuntimeServer:
         self._sagemaker: Any = None
         self._endpoints: dict[str, EndpointRuntime] = {}
         self._retired: list[EndpointRuntime] = []  # deleted or replaced: kept for their records
-        self._realtime: set[str] = set()
+        self._realtime: dict[str, RealtimeEndpoint] = {}
         self._startups: dict[str, concurrent.futures.Future[EndpointSpec | None]] = {}
         self.url: str = ""
 
@@ -169,6 +174,7 @@ class RuntimeServer:
         app = web.Application(middlewares=[self._signature_middleware], client_max_size=MAX_HTTP_BODY)
         app.router.add_post("/endpoints/{name}/async-invocations", self._invoke_endpoint_async)
         app.router.add_post("/endpoints/{name}/invocations", self._invoke_endpoint)
+        app.router.add_post("/endpoints/{name}/invocations-response-stream", self._invoke_endpoint_with_response_stream)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         self._runner = runner
@@ -187,6 +193,7 @@ class RuntimeServer:
             task.cancel()
         await asyncio.gather(*starting, return_exceptions=True)
         await asyncio.gather(*(runtime.stop() for runtime in self._endpoints.values()), return_exceptions=True)
+        await asyncio.gather(*(endpoint.stop() for endpoint in self._realtime.values()), return_exceptions=True)
         if self._exit_stack is not None:
             await self._exit_stack.aclose()
 
@@ -214,11 +221,6 @@ class RuntimeServer:
         runtime: EndpointRuntime | None = None
         try:
             spec = await self._describe(name)
-            if not spec.is_async:
-                log.info("%s has no AsyncInferenceConfig: left to moto (the local backend is async only)", name)
-                endpoint.endpoint_status = "InService"
-                self._realtime.add(name)
-                return None
             if spec.image not in self._images:
                 raise ImageNotRegisteredError(
                     f"Image '{spec.image}' of model {spec.model_name} is not registered with the local backend; "
@@ -226,6 +228,10 @@ class RuntimeServer:
                 )
             command, environment = self._images[spec.image]
             assert self._context is not None
+            if not spec.is_async:
+                await self._create_realtime(spec, command, {**environment, **spec.environment})
+                endpoint.endpoint_status = "InService"
+                return spec
             runtime = EndpointRuntime(spec, command, {**environment, **spec.environment}, self._context)
             previous = self._endpoints.pop(name, None)
             if previous is not None:
@@ -253,6 +259,26 @@ class RuntimeServer:
         await self._send_test_notifications(spec)
         return spec
 
+    async def _create_realtime(self, spec: EndpointSpec, command: list[str], environment: dict[str, str]) -> None:
+        assert self._context is not None
+        realtime = RealtimeEndpoint(spec, command, environment, self._context, self._account_id)
+        previous = self._realtime.pop(spec.endpoint_name, None)
+        if previous is not None:
+            await previous.stop()
+        self._realtime[spec.endpoint_name] = realtime
+        log.info(
+            "%s creating (real-time): starting %d container(s) of %s",
+            spec.endpoint_name,
+            spec.instance_count,
+            spec.image,
+        )
+        try:
+            await realtime.start()
+        except BaseException:
+            self._realtime.pop(spec.endpoint_name, None)
+            raise
+        log.info("%s InService (real-time): %d instance(s)", spec.endpoint_name, spec.instance_count)
+
     async def _describe(self, name: str) -> EndpointSpec:
         endpoint = await self._sagemaker.describe_endpoint(EndpointName=name)
         config = await self._sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
@@ -271,7 +297,10 @@ class RuntimeServer:
                 log.warning("%s: could not send the TestNotification to %s: %s", spec.endpoint_name, topic, error)
 
     async def _delete(self, name: str) -> None:
-        self._realtime.discard(name)
+        realtime = self._realtime.pop(name, None)
+        if realtime is not None:
+            await realtime.stop()
+            log.info("%s deleted: containers stopped", name)
         runtime = self._endpoints.pop(name, None)
         if runtime is not None:
             self._retired.append(runtime)  # before stopping: its records stay visible meanwhile
@@ -321,7 +350,8 @@ class RuntimeServer:
         """
 
         async def pids() -> list[int]:
-            return [c.pid for c in self._endpoints[endpoint_name].containers if c.pid is not None]
+            endpoint = self._endpoints.get(endpoint_name) or self._realtime[endpoint_name]
+            return [c.pid for c in endpoint.containers if c.pid is not None]
 
         return list(self.call(pids(), timeout=30))
 
@@ -362,8 +392,8 @@ class RuntimeServer:
             return self._error(
                 400,
                 "ValidationError",
-                f"Endpoint {name} of account {self._account_id} has no AsyncInferenceConfig; the local backend "
-                "emulates asynchronous endpoints only.",
+                f"Endpoint {name} of account {self._account_id} is not configured for asynchronous inference "
+                "(no AsyncInferenceConfig); invoke it with InvokeEndpoint or InvokeEndpointWithResponseStream.",
             )
         return self._error(400, "ValidationError", f"Endpoint {name} of account {self._account_id} not found.")
 
@@ -382,18 +412,54 @@ class RuntimeServer:
             headers["X-Amzn-SageMaker-FailureLocation"] = invocation.failure_location
         return web.json_response({"InferenceId": invocation.inference_id}, status=202, headers=headers)
 
-    async def _invoke_endpoint(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
+    def _realtime_endpoint(self, operation: str, name: str, request: web.Request, body: bytes) -> Any:
+        """Return ``(RealtimeEndpoint, parsed request)``, or the error response to send instead."""
         try:
-            validate_endpoint_name("InvokeEndpoint", name)
+            validate_endpoint_name(operation, name)
         except RequestValidationError as error:
             return self._error(400, "ValidationError", error.message)
-        runtime = self._endpoints.get(name)
-        if runtime is None:
-            return self._not_found(name)
-        return self._error(
-            400,
-            "ValidationError",
-            f"Endpoint {name} of account {self._account_id} is configured for asynchronous inference "
-            "(AsyncInferenceConfig); invoke it with InvokeEndpointAsync.",
-        )
+        endpoint = self._realtime.get(name)
+        if endpoint is None:
+            if name in self._endpoints:
+                return self._error(
+                    400,
+                    "ValidationError",
+                    f"Endpoint {name} of account {self._account_id} is configured for asynchronous inference "
+                    "(AsyncInferenceConfig); invoke it with InvokeEndpointAsync.",
+                )
+            return self._error(400, "ValidationError", f"Endpoint {name} of account {self._account_id} not found.")
+        try:
+            parsed = parse_invoke_endpoint(operation, name, request.headers, body)
+        except RequestValidationError as error:
+            return self._error(400, "ValidationError", error.message)
+        return endpoint, parsed
+
+    async def _invoke_endpoint(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        found = self._realtime_endpoint(INVOKE_ENDPOINT, name, request, await request.read())
+        if isinstance(found, web.Response):
+            return found
+        endpoint, parsed = found
+        try:
+            body, headers = await endpoint.invoke(parsed, self._time_scale())
+        except RequestValidationError as error:
+            return self._error(400, "ValidationError", error.message)
+        except ModelFailure as failure:
+            log.info("%s InvokeEndpoint: ModelError (%s)", name, failure.original_status_code)
+            return model_error_response(failure)
+        log.info("%s InvokeEndpoint: %d bytes answered", name, len(body))
+        return web.Response(body=body, headers={**headers, "x-amzn-RequestId": str(uuid.uuid4())})
+
+    async def _invoke_endpoint_with_response_stream(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        found = self._realtime_endpoint(INVOKE_ENDPOINT_WITH_RESPONSE_STREAM, name, request, await request.read())
+        if isinstance(found, web.Response):
+            return found
+        endpoint, parsed = found
+        try:
+            return await endpoint.stream(request, parsed, self._time_scale())
+        except RequestValidationError as error:
+            return self._error(400, "ValidationError", error.message)
+        except ModelFailure as failure:
+            log.info("%s InvokeEndpointWithResponseStream: ModelError (%s)", name, failure.original_status_code)
+            return model_error_response(failure)

@@ -1,0 +1,54 @@
+"""Encode AWS event-stream messages (``application/vnd.amazon.eventstream``), the framing botocore parses.
+
+A message is a prelude (total length, headers length, CRC32 of those 8 bytes), headers, the payload and
+the CRC32 of everything before it; all integers big-endian. Headers here are strings (type 7): botocore
+reads ``:message-type`` (``event`` or ``exception``), ``:event-type`` / ``:exception-type`` (the member of
+the stream's union shape, e.g. ``PayloadPart`` or ``ModelStreamError``) and ``:content-type``.
+
+.. seealso::
+    - https://docs.aws.amazon.com/transcribe/latest/dg/streaming-setting-up.html (the framing)
+    - ``botocore/eventstream.py`` (the decoder this must satisfy)
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from binascii import crc32
+from typing import Final
+
+__all__ = ["CONTENT_TYPE", "encode_exception", "encode_message", "encode_payload_part"]
+
+#: The HTTP Content-Type of an event-stream response body.
+CONTENT_TYPE: Final = "application/vnd.amazon.eventstream"
+_STRING: Final = 7
+
+
+def _header(name: str, value: str) -> bytes:
+    raw_name, raw_value = name.encode("utf-8"), value.encode("utf-8")
+    return struct.pack("!B", len(raw_name)) + raw_name + struct.pack("!BH", _STRING, len(raw_value)) + raw_value
+
+
+def encode_message(headers: dict[str, str], payload: bytes) -> bytes:
+    """Return one framed message with string ``headers`` and ``payload``."""
+    raw_headers = b"".join(_header(name, value) for name, value in headers.items())
+    total = 12 + len(raw_headers) + len(payload) + 4
+    prelude = struct.pack("!II", total, len(raw_headers))
+    prelude += struct.pack("!I", crc32(prelude) & 0xFFFFFFFF)
+    message = prelude + raw_headers + payload
+    return message + struct.pack("!I", crc32(message) & 0xFFFFFFFF)
+
+
+def encode_payload_part(data: bytes) -> bytes:
+    """Return a ``PayloadPart`` event carrying ``data`` (its ``Bytes`` member is the event payload)."""
+    return encode_message(
+        {":message-type": "event", ":event-type": "PayloadPart", ":content-type": "application/octet-stream"}, data
+    )
+
+
+def encode_exception(exception_type: str, document: dict[str, str]) -> bytes:
+    """Return an exception event, e.g. ``ModelStreamError`` with ``{"Message": ..., "ErrorCode": ...}``."""
+    return encode_message(
+        {":message-type": "exception", ":exception-type": exception_type, ":content-type": "application/json"},
+        json.dumps(document).encode("utf-8"),
+    )
