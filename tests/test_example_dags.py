@@ -1,40 +1,40 @@
 """
 The example DAGs: they load without import errors with the tasks the docs describe, and two of them run
-under a real Airflow (``airflow dags test`` in a subprocess, its own SQLite home) against the local backend:
-the inference DAG deferring and resuming with the outcome in XCom, the failure DAG ending as designed.
+under a real Airflow (``airflow dags test`` in a subprocess, its own SQLite home, started by
+``airflow_sagemaker_async.local.harness``) against the local backend: the inference DAG deferring and resuming
+with the outcome in XCom, the failure DAG ending as designed. The runs are read back through Airflow's models.
+The examples keep the plugin's default poll schedule; ``[sagemaker_async] poll_interval`` speeds them up here.
 """
 
 from __future__ import annotations
 
 import ast
 import inspect
-import json
-import os
 import re
-import sqlite3
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from airflow_sagemaker_async.local.harness import DagRunRecord, MetadataReader, dags_test, migrate_db
+from tests.e2e.airflow_cluster import EXAMPLES_DIR, examples_environment
+
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from airflow_sagemaker_async.local.backend import LocalEndpoint, LocalSageMakerAsyncBackend
 
 # Airflow reads example_dags/.airflowignore with pathspec's "gitwildmatch" patterns, which pathspec now
 # deprecates; the warning is attributed to typing_extensions, so pyproject's airflow.* filter misses it.
 pytestmark = pytest.mark.filterwarnings("ignore:GitWildMatchPattern:DeprecationWarning")
 
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "example_dags"
 EXPECTED_TASKS = {
     "example_sagemaker_async_inference": {"load_samples", "predict", "report_accuracy"},
     "example_sagemaker_async_batch": {"upload_inputs", "predict", "summarize"},
     "example_sagemaker_async_failure": {"predict_strict", "on_failure", "predict_tolerant", "handle_outcome"},
     "example_sagemaker_async_sensor": {"submit", "wait_for_result", "log_predictions"},
 }
-AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 
 
 @pytest.fixture(scope="module")
@@ -95,70 +95,54 @@ def airflow_env(
 ) -> dict[str, str]:
     """A migrated SQLite Airflow home of its own, the example DAGs, ``aws_default`` pointing at the backend."""
     home = tmp_path_factory.mktemp("example-dags-airflow")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(EXAMPLES_DIR),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW_CONN_AWS_DEFAULT": sagemaker_async_backend.airflow_connection_env(),
-            "SAGEMAKER_ASYNC_ENDPOINT": sagemaker_async_iris_endpoint.endpoint_name,
-        }
-    )
-    migrate = subprocess.run(
-        [AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=180, check=False
-    )
-    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
+    env = examples_environment(home, sagemaker_async_backend, sagemaker_async_iris_endpoint)
+    migrate_db(env, home / "db-migrate.log", timeout=180)
     return env
 
 
-def dags_test(env: dict[str, str], dag_id: str, conf: dict[str, Any] | None = None) -> subprocess.CompletedProcess[str]:
-    command = [AIRFLOW, "dags", "test", dag_id]
-    if conf is not None:
-        command += ["--conf", json.dumps(conf)]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, check=False)
+@pytest.fixture(scope="module")
+def metadata(airflow_env: dict[str, str]) -> Iterator[MetadataReader]:
+    with MetadataReader(airflow_env) as reader:
+        yield reader
 
 
-def last_run(env: dict[str, str], dag_id: str) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """(run state, task state by task_id, return_value XCom by task_id) of the latest run of ``dag_id``."""
-    with sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db") as db:
-        run_id, state = db.execute(
-            "SELECT run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
-        ).fetchone()
-        states = dict(
-            db.execute("SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?", (dag_id, run_id))
-        )
-        xcoms = {
-            task_id: json.loads(value)
-            for task_id, value in db.execute(
-                "SELECT task_id, value FROM xcom WHERE dag_id = ? AND run_id = ? AND key = 'return_value'",
-                (dag_id, run_id),
-            )
-        }
-    return state, states, xcoms
+def run_example(
+    env: dict[str, str], metadata: MetadataReader, dag_id: str, conf: dict[str, Any] | None = None
+) -> tuple[int | None, str, DagRunRecord]:
+    """``airflow dags test`` of one example: its exit code, its log, and the run as Airflow recorded it."""
+    log_file = Path(env["AIRFLOW_HOME"]) / f"{dag_id}.log"
+    code = dags_test(env, dag_id, log_file, conf=conf, timeout=240)
+    log = log_file.read_text(errors="replace")
+    run = metadata.last_run(dag_id)
+    assert run is not None, log[-5000:]
+    return code, log, run
 
 
 @pytest.mark.slow
 def test_inference_dag_defers_resumes_and_pushes_the_outcome_with_predictions(
-    airflow_env: dict[str, str], sagemaker_async_backend: LocalSageMakerAsyncBackend
+    airflow_env: dict[str, str], metadata: MetadataReader, sagemaker_async_backend: LocalSageMakerAsyncBackend
 ) -> None:
-    # The iris model answers after 1.5 s: the trigger must check more than once before it sees the output.
-    result = dags_test(airflow_env, "example_sagemaker_async_inference", {"custom_attributes": "sleep=1.5"})
-    log = result.stdout + result.stderr
+    # The iris model answers after 1.5 s: the trigger (first check after poll_interval 0.5 s) must check more
+    # than once before it sees the output.
+    code, log, run = run_example(
+        airflow_env, metadata, "example_sagemaker_async_inference", {"custom_attributes": "sleep=1.5"}
+    )
 
-    assert result.returncode == 0, log[-5000:]
-    run_state, states, xcoms = last_run(airflow_env, "example_sagemaker_async_inference")
-    assert run_state == "success"
-    assert states == {"load_samples": "success", "predict": "success", "report_accuracy": "success"}
+    assert code == 0, log[-5000:]
+    assert run.state == "success"
+    assert run.task_states == {
+        ("load_samples", -1): "success",
+        ("predict", -1): "success",
+        ("report_accuracy", -1): "success",
+    }
     # Deferred to the trigger, which waited, then resumed on the worker:
     assert re.search(r"Pausing task as DEFERRED.*task_id=predict", log)
     assert "[DAG TEST] running trigger in line" in log
-    checks = re.search(r"Inference example_sagemaker_async_inference\.predict-\w+: success after (\d+) checks", log)
+    checks = re.search(r"Inference example_sagemaker_async_inference\.predict-\w+: Completed after (\d+) checks", log)
     assert checks, log[-5000:]
     assert int(checks.group(1)) >= 2
 
-    outcome = xcoms["predict"]
+    outcome = run.xcom("predict")
     assert outcome["status"] == "Completed"
     assert outcome["endpoint_name"] == "iris-endpoint"
     assert outcome["inference_id"].startswith("example_sagemaker_async_inference.predict-")
@@ -168,8 +152,8 @@ def test_inference_dag_defers_resumes_and_pushes_the_outcome_with_predictions(
     assert waited.total_seconds() >= 1.5
     assert outcome["output_content_type"] == "application/json"
     assert len(outcome["output"]["predictions"]) == 24
-    assert xcoms["report_accuracy"]["total"] == 24
-    assert xcoms["report_accuracy"]["accuracy"] >= 0.8
+    assert run.xcom("report_accuracy")["total"] == 24
+    assert run.xcom("report_accuracy")["accuracy"] >= 0.8
     served = [
         r for r in sagemaker_async_backend.invocations("iris-endpoint") if r.inference_id == outcome["inference_id"]
     ]
@@ -177,19 +161,19 @@ def test_inference_dag_defers_resumes_and_pushes_the_outcome_with_predictions(
 
 
 @pytest.mark.slow
-def test_failure_dag_fails_the_strict_task_with_the_models_message_and_reacts(airflow_env: dict[str, str]) -> None:
-    result = dags_test(airflow_env, "example_sagemaker_async_failure")
-    log = result.stdout + result.stderr
+def test_failure_dag_fails_the_strict_task_with_the_models_message_and_reacts(
+    airflow_env: dict[str, str], metadata: MetadataReader
+) -> None:
+    _, log, run = run_example(airflow_env, metadata, "example_sagemaker_async_failure")
 
-    run_state, states, xcoms = last_run(airflow_env, "example_sagemaker_async_failure")
-    assert states == {
-        "predict_strict": "failed",
-        "on_failure": "success",
-        "predict_tolerant": "success",
-        "handle_outcome": "success",
+    assert run.task_states == {
+        ("predict_strict", -1): "failed",
+        ("on_failure", -1): "success",
+        ("predict_tolerant", -1): "success",
+        ("handle_outcome", -1): "success",
     }, log[-5000:]
-    assert run_state == "success"  # the failure was handled: the run's last tasks succeeded
+    assert run.state == "success"  # the failure was handled: the run's last tasks succeeded
     assert re.search(r"SageMakerAsyncInferenceError: .*Row 1 must hold exactly 4 numbers", log)
-    assert "predict_strict" not in xcoms
-    assert xcoms["predict_tolerant"]["status"] == "Failed"
-    assert "Row 1 must hold exactly 4 numbers" in xcoms["handle_outcome"]["failure_reason"]
+    assert run.xcom("predict_strict") is None
+    assert run.xcom("predict_tolerant")["status"] == "Failed"
+    assert "Row 1 must hold exactly 4 numbers" in run.xcom("handle_outcome")["failure_reason"]

@@ -5,7 +5,7 @@ the local SageMaker async backend.
 
 Not ``airflow standalone`` itself: its log servers listen on every interface. The scheduler and the triggerer
 run with ``--skip-serve-logs`` instead, and the api-server serves task logs from the local files
-(``tests/e2e/airflow_cluster.py``); one test reads a task's log through the REST API as the UI does.
+(``airflow_sagemaker_async.local.harness``); one test reads a task's log through the REST API as the UI does.
 
 One cluster serves the whole module (it takes ~30-60 s to start on two cores). The DAGs are triggered and read
 back through the public REST API (``/api/v2``) with a token from the simple auth manager. Each component runs
@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.e2e.airflow_cluster import AirflowCluster, airflow_environment, free_port, wait_for
+from airflow_sagemaker_async.local.harness import AirflowCluster, free_port, wait_for
+from tests.e2e.airflow_cluster import examples_environment
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -45,13 +46,13 @@ def cluster(
     sagemaker_async_iris_endpoint: LocalEndpoint,
 ) -> Iterator[AirflowCluster]:
     home = tmp_path_factory.mktemp("cluster-airflow")
-    env = airflow_environment(home, free_port(), sagemaker_async_backend, sagemaker_async_iris_endpoint)
-    with AirflowCluster(home, env) as server:
+    env = examples_environment(home, sagemaker_async_backend, sagemaker_async_iris_endpoint, api_port=free_port())
+    with AirflowCluster(env) as server:
         server.migrate_db()
         server.start_components(STARTUP_TIMEOUT)
         wait_for(
             "the dag-processor to parse the 4 example DAGs",
-            lambda: server.request("GET", "/api/v2/dags?dag_id_pattern=example_sagemaker_async")["total_entries"] == 4,
+            lambda: server.dag_count("example_sagemaker_async") == 4,
             STARTUP_TIMEOUT,
             server,
             interval=1,

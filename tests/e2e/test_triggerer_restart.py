@@ -15,13 +15,8 @@ with the deadline) is the one written at the deferral, byte for byte.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import re
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
 import urllib.error
 from dataclasses import dataclass, field
@@ -30,11 +25,12 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import pytest
 
+from airflow_sagemaker_async.local.harness import AirflowCluster, MetadataReader, free_port, signal_tree, wait_for
 from airflow_sagemaker_async.submission import default_inference_id
-from tests.e2e.airflow_cluster import AirflowCluster, airflow_environment, free_port, kill_tree, wait_for
+from tests.e2e.airflow_cluster import examples_environment
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
 
     from airflow_sagemaker_async.local.backend import LocalEndpoint, LocalSageMakerAsyncBackend
     from airflow_sagemaker_async.local.records import InvocationRecord
@@ -59,19 +55,17 @@ MODEL_SLEEP_SECONDS = 60
 
 WATCHING = re.compile(r"Watching inference (?P<inference_id>\S+): output .*?, deadline (?P<deadline>[0-9T:.+Z-]+)")
 
-#: Run with the cluster's environment: print the decrypted kwargs of one trigger row, as the triggerer reads them.
-READ_TRIGGER_KWARGS = """
-import json, sys
-from airflow.models.trigger import Trigger
-from airflow.utils.session import create_session
-with create_session() as session:
-    trigger = session.get(Trigger, int(sys.argv[1]))
-    print("KWARGS " + json.dumps(None if trigger is None else trigger.kwargs, default=str))
-"""
-
 
 class Cluster(AirflowCluster):
-    """The cluster of ``airflow_cluster.py``, and what this test reads of the trigger and its row."""
+    """The harness's cluster, and what this test reads of the trigger and its row (through Airflow's models)."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        super().__init__(env)
+        self.metadata = MetadataReader(env)
+
+    def stop(self, grace: float = 20.0) -> None:
+        self.metadata.close()
+        super().stop(grace)
 
     def dag_parsed(self) -> bool:
         try:
@@ -94,24 +88,13 @@ class Cluster(AirflowCluster):
 
     def trigger_row(self, trigger_id: int) -> tuple[str, int | None] | None:
         """The ``trigger`` row as stored: its encrypted kwargs (Fernet: re-written means different) and owner."""
-        uri = f"file:{self.home / 'airflow.db'}?mode=ro"
-        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=30)) as db:
-            row = db.execute("SELECT kwargs, triggerer_id FROM trigger WHERE id = ?", (trigger_id,)).fetchone()
-        return None if row is None else (str(row[0]), row[1])
+        row = self.metadata.trigger(trigger_id)
+        return None if row is None else (row.encrypted_kwargs, row.triggerer_id)
 
     def trigger_kwargs(self, trigger_id: int) -> dict[str, Any] | None:
         """The trigger's kwargs decrypted by Airflow itself (its model, the cluster's Fernet key)."""
-        answer = subprocess.run(
-            [sys.executable, "-c", READ_TRIGGER_KWARGS, str(trigger_id)],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        line = next(line for line in answer.stdout.splitlines() if line.startswith("KWARGS "))
-        kwargs = json.loads(line.removeprefix("KWARGS "))
-        return None if kwargs is None else dict(kwargs)
+        row = self.metadata.trigger(trigger_id)
+        return None if row is None else row.kwargs
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +104,16 @@ def cluster(
     sagemaker_async_iris_endpoint: LocalEndpoint,
 ) -> Iterator[Cluster]:
     home = tmp_path_factory.mktemp("triggerer-restart-airflow")
-    env = airflow_environment(home, free_port(), sagemaker_async_backend, sagemaker_async_iris_endpoint)
-    env["AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD"] = str(HEALTH_CHECK_THRESHOLD)
-    with Cluster(home, env) as server:
+    env = examples_environment(
+        home,
+        sagemaker_async_backend,
+        sagemaker_async_iris_endpoint,
+        api_port=free_port(),
+        extra={"AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(HEALTH_CHECK_THRESHOLD)},
+    )
+    with Cluster(env) as server:
         server.migrate_db()
+        server.metadata.start()  # imports Airflow while the components start
         server.start_components(STARTUP_TIMEOUT)
         wait_for(f"the dag-processor to parse {DAG_ID}", server.dag_parsed, STARTUP_TIMEOUT, server, interval=1)
         wait_for("the triggerer to heartbeat", server.triggerer_healthy, STARTUP_TIMEOUT, server, interval=1)
@@ -179,7 +168,7 @@ def restart(cluster: Cluster, sagemaker_async_backend: LocalSageMakerAsyncBacken
 
     # SIGKILL the triggerer and every process under it (its trigger runner), all at once.
     triggerer = cluster.forget("triggerer")
-    killed = kill_tree(triggerer.pid, signal.SIGKILL)
+    killed = signal_tree(triggerer.pid, signal.SIGKILL)
     killed_at = time.monotonic()
     _, alive = psutil.wait_procs(killed, timeout=10)
     (record_at_kill,) = (
@@ -195,7 +184,6 @@ def restart(cluster: Cluster, sagemaker_async_backend: LocalSageMakerAsyncBacken
         state_after_kill=cluster.task_states(DAG_ID, run_id).get(("predict", -1)),
         record_at_kill=record_at_kill,
         row_before=cluster.trigger_row(trigger_id),
-        # Takes a few seconds (a Python that imports Airflow): the "little wait" before the new triggerer.
         kwargs_before=cluster.trigger_kwargs(trigger_id),
     )
 
@@ -306,5 +294,5 @@ def test_endpoint_saw_exactly_one_invocation(restart: Restart) -> None:
 def test_airflow_processes_listen_on_127_0_0_1_only(cluster: Cluster) -> None:
     addresses = cluster.listening_addresses()
 
-    assert ("127.0.0.1", int(cluster.base.rsplit(":", 1)[1])) in addresses
+    assert ("127.0.0.1", cluster.port) in addresses
     assert {ip for ip, _ in addresses} == {"127.0.0.1"}
