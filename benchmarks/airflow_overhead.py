@@ -26,17 +26,22 @@ Output: a Markdown table on stdout and ``benchmarks/results/airflow_overhead.jso
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import sqlite3
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from _common import BENCHMARKS_DIR, RESULTS_DIR, airflow_env, fmt, markdown_table, percentile, write_json
+from _common import BENCHMARKS_DIR, RESULTS_DIR, fmt, markdown_table, percentile, write_json
+
+from airflow_sagemaker_async.local.harness import (
+    HarnessError,
+    MetadataReader,
+    airflow_environment,
+    dags_test,
+    migrate_db,
+)
 
 DAG_ID = "sagemaker_async_overhead"
 
@@ -48,30 +53,13 @@ def _seconds(later: datetime | str, earlier: datetime | str) -> float:
     return (parse(later) - parse(earlier)).total_seconds()
 
 
-def _read_outcomes(database: Path) -> list[dict[str, Any]]:
-    """Return the ``return_value`` XComs of the benchmark DAG's mapped task, from the SQLite metadata DB."""
-    with sqlite3.connect(database) as connection:
-        rows = connection.execute(
-            "SELECT map_index, value FROM xcom WHERE dag_id = ? AND task_id = 'infer' AND key = 'return_value'",
-            (DAG_ID,),
-        ).fetchall()
-    outcomes = []
-    for map_index, value in rows:
-        outcome = json.loads(value)
-        if isinstance(outcome, str):  # stored as a JSON string of JSON
-            outcome = json.loads(outcome)
-        outcome["map_index"] = map_index
-        outcomes.append(outcome)
+def _read_outcomes(env: dict[str, str]) -> list[dict[str, Any]]:
+    """Return the ``return_value`` XComs of the benchmark DAG's mapped task, read through Airflow's models."""
+    with MetadataReader(env) as metadata:
+        run = metadata.last_run(DAG_ID)
+    xcoms = {} if run is None else run.xcoms
+    outcomes = [{**value, "map_index": index} for (task_id, index), value in xcoms.items() if task_id == "infer"]
     return sorted(outcomes, key=lambda outcome: outcome["map_index"])
-
-
-def _run(command: list[str], env: dict[str, str], log_file: Path, timeout: float) -> float:
-    started = time.perf_counter()
-    with log_file.open("w") as log:
-        completed = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout, check=False)
-    if completed.returncode != 0:
-        raise SystemExit(f"{' '.join(command[:4])} ... exited with {completed.returncode}; see {log_file}")
-    return time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,22 +81,28 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with LocalSageMakerAsyncBackend() as backend:
         ready = ready_document(backend, create_demo(backend))
-        env = airflow_env(
-            ready,
+        env = airflow_environment(
             airflow_home,
-            AIRFLOW__CORE__DAGS_FOLDER=str(BENCHMARKS_DIR / "dags"),
-            AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{airflow_home / 'airflow.db'}",
-            SAGEMAKER_ASYNC_BENCH_M=str(args.m),
-            SAGEMAKER_ASYNC_BENCH_SLEEP=f"{args.sleep:g}",
-            SAGEMAKER_ASYNC_BENCH_POLL_INTERVAL=f"{args.poll_interval:g}",
+            ready=ready,
+            dags_folder=BENCHMARKS_DIR / "dags",
+            extra={
+                "SAGEMAKER_ASYNC_BENCH_M": str(args.m),
+                "SAGEMAKER_ASYNC_BENCH_SLEEP": f"{args.sleep:g}",
+                "SAGEMAKER_ASYNC_BENCH_POLL_INTERVAL": f"{args.poll_interval:g}",
+            },
         )
-        airflow = str(Path(sys.executable).with_name("airflow"))
         print("airflow db migrate ...", file=sys.stderr, flush=True)
-        migrate_s = _run([airflow, "db", "migrate"], env, work_dir / "db-migrate.log", 600)
+        migrate_started = time.perf_counter()
+        migrate_db(env, work_dir / "db-migrate.log", 600)
+        migrate_s = time.perf_counter() - migrate_started
         print(f"airflow dags test {DAG_ID} (M={args.m}) ...", file=sys.stderr, flush=True)
-        dags_test_s = _run([airflow, "dags", "test", DAG_ID], env, work_dir / "dags-test.log", args.timeout)
+        dags_test_started = time.perf_counter()
+        code = dags_test(env, DAG_ID, work_dir / "dags-test.log", timeout=args.timeout)
+        dags_test_s = time.perf_counter() - dags_test_started
+        if code != 0:
+            raise HarnessError(f"airflow dags test {DAG_ID} ended with {code}; see {work_dir / 'dags-test.log'}")
         records = {record.inference_id: record for record in backend.invocations(ready["demo"]["endpoint_name"])}
-    outcomes = _read_outcomes(airflow_home / "airflow.db")
+    outcomes = _read_outcomes(env)
     rows = []
     for outcome in outcomes:
         record = records[outcome["inference_id"]]

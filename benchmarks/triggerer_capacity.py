@@ -47,15 +47,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from _common import (
-    RESULTS_DIR,
-    airflow_env,
-    fmt,
-    local_backend,
-    markdown_table,
-    percentile,
-    write_json,
-)
+from _common import RESULTS_DIR, fmt, markdown_table, percentile, write_json
+
+from airflow_sagemaker_async.local.harness import BackendProcess, airflow_environment
 
 PATTERNS = ("stock", "ours")
 DEFAULT_NS = (100, 1000, 5000, 10000)
@@ -383,7 +377,7 @@ def _run_one(args: argparse.Namespace, ready: dict[str, Any], pattern: str, n: i
         "--writes-file",
         str(writes_file),
     ]
-    env = airflow_env(ready, work_dir / "airflow-home")
+    env = airflow_environment(work_dir / "airflow-home", ready=ready)
     started = time.perf_counter()
     with log_file.open("w") as log:
         # Trigger logs (INFO, as in a triggerer) go to a file, not to this console.
@@ -526,7 +520,8 @@ def _orchestrate(args: argparse.Namespace) -> int:
     work_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
-    with local_backend(work_dir) as ready:
+    with BackendProcess(work_dir, demo=False, quiet=True) as backend:
+        ready = backend.ready
         import boto3
 
         s3 = boto3.client(
