@@ -10,6 +10,8 @@ error is also an ``AirflowFailException``: the task fails without retries, since
         ├── SageMakerAsyncParameterError (also AirflowFailException, ValueError)   bad input, before any AWS call
         ├── SageMakerAsyncInferenceError                     the model failed: object at the failure location
         ├── SageMakerAsyncInferenceTimeout                   deadline passed, no object at either location
+        ├── SageMakerModelError                              real-time / streaming: the model answered an error
+        ├── SageMakerResponseStreamError                     the response stream broke; what arrived is kept
         └── SageMakerAsyncOutputError                        the output exists but cannot be handed over
             ├── SageMakerAsyncOutputTooLarge                 larger than ``max_output_bytes``
             ├── SageMakerAsyncOutputMissing                  gone between detection and download
@@ -37,6 +39,8 @@ __all__ = [
     "SageMakerAsyncOutputMissing",
     "SageMakerAsyncOutputTooLarge",
     "SageMakerAsyncParameterError",
+    "SageMakerModelError",
+    "SageMakerResponseStreamError",
 ]
 
 
@@ -86,6 +90,73 @@ class SageMakerAsyncInferenceTimeout(SageMakerAsyncError):
     def __init__(self, message: str, *, outcome: Outcome) -> None:
         super().__init__(message)
         self.outcome = outcome
+
+
+class SageMakerModelError(SageMakerAsyncError):
+    """
+    InvokeEndpoint / InvokeEndpointWithResponseStream answered ``ModelError``: the model container answered an error.
+
+    :param endpoint_name: the endpoint invoked.
+    :param original_status_code: the HTTP status the model answered (``OriginalStatusCode``), if SageMaker said.
+    :param original_message: the model's own error body (``OriginalMessage``), if SageMaker said.
+    :param log_stream_arn: the CloudWatch log stream of the container (``LogStreamArn``), if SageMaker said.
+    :param log_url: the CloudWatch console link to that log stream, if known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint_name: str,
+        original_status_code: int | None,
+        original_message: str | None,
+        log_stream_arn: str | None,
+        log_url: str | None,
+    ) -> None:
+        super().__init__(message)
+        self.endpoint_name = endpoint_name
+        self.original_status_code = original_status_code
+        self.original_message = original_message
+        self.log_stream_arn = log_stream_arn
+        self.log_url = log_url
+
+
+class SageMakerResponseStreamError(SageMakerAsyncError):
+    """
+    InvokeEndpointWithResponseStream's event stream ended with ``ModelStreamError`` or ``InternalStreamFailure``.
+
+    The parts received before the error are kept where the operator was writing them.
+
+    :param endpoint_name: the endpoint invoked.
+    :param error_type: ``ModelStreamError`` or ``InternalStreamFailure`` (the event's exception type).
+    :param error_code: ModelStreamError's ``ErrorCode`` (``ModelInvocationTimeExceeded``, ``StreamBroken``),
+        or ``None`` when SageMaker sent none.
+    :param parts: PayloadPart events received before the error.
+    :param bytes_received: bytes those parts held.
+    :param location: where those bytes are (a local path or an S3 URI), or ``None`` when collected in memory.
+    :param received: the bytes themselves when collected in memory (bounded by ``max_output_bytes``), else ``None``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint_name: str,
+        error_type: str,
+        error_code: str | None,
+        parts: int,
+        bytes_received: int,
+        location: str | None,
+        received: bytes | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.endpoint_name = endpoint_name
+        self.error_type = error_type
+        self.error_code = error_code
+        self.parts = parts
+        self.bytes_received = bytes_received
+        self.location = location
+        self.received = received
 
 
 class SageMakerAsyncOutputError(SageMakerAsyncError):

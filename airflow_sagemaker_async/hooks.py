@@ -9,6 +9,10 @@ from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker_runtime import SageMakerRuntimeClient
+    from mypy_boto3_sagemaker_runtime.type_defs import (
+        InvokeEndpointOutputTypeDef,
+        InvokeEndpointWithResponseStreamOutputTypeDef,
+    )
 
 __all__ = ["AsyncInferenceSubmission", "SageMakerRuntimeHook"]
 
@@ -35,7 +39,7 @@ class AsyncInferenceSubmission:
 
 class SageMakerRuntimeHook(AwsBaseHook):
     """
-    Interact with the Amazon SageMaker Runtime API (``sagemaker-runtime``) for asynchronous inference.
+    Interact with the Amazon SageMaker Runtime API (``sagemaker-runtime``): asynchronous, real-time and streaming.
 
     A thin wrapper of :external+boto3:py:class:`SageMakerRuntime.Client`: credentials, sessions, endpoint
     URLs (connection extra ``service_config: {"sagemaker-runtime": {"endpoint_url": ...}}``) and retries
@@ -48,6 +52,8 @@ class SageMakerRuntimeHook(AwsBaseHook):
     .. seealso::
         - :class:`airflow.providers.amazon.aws.hooks.base_aws.AwsBaseHook`
         - https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpointAsync.html
+        - https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpoint.html
+        - https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpointWithResponseStream.html
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -116,3 +122,122 @@ class SageMakerRuntimeHook(AwsBaseHook):
             output_location=response["OutputLocation"],
             failure_location=response.get("FailureLocation"),
         )
+
+    def invoke_endpoint(
+        self,
+        *,
+        endpoint_name: str,
+        body: bytes,
+        content_type: str | None = None,
+        accept: str | None = None,
+        custom_attributes: str | None = None,
+        target_model: str | None = None,
+        target_variant: str | None = None,
+        target_container_hostname: str | None = None,
+        inference_id: str | None = None,
+        enable_explanations: str | None = None,
+        inference_component_name: str | None = None,
+        session_id: str | None = None,
+        prefix_aware_id: str | None = None,
+    ) -> InvokeEndpointOutputTypeDef:
+        """
+        Invoke a real-time endpoint and return its answer (the response ``Body`` is a botocore ``StreamingBody``).
+
+        Parameters left ``None`` are not sent. Not idempotent: botocore's retries of 5xx and throttling
+        answers may run the model more than once.
+
+        :param endpoint_name: name of a real-time endpoint (no AsyncInferenceConfig).
+        :param body: the payload, at most 6,291,456 bytes (the service model's limit; sensitive).
+        :param content_type: MIME type of the payload.
+        :param accept: desired MIME type of the answer.
+        :param custom_attributes: opaque value forwarded verbatim to the model (sensitive).
+        :param target_model: the model of a multi-model endpoint to invoke.
+        :param target_variant: the production variant to invoke.
+        :param target_container_hostname: the container of a multi-container (direct invocation) endpoint.
+        :param inference_id: 1-64 printable characters identifying the request (for data capture).
+        :param enable_explanations: a JMESPath expression deciding whether SageMaker Clarify explains the answer.
+        :param inference_component_name: the inference component to invoke.
+        :param session_id: ``NEW_SESSION`` to open a stateful session, or an open session's id.
+        :param prefix_aware_id: identifier for prefix-aware routing.
+        :return: botocore's answer: ``Body``, ``ContentType``, ``InvokedProductionVariant``, ``CustomAttributes``,
+            ``NewSessionId``, ``ClosedSessionId``.
+        :raises botocore.exceptions.ClientError: ``ModelError`` (the model answered an error; the response holds
+            ``OriginalStatusCode``, ``OriginalMessage``, ``LogStreamArn``), ``ValidationError``, and the others of
+            the API.
+
+        .. seealso::
+            - :external+boto3:py:meth:`SageMakerRuntime.Client.invoke_endpoint`
+        """
+        request: dict[str, Any] = {
+            "EndpointName": endpoint_name,
+            "Body": body,
+            "ContentType": content_type,
+            "Accept": accept,
+            "CustomAttributes": custom_attributes,
+            "TargetModel": target_model,
+            "TargetVariant": target_variant,
+            "TargetContainerHostname": target_container_hostname,
+            "InferenceId": inference_id,
+            "EnableExplanations": enable_explanations,
+            "InferenceComponentName": inference_component_name,
+            "SessionId": session_id,
+            "PrefixAwareId": prefix_aware_id,
+        }
+        client = cast("SageMakerRuntimeClient", self.conn)
+        return client.invoke_endpoint(**{k: v for k, v in request.items() if v is not None})
+
+    def invoke_endpoint_with_response_stream(
+        self,
+        *,
+        endpoint_name: str,
+        body: bytes,
+        content_type: str | None = None,
+        accept: str | None = None,
+        custom_attributes: str | None = None,
+        target_variant: str | None = None,
+        target_container_hostname: str | None = None,
+        inference_id: str | None = None,
+        inference_component_name: str | None = None,
+        session_id: str | None = None,
+        prefix_aware_id: str | None = None,
+    ) -> InvokeEndpointWithResponseStreamOutputTypeDef:
+        """
+        Invoke a real-time endpoint whose model streams its answer; return the open event stream.
+
+        Parameters left ``None`` are not sent. The response ``Body`` is botocore's ``EventStream`` of
+        ``PayloadPart`` events; iterating it raises ``botocore.exceptions.EventStreamError`` on a
+        ``ModelStreamError`` or ``InternalStreamFailure`` event. Close it when done. Not idempotent.
+
+        :param endpoint_name: name of a real-time endpoint whose container supports streaming.
+        :param body: the payload, at most 6,291,456 bytes (sensitive).
+        :param content_type: MIME type of the payload.
+        :param accept: desired MIME type of the answer (sent as ``X-Amzn-SageMaker-Accept``).
+        :param custom_attributes: opaque value forwarded verbatim to the model (sensitive).
+        :param target_variant: the production variant to invoke.
+        :param target_container_hostname: the container of a multi-container (direct invocation) endpoint.
+        :param inference_id: 1-64 printable characters identifying the request.
+        :param inference_component_name: the inference component to invoke.
+        :param session_id: an open stateful session's id.
+        :param prefix_aware_id: identifier for prefix-aware routing.
+        :return: botocore's answer: ``Body`` (the event stream), ``ContentType``, ``InvokedProductionVariant``,
+            ``CustomAttributes``.
+        :raises botocore.exceptions.ClientError: ``ModelError`` before the stream starts, ``ValidationError``, ...
+
+        .. seealso::
+            - :external+boto3:py:meth:`SageMakerRuntime.Client.invoke_endpoint_with_response_stream`
+        """
+        request: dict[str, Any] = {
+            "EndpointName": endpoint_name,
+            "Body": body,
+            "ContentType": content_type,
+            "Accept": accept,
+            "CustomAttributes": custom_attributes,
+            "TargetVariant": target_variant,
+            "TargetContainerHostname": target_container_hostname,
+            "InferenceId": inference_id,
+            "InferenceComponentName": inference_component_name,
+            "SessionId": session_id,
+            "PrefixAwareId": prefix_aware_id,
+        }
+        client = cast("SageMakerRuntimeClient", self.conn)
+        return client.invoke_endpoint_with_response_stream(**{k: v for k, v in request.items() if v is not None})

@@ -17,6 +17,9 @@ record                 what it is                                             ma
 :class:`Outcome`       the task's return value (XCom) for one inference       ``outcome.finish``
 :class:`Submission`    returned by ``wait_for_completion=False``              the async operator
 =====================  =====================================================  ==============================
+
+:class:`RealtimeOutcome` is the return value (XCom) of a real-time or streaming invocation (the ``realtime`` and
+``streaming`` operators): where the response was written, or the response itself.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "TIMED_OUT",
     "InferenceStatus",
     "Outcome",
+    "RealtimeOutcome",
     "Submission",
     "WatchEvent",
 ]
@@ -106,6 +110,42 @@ class Outcome(TypedDict):
     output_content_type: NotRequired[str | None]
     #: only for ``Failed``: the model's error body, at most 64 KiB.
     failure_reason: NotRequired[str]
+
+
+class RealtimeOutcome(TypedDict):
+    """
+    What the real-time and streaming operators return (so XCom): one InvokeEndpoint(WithResponseStream) answer.
+
+    No ``status``: these calls either answer or raise; a model error is an exception, never an outcome.
+    """
+
+    #: the endpoint invoked.
+    endpoint_name: str
+    #: the InferenceId sent, or ``None`` (the real-time APIs do not generate one).
+    inference_id: str | None
+    #: the response's ContentType (the model's).
+    content_type: str | None
+    #: InvokedProductionVariant: the variant that served the request.
+    invoked_production_variant: str | None
+    #: the response's CustomAttributes from the model (sensitive: masked in Airflow's logs, never logged by us).
+    custom_attributes: str | None
+    #: InvokeEndpoint's NewSessionId / ClosedSessionId (stateful sessions); ``None`` otherwise and when streaming.
+    new_session_id: str | None
+    closed_session_id: str | None
+    #: when the call was made and when the last byte of the response arrived (ISO-8601 UTC).
+    invoked_at: str
+    completed_at: str
+    #: size of the response body, bytes.
+    output_bytes: int
+    #: where the response was written: an S3 URI (``output_location``) or a local path (``output_file``);
+    #: ``None`` when it is only in ``output``.
+    output_location: str | None
+    #: only with ``output_format`` ``text`` (str), ``json`` (the value) or ``bytes`` (base64 text).
+    output: NotRequired[object]
+    #: streaming only: PayloadPart events received.
+    parts: NotRequired[int]
+    #: streaming only: seconds from the call to the first PayloadPart (``None`` for an empty stream).
+    time_to_first_part_seconds: NotRequired[float | None]
 
 
 class Submission(TypedDict):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
 from airflow_sagemaker_async.layout import split_s3_uri
-from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_ASYNC, field_rule
+from airflow_sagemaker_async.rules import INVOKE_ENDPOINT, INVOKE_ENDPOINT_ASYNC, field_rule, field_rules
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,6 +34,9 @@ _BODY: Final = field_rule(INVOKE_ENDPOINT_ASYNC, "body")
 
 #: Largest InvokeEndpointAsync Body, bytes (the service model's ``max``: 128,000); larger payloads go through S3.
 MAX_INLINE_BODY_BYTES: Final = _BODY.maximum or 128_000
+#: Largest InvokeEndpoint / InvokeEndpointWithResponseStream Body, bytes (the service model's ``max``:
+#: 6,291,456 = 6 MiB); larger payloads need asynchronous inference.
+MAX_REALTIME_BODY_BYTES: Final = field_rule(INVOKE_ENDPOINT, "body").maximum or 6_291_456
 #: Longest InferenceId (the service model's ``max``: 64).
 INFERENCE_ID_MAX: Final = _INFERENCE_ID.maximum or 64
 
@@ -116,6 +119,61 @@ def check_header(value: Any, parameter: str, *, sensitive: bool = False, operati
             sensitive=sensitive,
         )
     return text
+
+
+def check_field(value: Any, parameter: str, *, operation: str) -> str:
+    """
+    Return ``value`` if it satisfies the string rules the service model gives ``parameter`` in ``operation``.
+
+    The generic check for fields without a bespoke one (TargetModel, TargetVariant, SessionId, ...): length,
+    pattern, and ASCII for a value that travels as an HTTP header. Sensitive values are redacted in the message.
+    """
+    rule = field_rule(operation, parameter)
+    text = _string(parameter, value, sensitive=rule.sensitive)
+    header = rule.location == "header"
+    if not (rule.length_ok(text) and rule.matches(text) and (not header or text.isascii())):
+        limits = f"{rule.minimum or 0}-{rule.maximum}" if rule.maximum is not None else f"at least {rule.minimum}"
+        pattern = f" matching {rule.pattern}" if rule.pattern else ""
+        where = " (it travels as an HTTP header)" if header else ""
+        _fail(
+            parameter,
+            f"{rule.name} must be {limits} {'ASCII ' if header else ''}characters{pattern}{where}",
+            text,
+            f"See {operation} in the SageMaker Runtime API reference for what {rule.name} accepts.",
+            sensitive=rule.sensitive,
+        )
+    return text
+
+
+def check_realtime_fields(fields: dict[str, Any], *, operation: str, only_rendered: bool) -> dict[str, Any]:
+    """
+    Check every InvokeEndpoint / InvokeEndpointWithResponseStream field present in ``fields``; return them.
+
+    Fields with a bespoke check (endpoint name, inference id, the header fields) use it; every other field
+    of ``operation``'s service model gets :func:`check_field`. ``None`` values are left out.
+
+    :param fields: snake_case field name -> value; every name must be a field of ``operation``.
+    :param operation: :data:`~airflow_sagemaker_async.rules.INVOKE_ENDPOINT` or
+        :data:`~airflow_sagemaker_async.rules.INVOKE_ENDPOINT_WITH_RESPONSE_STREAM`.
+    :param only_rendered: skip values Airflow will still render (construction time).
+    :raises SageMakerAsyncParameterError: on the first field that breaks its rule.
+    """
+    rules = field_rules(operation)
+    checked: dict[str, Any] = {}
+    for name, value in fields.items():
+        if value is None:
+            continue
+        if only_rendered and not is_rendered(value):
+            checked[name] = value
+        elif name == "endpoint_name":
+            checked[name] = check_endpoint_name(value)
+        elif name == "inference_id":
+            checked[name] = check_inference_id(value)
+        elif name in ("content_type", "accept", "custom_attributes"):
+            checked[name] = check_header(value, name, sensitive=rules[name].sensitive, operation=operation)
+        else:
+            checked[name] = check_field(value, name, operation=operation)
+    return checked
 
 
 def check_input_location(value: Any, parameter: str = "input_location") -> str:
