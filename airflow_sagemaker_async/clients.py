@@ -29,6 +29,12 @@ Sharing is safe here because:
 The key is the four AWS parameters as the trigger received them (``aws_conn_id``, ``region_name``,
 ``verify``, ``botocore_config``); the endpoint URL and credentials are resolved from that connection when
 the client is opened.
+
+The same registry, :class:`SharedRegistry`, holds any other resource the triggers of a loop share with the
+same rules (one per key, reference-counted, opened once in its own task, closed with its last user even
+under cancellation). :class:`SharedClients` is the registry of clients (it adds the request semaphore); the
+SQS notification receivers of :mod:`airflow_sagemaker_async.receiver` live in another instance, keyed by
+``(queue URL, client_key(...))``.
 """
 
 from __future__ import annotations
@@ -38,14 +44,15 @@ import json
 import weakref
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
 
-__all__ = ["SharedClient", "SharedClients", "client_key", "shared_s3_clients"]
+__all__ = ["SharedClient", "SharedClients", "SharedRegistry", "client_key", "shared_s3_clients"]
 
 ClientKey = tuple[Any, ...]
+T = TypeVar("T")
 
 #: Requests in flight per shared client when its config does not tell (botocore's default pool size).
 DEFAULT_POOL_SIZE = 10
@@ -71,27 +78,28 @@ class SharedClient:
 
 
 @dataclass
-class _Entry:
-    opening: asyncio.Task[tuple[SharedClient, AbstractAsyncContextManager[Any]]]
+class _Entry(Generic[T]):
+    opening: asyncio.Task[tuple[T, AbstractAsyncContextManager[Any]]]
     users: int = 0
 
 
 @dataclass
-class SharedClients:
+class SharedRegistry(Generic[T]):
     """
-    A per-event-loop, reference-counted registry of async clients.
+    A per-event-loop, reference-counted registry of shared async resources (see the module doc).
 
-    ``opened`` and ``closed`` count clients over the registry's life (for tests and benchmarks).
+    A resource is what an async context manager's ``__aenter__`` returns, passed through :meth:`wrap`.
+    ``opened`` and ``closed`` count resources over the registry's life (for tests and benchmarks).
     """
 
     opened: int = 0
     closed: int = 0
-    _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ClientKey, _Entry]] = field(
+    _loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[ClientKey, _Entry[T]]] = field(
         default_factory=weakref.WeakKeyDictionary
     )
 
     def active(self) -> int:
-        """Return how many clients are open on the running loop (0 outside a loop)."""
+        """Return how many resources are open on the running loop (0 outside a loop)."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -101,20 +109,20 @@ class SharedClients:
     @asynccontextmanager
     async def acquire(
         self, key: ClientKey, open_client: Callable[[], Awaitable[AbstractAsyncContextManager[Any]]]
-    ) -> AsyncIterator[SharedClient]:
+    ) -> AsyncIterator[T]:
         """
-        Yield the loop's :class:`SharedClient` for ``key``, opening it with ``open_client`` if nobody holds one.
+        Yield the loop's resource for ``key``, opening it with ``open_client`` if nobody holds one.
 
-        :param key: from :func:`client_key`.
-        :param open_client: coroutine function returning the client's async context manager
-            (e.g. ``hook.get_async_conn``); called once per key while the client is in use.
-        :raises Exception: whatever opening the client raised (each waiter gets it).
+        :param key: from :func:`client_key` (plus whatever else tells resources apart).
+        :param open_client: coroutine function returning the resource's async context manager
+            (e.g. ``hook.get_async_conn``); called once per key while the resource is in use.
+        :raises Exception: whatever opening the resource raised (each waiter gets it).
         """
         loop = asyncio.get_running_loop()
         entries = self._loops.setdefault(loop, {})
         entry = entries.get(key)
         if entry is None:
-            entry = _Entry(opening=loop.create_task(self._open(open_client)))
+            entry = _Entry[T](opening=loop.create_task(self._open(open_client)))
             entries[key] = entry
         entry.users += 1
         try:
@@ -131,14 +139,17 @@ class SharedClients:
 
     async def _open(
         self, open_client: Callable[[], Awaitable[AbstractAsyncContextManager[Any]]]
-    ) -> tuple[SharedClient, AbstractAsyncContextManager[Any]]:
+    ) -> tuple[T, AbstractAsyncContextManager[Any]]:
         manager = await open_client()
-        client = await manager.__aenter__()
+        entered = await manager.__aenter__()
         self.opened += 1
-        pool = getattr(getattr(getattr(client, "meta", None), "config", None), "max_pool_connections", None)
-        return SharedClient(client, asyncio.Semaphore(pool or DEFAULT_POOL_SIZE)), manager
+        return self.wrap(entered), manager
 
-    async def _close(self, entry: _Entry) -> None:
+    def wrap(self, entered: Any) -> T:
+        """Return the shared resource made of what the context manager entered (itself, here)."""
+        return entered
+
+    async def _close(self, entry: _Entry[T]) -> None:
         if not entry.opening.done():
             entry.opening.cancel()
         try:
@@ -147,6 +158,15 @@ class SharedClients:
             return
         await manager.__aexit__(None, None, None)
         self.closed += 1
+
+
+class SharedClients(SharedRegistry[SharedClient]):
+    """The registry of async clients: each comes with a semaphore sized like its connection pool."""
+
+    def wrap(self, entered: Any) -> SharedClient:
+        """Return the client and its request semaphore (``max_pool_connections``, default 10)."""
+        pool = getattr(getattr(getattr(entered, "meta", None), "config", None), "max_pool_connections", None)
+        return SharedClient(entered, asyncio.Semaphore(pool or DEFAULT_POOL_SIZE))
 
 
 #: The registry the triggers of this process share.
