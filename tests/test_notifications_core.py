@@ -1,0 +1,195 @@
+"""The I/O-free core of push completion: parsing SageMaker's notifications, routing them, what to do with each."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from airflow_sagemaker_async.notifications import (
+    STALE_AFTER_RECEIVES,
+    STALE_AFTER_SECONDS,
+    Action,
+    Ignored,
+    Malformed,
+    Notification,
+    Router,
+    Subscription,
+    decide,
+    expiry_applies,
+    parse_message,
+    queue_region,
+    release_visibility,
+)
+
+OUT = "s3://bucket/out/11111111.out"
+FAIL = "s3://bucket/fail/11111111-error.out"
+
+
+def sagemaker_message(status: str = "Completed", **overrides: object) -> dict:
+    """The developer guide's example notification."""
+    message: dict = {
+        "awsRegion": "us-east-1",
+        "eventTime": "2026-11-22T10:00:01.608Z",
+        "receivedTime": "2026-11-22T10:00:00.455Z",
+        "invocationStatus": status,
+        "requestParameters": {"contentType": "text/csv", "endpointName": "ep", "inputLocation": "s3://bucket/in/x"},
+        "inferenceId": "inf-1",
+        "eventVersion": "1.0",
+        "eventSource": "aws:sagemaker",
+        "eventName": "InferenceResult",
+    }
+    if status == "Completed":
+        message["responseParameters"] = {"contentType": "text/csv", "outputLocation": OUT}
+    elif status == "Failed":
+        message["responseParameters"] = {"failureLocation": FAIL}
+        message["failureReason"] = "ClientError: Received server error (500) from model."
+    else:
+        message["failureReason"] = "InternalServerError: Request expired in queue."
+    message.update(overrides)
+    return message
+
+
+def envelope(message: dict) -> str:
+    return json.dumps(
+        {
+            "Type": "Notification",
+            "MessageId": "m-1",
+            "TopicArn": "arn:aws:sns:us-east-1:123456789012:success",
+            "Message": json.dumps(message),
+            "Timestamp": "2026-11-22T10:00:01.700Z",
+            "SignatureVersion": "1",
+        }
+    )
+
+
+@pytest.mark.parametrize("wrap", [json.dumps, envelope], ids=["raw-delivery", "sns-envelope"])
+def test_completed_notification_is_read_from_raw_and_enveloped_bodies(wrap) -> None:
+    parsed = parse_message(wrap(sagemaker_message()))
+
+    assert parsed == Notification(
+        status="Completed",
+        inference_id="inf-1",
+        endpoint_name="ep",
+        locations=(OUT,),
+        input_location="s3://bucket/in/x",
+        received_time=datetime(2026, 11, 22, 10, 0, 0, 455000, tzinfo=timezone.utc),
+    )
+    assert not parsed.expired
+
+
+def test_failed_and_expired_notifications_keep_their_status_and_reason() -> None:
+    failed = parse_message(envelope(sagemaker_message("Failed")))
+    expired = parse_message(json.dumps(sagemaker_message("Expired")))
+
+    assert isinstance(failed, Notification)
+    assert failed.locations == (FAIL,)
+    assert failed.status == "Failed"
+    assert isinstance(expired, Notification)
+    assert expired.expired
+    assert expired.locations == ()
+    assert expired.failure_reason == "InternalServerError: Request expired in queue."
+
+
+def test_test_notification_is_ignored_not_malformed() -> None:
+    body = json.dumps({"eventName": "TestNotification", "endpointName": "ep", "eventSource": "aws:sagemaker"})
+    assert parse_message(body) is Ignored.TEST_NOTIFICATION
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("not json", "not JSON"),
+        ("[1, 2]", "not an object"),
+        (json.dumps({"Type": "Notification", "Message": "{broken"}), "Message is not JSON"),
+        (json.dumps({"eventName": "ObjectCreated"}), "eventName"),
+        (json.dumps(sagemaker_message("Pending")), "invocationStatus"),
+        (json.dumps(sagemaker_message(inferenceId="")), "inferenceId"),
+        (json.dumps(sagemaker_message(responseParameters={})), "without outputLocation"),
+    ],
+)
+def test_malformed_messages_say_why(body: str, reason: str) -> None:
+    parsed = parse_message(body)
+    assert isinstance(parsed, Malformed)
+    assert reason in parsed.reason
+
+
+def test_router_wakes_by_exact_location_inference_id_and_prefix_and_nobody_else() -> None:
+    router = Router()
+    single = Subscription(locations=frozenset({OUT, FAIL}), inference_ids=frozenset({"inf-1"}))
+    batch = Subscription(prefixes=("s3://bucket/out/batch-7f3a-",))
+    other = Subscription(locations=frozenset({"s3://bucket/out/other.out"}), inference_ids=frozenset({"inf-2"}))
+    for subscription in (single, batch, other):
+        router.add(subscription)
+
+    assert router.route(Notification("Completed", "inf-1", locations=(OUT,))) == {single}
+    assert router.route(Notification("Expired", "inf-1")) == {single}
+    assert router.route(Notification("Completed", "inf-9", locations=("s3://bucket/out/batch-7f3a-0042.out",))) == {
+        batch
+    }
+    assert router.route(Notification("Failed", "inf-9", locations=("s3://bucket/out/batch-7f3b-0042.out",))) == set()
+    assert router.route(Notification("Completed", "inf-9", locations=("s3://elsewhere/out/batch-7f3a-1.out",))) == set()
+
+
+def test_router_forgets_removed_subscriptions_and_counts_the_rest() -> None:
+    router = Router()
+    first = Subscription(locations=frozenset({OUT}))
+    second = Subscription(locations=frozenset({OUT}))
+    router.add(first)
+    router.add(second)
+    router.remove(first)
+    router.remove(first)  # twice: no error, no miscount
+
+    assert router.route(Notification("Completed", "x", locations=(OUT,))) == {second}
+    assert len(router) == 1
+    router.remove(second)
+    assert router.route(Notification("Completed", "x", locations=(OUT,))) == set()
+    assert len(router) == 0
+
+
+def test_routed_and_test_messages_are_deleted_unrouted_released_malformed_kept() -> None:
+    notification = Notification("Completed", "x", locations=(OUT,))
+
+    assert decide(notification, routed=True, receive_count=1, age_seconds=1) is Action.DELETE
+    assert decide(Ignored.TEST_NOTIFICATION, routed=False, receive_count=1, age_seconds=1) is Action.DELETE
+    assert decide(notification, routed=False, receive_count=1, age_seconds=1) is Action.RELEASE
+    assert decide(Malformed("x"), routed=False, receive_count=1, age_seconds=1) is Action.KEEP
+
+
+@pytest.mark.parametrize("parsed", [Notification("Completed", "x", locations=(OUT,)), Malformed("x")])
+def test_stale_messages_are_deleted_by_age_or_receive_count(parsed) -> None:
+    assert decide(parsed, routed=False, receive_count=1, age_seconds=STALE_AFTER_SECONDS + 1) is Action.DELETE
+    assert decide(parsed, routed=False, receive_count=STALE_AFTER_RECEIVES + 1, age_seconds=1) is Action.DELETE
+
+
+def test_released_message_is_visible_at_once_then_backs_off_to_twenty_seconds() -> None:
+    assert [release_visibility(n) for n in range(1, 9)] == [0, 1, 2, 4, 8, 16, 20, 20]
+
+
+def test_expiry_applies_only_to_the_same_inference_endpoint_and_try() -> None:
+    submitted = datetime(2026, 11, 22, 10, 0, 1, tzinfo=timezone.utc)
+    expired = Notification("Expired", "inf-1", endpoint_name="ep", received_time=submitted - timedelta(seconds=1))
+
+    assert expiry_applies(expired, inference_id="inf-1", endpoint_name="ep", submitted_at=submitted)
+    assert expiry_applies(expired, inference_id="inf-1", endpoint_name=None, submitted_at=None)
+    assert not expiry_applies(expired, inference_id="inf-2", endpoint_name="ep", submitted_at=submitted)
+    assert not expiry_applies(expired, inference_id="inf-1", endpoint_name="other", submitted_at=submitted)
+    # An earlier try's expiry (same inference id, received long before this try was submitted).
+    retry = submitted + timedelta(minutes=5)
+    assert not expiry_applies(expired, inference_id="inf-1", endpoint_name="ep", submitted_at=retry)
+    completed = Notification("Completed", "inf-1", locations=(OUT,))
+    assert not expiry_applies(completed, inference_id="inf-1", endpoint_name=None, submitted_at=None)
+
+
+@pytest.mark.parametrize(
+    ("url", "region"),
+    [
+        ("https://sqs.eu-west-1.amazonaws.com/123456789012/q", "eu-west-1"),
+        ("https://us-west-2.queue.amazonaws.com/123456789012/q", "us-west-2"),
+        ("https://sqs.cn-north-1.amazonaws.com.cn/123456789012/q", "cn-north-1"),
+        ("http://127.0.0.1:4566/123456789012/q", None),
+    ],
+)
+def test_queue_region_is_read_from_aws_queue_urls_only(url: str, region: str | None) -> None:
+    assert queue_region(url) == region
