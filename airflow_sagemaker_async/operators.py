@@ -26,7 +26,7 @@ from airflow_sagemaker_async.validation import (
     is_rendered,
     parse_s3_uri,
 )
-from airflow_sagemaker_async.waiting import InferenceWaitMixin, min_deferral, poll_schedule
+from airflow_sagemaker_async.waiting import InferenceWaitMixin, min_deferral, notification_queue, poll_schedule
 from airflow_sagemaker_async.watch import Watch, check_sync, isoformat, utcnow
 
 if TYPE_CHECKING:
@@ -85,7 +85,14 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
     :param poll_interval: seconds before the first re-check, grows 1.5x per check; default
         ``[sagemaker_async] poll_interval`` from Airflow's config, else 2.
     :param max_poll_interval: ceiling of the interval between checks, seconds; default
-        ``[sagemaker_async] max_poll_interval``, else 30.
+        ``[sagemaker_async] max_poll_interval``, else 30; with ``notification_queue_url``
+        ``[sagemaker_async] push_max_poll_interval``, else 300 (safety polling).
+    :param notification_queue_url: URL of an SQS queue subscribed to the endpoint's SNS SuccessTopic and
+        ErrorTopic (raw message delivery or not) (templated). The trigger then learns of the result within
+        about a second and polls S3 only as a safety net; an ``Expired`` notification ends the wait at once
+        with :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncInferenceTimeout`. Default ``None``
+        (or ``""`` once rendered): poll only. Used in the triggerer only (``deferrable=True``); see the
+        README, "Push completion", for the setup and the IAM actions.
     :param min_deferral_seconds: the trigger fires no sooner than this after the deferral (guard against
         apache/airflow#71580); default ``[sagemaker_async] min_deferral_seconds``, else 10.
     :param output_format: ``"location"`` (default, download nothing), ``"text"``, ``"json"`` or
@@ -127,6 +134,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         "request_ttl_seconds",
         "invocation_timeout_seconds",
         "max_wait_seconds",
+        "notification_queue_url",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"input_data": "json"}
     operator_extra_links = (SageMakerEndpointLink(), SageMakerAsyncOutputLink())
@@ -152,6 +160,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         max_wait_seconds: float | None = None,
         poll_interval: float | None = None,
         max_poll_interval: float | None = None,
+        notification_queue_url: str | None = None,
         min_deferral_seconds: float | None = None,
         output_format: str = "location",
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
@@ -175,7 +184,11 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.max_wait_seconds = max_wait_seconds
-        self.poll_interval, self.max_poll_interval = poll_schedule(poll_interval, max_poll_interval)
+        self.notification_queue_url = notification_queue(notification_queue_url, only_rendered=True)
+        self._default_ceiling = max_poll_interval is None
+        self.poll_interval, self.max_poll_interval = poll_schedule(
+            poll_interval, max_poll_interval, push=self.notification_queue_url is not None
+        )
         self.min_deferral_seconds = min_deferral(min_deferral_seconds)
         self.output_format = check_output_format(output_format)
         self.max_output_bytes = int(check_positive(max_output_bytes, "max_output_bytes", unit="bytes"))
@@ -225,6 +238,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
             parse_s3_uri(self.input_s3_prefix, "input_s3_prefix")
         if final(self.max_wait_seconds):
             fields["max_wait_seconds"] = check_positive(self.max_wait_seconds, "max_wait_seconds")
+        notification_queue(self.notification_queue_url, only_rendered=only_rendered)
         if final(self.input_data):
             fields["payload"], fields["content_type"] = self._payload(fields.get("content_type"))
         return fields

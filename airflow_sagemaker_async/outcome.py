@@ -118,6 +118,16 @@ def timeout_error(event: WatchEvent) -> SageMakerAsyncInferenceTimeout:
     where = f"endpoint {endpoint_name}, " if endpoint_name else ""
     failure = event["failure_location"] or "(none: the endpoint has no S3FailurePath)"
     forbidden = f" {FORBIDDEN_HINT}" if event.get("s3_forbidden") else ""
+    if event.get("expired"):
+        return SageMakerAsyncInferenceTimeout(
+            f"Inference {event['inference_id']} ({where}submitted {submitted_at or 'elsewhere'}) expired in "
+            "SageMaker's queue: SageMaker's notification said invocationStatus 'Expired', i.e. the request waited "
+            "longer than its RequestTTLSeconds before an instance took it (scale-up from zero, a backlog), and the "
+            f"model never ran. No object will appear at {event['output_location']} or {failure}. Raise "
+            "request_ttl_seconds (up to 21600), or scale the endpoint (MinCapacity, "
+            "MaxConcurrentInvocationsPerInstance), then run the task again.",
+            outcome=build_outcome(event),
+        )
     return SageMakerAsyncInferenceTimeout(
         f"Inference {event['inference_id']} ({where}submitted {submitted_at or 'elsewhere'}) left no object "
         f"at its output location {event['output_location']} nor at its failure location {failure} by "

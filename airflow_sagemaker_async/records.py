@@ -6,7 +6,8 @@ table, XCom and S3; every timestamp is an ISO-8601 UTC string.
 
 One status vocabulary, SageMaker's own (the ``invocationStatus`` of its SNS notifications), is used by
 every record: :data:`COMPLETED`, :data:`FAILED`, :data:`TIMED_OUT` (no object by the deadline; SageMaker
-says ``Expired`` for a request that expired in its queue, which an S3 watch sees as a timeout), plus
+says ``Expired`` for a request that expired in its queue, which an S3 watch sees as a timeout and a wait
+with a notification queue as ``TimedOut`` with ``expired`` set, at once), plus
 :data:`IN_PROGRESS` for a submission nobody waited for.
 
 =====================  =====================================================  ==============================
@@ -82,6 +83,10 @@ class WatchEvent(TypedDict):
     checks: int
     #: S3 answered 403 at least once (``s3:ListBucket`` missing?).
     s3_forbidden: bool
+    #: ``TimedOut`` because SageMaker's notification said ``invocationStatus: "Expired"`` (the request
+    #: expired in its queue; see :mod:`airflow_sagemaker_async.notifications`), not because the deadline
+    #: passed. Absent in events of versions without push completion (read as False).
+    expired: NotRequired[bool]
 
 
 class Outcome(TypedDict):

@@ -20,7 +20,7 @@ from airflow_sagemaker_async.validation import (
     is_rendered,
     parse_s3_uri,
 )
-from airflow_sagemaker_async.waiting import InferenceWaitMixin, min_deferral, poll_schedule
+from airflow_sagemaker_async.waiting import InferenceWaitMixin, min_deferral, notification_queue, poll_schedule
 from airflow_sagemaker_async.watch import Watch, check_sync, isoformat, utcnow
 
 if TYPE_CHECKING:
@@ -59,7 +59,11 @@ class SageMakerAsyncInferenceSensor(InferenceWaitMixin, AwsBaseSensor[S3Hook]):
         pacing the pokes in poke / reschedule mode. Default ``[sagemaker_async] poll_interval`` from
         Airflow's config, else 2 (not Airflow's 60: an inference is checked sooner at first).
     :param max_poll_interval: ceiling of the trigger's interval, seconds; default
-        ``[sagemaker_async] max_poll_interval``, else 30.
+        ``[sagemaker_async] max_poll_interval``, else 30; with ``notification_queue_url``
+        ``[sagemaker_async] push_max_poll_interval``, else 300 (safety polling).
+    :param notification_queue_url: URL of an SQS queue subscribed to the endpoint's SNS SuccessTopic and
+        ErrorTopic (templated); the trigger then wakes on notifications, as the operator's does (see there).
+        Default ``None`` (or ``""`` once rendered): poll only. Used in the triggerer only.
     :param min_deferral_seconds: the trigger fires no sooner than this after the deferral; default
         ``[sagemaker_async] min_deferral_seconds``, else 10.
     :param output_format: ``"location"`` (default), ``"text"``, ``"json"`` or ``"bytes"`` (base64 text).
@@ -79,7 +83,7 @@ class SageMakerAsyncInferenceSensor(InferenceWaitMixin, AwsBaseSensor[S3Hook]):
 
     aws_hook_class = S3Hook
     template_fields: Sequence[str] = aws_template_fields(
-        "output_location", "failure_location", "inference_id", "endpoint_name"
+        "output_location", "failure_location", "inference_id", "endpoint_name", "notification_queue_url"
     )
     ui_color = "#c6e2e9"
 
@@ -93,13 +97,18 @@ class SageMakerAsyncInferenceSensor(InferenceWaitMixin, AwsBaseSensor[S3Hook]):
         deferrable: bool = True,
         poke_interval: float | None = None,
         max_poll_interval: float | None = None,
+        notification_queue_url: str | None = None,
         min_deferral_seconds: float | None = None,
         output_format: str = "location",
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         fail_on_model_error: bool = True,
         **kwargs: Any,
     ) -> None:
-        self.poll_interval, self.max_poll_interval = poll_schedule(poke_interval, max_poll_interval)
+        self.notification_queue_url = notification_queue(notification_queue_url, only_rendered=True)
+        self._default_ceiling = max_poll_interval is None
+        self.poll_interval, self.max_poll_interval = poll_schedule(
+            poke_interval, max_poll_interval, push=self.notification_queue_url is not None
+        )
         super().__init__(poke_interval=self.poll_interval, **kwargs)
         self.output_location = output_location
         self.failure_location = failure_location

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -11,10 +11,13 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_sagemaker_async.clients import SharedClient, client_key, shared_s3_clients
-from airflow_sagemaker_async.validation import check_poll_schedule
+from airflow_sagemaker_async.notifications import expiry_applies
+from airflow_sagemaker_async.receiver import subscribe_notifications
+from airflow_sagemaker_async.validation import check_poll_schedule, check_queue_url
 from airflow_sagemaker_async.watch import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
+    DEFAULT_PUSH_MAX_POLL_INTERVAL,
     ProbeResult,
     Watch,
     isoformat,
@@ -25,6 +28,7 @@ from airflow_sagemaker_async.watch import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from airflow_sagemaker_async.receiver import Inbox
     from airflow_sagemaker_async.records import WatchEvent
 
 __all__ = ["SageMakerAsyncInferenceTrigger"]
@@ -42,6 +46,16 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
     The interval starts at ``poll_interval``, grows by 1.5x per check up to ``max_poll_interval`` and
     is jittered, so triggers started together do not poll in lockstep. Never downloads a payload.
 
+    **Push completion** (``notification_queue_url``): an SQS queue subscribed to the endpoint's SNS
+    SuccessTopic and ErrorTopic wakes the wait within about a second of the result
+    (:mod:`airflow_sagemaker_async.receiver`, one long-polling receiver per event loop, queue and connection,
+    shared by every wait on it). A notification is only a hint: the trigger HEADs its own locations before it
+    yields. The polling above goes on as a safety net with a ceiling of 300 s by default (a lost notification
+    costs latency, never the outcome), back to at most 30 s while the queue fails. An ``Expired``
+    notification for this inference ends the wait at once with ``TimedOut`` and ``expired`` set (SageMaker
+    writes no object for an expired request; see :mod:`airflow_sagemaker_async.notifications` for why this
+    one message is trusted).
+
     Yields exactly one event, then returns: a :class:`~airflow_sagemaker_async.records.WatchEvent`.
     Never before ``not_before`` (the fast-event guard, see :mod:`airflow_sagemaker_async.waiting`): a result
     found earlier is held until then.
@@ -57,7 +71,10 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
     :param submitted_at: ISO-8601 time InvokeEndpointAsync answered, echoed in the event, default ``None``.
     :param not_before: absolute ISO-8601 time before which no event is yielded, default ``None`` (no hold).
     :param poll_interval: seconds before the first re-check, default 2.
-    :param max_poll_interval: ceiling of the interval, seconds, default 30.
+    :param max_poll_interval: ceiling of the interval, seconds, default 30; 300 with ``notification_queue_url``.
+    :param notification_queue_url: URL of an SQS queue subscribed to the endpoint's success and error topics
+        (raw message delivery or not), default ``None`` (poll only). Needs ``sqs:ReceiveMessage``,
+        ``sqs:DeleteMessage`` and ``sqs:ChangeMessageVisibility``; read with the same connection.
     :param aws_conn_id: Airflow AWS connection id, default ``aws_default``.
     :param region_name: AWS region of the buckets; default from the connection.
     :param verify: whether / how to verify SSL certificates, default from the connection.
@@ -66,6 +83,7 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
     .. seealso::
         - https://docs.aws.amazon.com/sagemaker/latest/dg/async-inference-check-predictions.html
         - :external+boto3:py:meth:`S3.Client.head_object`
+        - https://docs.aws.amazon.com/sagemaker/latest/dg/async-inference-check-predictions.html#async-inference-check-predictions-sns
     """
 
     def __init__(
@@ -79,7 +97,8 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
         submitted_at: str | None = None,
         not_before: str | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
-        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        max_poll_interval: float | None = None,
+        notification_queue_url: str | None = None,
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
         verify: bool | str | None = None,
@@ -93,6 +112,11 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
         self.endpoint_name = endpoint_name
         self.submitted_at = submitted_at
         self.not_before = datetime.fromisoformat(not_before).isoformat() if not_before else None
+        self.notification_queue_url = check_queue_url(notification_queue_url) if notification_queue_url else None
+        if max_poll_interval is None:
+            max_poll_interval = (
+                DEFAULT_PUSH_MAX_POLL_INTERVAL if self.notification_queue_url else DEFAULT_MAX_POLL_INTERVAL
+            )
         self.poll_interval, self.max_poll_interval = check_poll_schedule(poll_interval, max_poll_interval)
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
@@ -105,6 +129,7 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
         watch: Watch,
         *,
         not_before: str | None = None,
+        notification_queue_url: str | None = None,
         aws_conn_id: str | None,
         region_name: str | None,
         verify: bool | str | None,
@@ -121,6 +146,7 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
             not_before=not_before,
             poll_interval=watch.poll_interval,
             max_poll_interval=watch.max_poll_interval,
+            notification_queue_url=notification_queue_url,
             aws_conn_id=aws_conn_id,
             region_name=region_name,
             verify=verify,
@@ -141,7 +167,7 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
             "aws_conn_id": self.aws_conn_id,
         }
         # As the amazon provider does: hook parameters left unset stay out, so defaults apply.
-        for name in ("not_before", "region_name", "verify", "botocore_config"):
+        for name in ("not_before", "notification_queue_url", "region_name", "verify", "botocore_config"):
             if (value := getattr(self, name)) is not None:
                 kwargs[name] = value
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
@@ -173,6 +199,84 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
         except Exception as error:
             return read_head_error(error)
 
+    @asynccontextmanager
+    async def _inbox(self) -> AsyncIterator[Inbox | None]:
+        if not self.notification_queue_url:
+            yield None
+            return
+        locations = {self.output_location} | ({self.failure_location} if self.failure_location else set())
+        async with subscribe_notifications(
+            self.notification_queue_url,
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            botocore_config=self.botocore_config,
+            locations=locations,
+            inference_ids={self.inference_id},
+            log=self.log,
+        ) as inbox:
+            yield inbox
+
+    async def _check(self, watch: Watch, shared: SharedClient) -> WatchEvent | None:
+        for target in watch.targets:
+            event = watch.observe(target, await self._head(shared, target.bucket, target.key))
+            if event is not None:
+                return event
+        return None
+
+    def _fit_ceiling(self, watch: Watch, inbox: Inbox | None) -> None:
+        # Safety polling at the slow ceiling while notifications can arrive, the polling ceiling otherwise.
+        healthy = inbox is None or inbox.healthy
+        watch.set_ceiling(self.max_poll_interval if healthy else min(self.max_poll_interval, DEFAULT_MAX_POLL_INTERVAL))
+
+    async def _wait(self, watch: Watch, shared: SharedClient, inbox: Inbox | None) -> WatchEvent:
+        """Check at the poll schedule, and whenever a notification names this inference; return the final event."""
+        loop = asyncio.get_running_loop()
+        submitted_at = datetime.fromisoformat(self.submitted_at) if self.submitted_at else None
+        while True:
+            if (event := await self._check(watch, shared)) is not None:
+                return event
+            self._fit_ceiling(watch, inbox)
+            delay = watch.next_delay()
+            if delay is None:
+                return watch.timeout_event()
+            poll_at = loop.time() + delay
+            while (remaining := poll_at - loop.time()) > 0:
+                if inbox is None:
+                    await asyncio.sleep(remaining)
+                    break
+                was_healthy = inbox.healthy
+                hints = await inbox.wait(remaining)
+                for hint in hints:
+                    if hint.expired and expiry_applies(
+                        hint,
+                        inference_id=self.inference_id,
+                        endpoint_name=self.endpoint_name,
+                        submitted_at=submitted_at,
+                    ):
+                        self.log.info(
+                            "Inference %s: SageMaker's notification says it expired in the endpoint's queue (%s); "
+                            "ending the wait now instead of at the deadline %s",
+                            self.inference_id,
+                            hint.failure_reason or "RequestTTLSeconds passed",
+                            self.deadline,
+                        )
+                        return watch.expired_event()
+                if any(not hint.expired for hint in hints):
+                    # A hint, not the truth: S3 decides.
+                    if (event := await self._check(watch, shared)) is not None:
+                        self.log.info("Inference %s: woken by a notification, confirmed in S3", self.inference_id)
+                        return event
+                    self.log.info(
+                        "Inference %s: a notification named it but S3 has no object at its locations (duplicate or "
+                        "stale message); the wait goes on",
+                        self.inference_id,
+                    )
+                if inbox.healthy != was_healthy:
+                    self._fit_ceiling(watch, inbox)
+                    if not inbox.healthy:
+                        poll_at = min(poll_at, loop.time() + (watch.next_delay() or 0.0))
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Check until an object appears or the deadline passes; yield one event and return."""
         watch = Watch(
@@ -188,25 +292,18 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
             not_before=datetime.fromisoformat(self.not_before) if self.not_before else None,
         )
         self.log.info(
-            "Watching inference %s: output %s, failure %s, deadline %s",
+            "Watching inference %s: output %s, failure %s, deadline %s, notifications %s",
             self.inference_id,
             self.output_location,
             self.failure_location,
             self.deadline,
+            self.notification_queue_url or "(none: polling only)",
         )
-        event: WatchEvent | None = None
-        async with self._s3_client() as shared:
-            while event is None:
-                for target in watch.targets:
-                    event = watch.observe(target, await self._head(shared, target.bucket, target.key))
-                    if event is not None:
-                        break
-                else:
-                    delay = watch.next_delay()
-                    if delay is None:
-                        event = watch.timeout_event()
-                    else:
-                        await asyncio.sleep(delay)
+        async with AsyncExitStack() as stack:
+            shared = await stack.enter_async_context(self._s3_client())
+            # Subscribed before the first HEAD: a result written in between is seen by one or the other.
+            inbox = await stack.enter_async_context(self._inbox())
+            event = await self._wait(watch, shared, inbox)
         if (hold := watch.hold()) > 0:
             self.log.info(
                 "Inference %s: %s; holding the event %.1f s, until %s (fast-event guard: the deferral is too young)",

@@ -14,6 +14,7 @@ checks it again after rendering, before any AWS call.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
@@ -287,6 +288,27 @@ def check_poll_schedule(poll_interval: Any, max_poll_interval: Any) -> tuple[flo
             "Raise max_poll_interval or lower poll_interval.",
         )
     return start, ceiling
+
+
+_QUEUE_URL: Final = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+/[0-9]{12}/[A-Za-z0-9_-]{1,80}(?:\.fifo)?")
+
+
+def check_queue_url(value: Any, parameter: str = "notification_queue_url") -> str:
+    """
+    Return ``value`` if it is an SQS queue URL: ``https://sqs.<region>.amazonaws.com/<account id>/<queue name>``.
+
+    Any host is accepted (VPC endpoints, a local SQS such as moto's ``http://127.0.0.1:PORT/123456789012/q``);
+    the path must be a 12-digit account id and a queue name (1-80 of ``A-Z a-z 0-9 _ -``, ``.fifo`` allowed).
+    """
+    url = _string(parameter, value)
+    if not _QUEUE_URL.fullmatch(url):
+        _fail(
+            parameter,
+            "must be an SQS queue URL such as https://sqs.us-east-1.amazonaws.com/123456789012/my-queue",
+            url,
+            "Pass the QueueUrl that `aws sqs get-queue-url --queue-name <name>` prints (not the queue's ARN).",
+        )
+    return url
 
 
 def check_output_format(value: Any, parameter: str = "output_format") -> str:

@@ -26,6 +26,7 @@ key                        default   meaning
 =========================  ========  =====================================================================
 ``poll_interval``          2         seconds before the first re-check; the interval then grows 1.5x
 ``max_poll_interval``      30        ceiling of the interval, seconds
+``push_max_poll_interval`` 300       ceiling with a ``notification_queue_url`` (safety polling), seconds
 ``min_deferral_seconds``   10        the trigger fires no sooner than this after the deferral
 =========================  ========  =====================================================================
 """
@@ -39,10 +40,11 @@ from airflow.providers.common.compat.sdk import conf
 
 from airflow_sagemaker_async.outcome import finish
 from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
-from airflow_sagemaker_async.validation import check_non_negative, check_poll_schedule
+from airflow_sagemaker_async.validation import check_non_negative, check_poll_schedule, check_queue_url, is_rendered
 from airflow_sagemaker_async.watch import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
+    DEFAULT_PUSH_MAX_POLL_INTERVAL,
     check_sync,
     isoformat,
     utcnow,
@@ -71,17 +73,41 @@ def configured(key: str, fallback: float) -> float:
     return conf.getfloat(CONFIG_SECTION, key, fallback=fallback)
 
 
-def poll_schedule(poll_interval: float | None, max_poll_interval: float | None) -> tuple[float, float]:
+def poll_schedule(
+    poll_interval: float | None, max_poll_interval: float | None, *, push: bool = False
+) -> tuple[float, float]:
     """
     Return the checked ``(poll_interval, max_poll_interval)``, each from config when ``None``.
 
+    :param push: a notification queue wakes the wait: the default ceiling is ``push_max_poll_interval``
+        (300 s) instead of ``max_poll_interval`` (30 s).
     :raises SageMakerAsyncParameterError: a value <= 0, or the ceiling below the start.
     """
     start = configured("poll_interval", DEFAULT_POLL_INTERVAL) if poll_interval is None else poll_interval
-    ceiling = configured("max_poll_interval", DEFAULT_MAX_POLL_INTERVAL) if max_poll_interval is None else None
+    ceiling = None
+    if max_poll_interval is None:
+        ceiling = (
+            configured("push_max_poll_interval", DEFAULT_PUSH_MAX_POLL_INTERVAL)
+            if push
+            else configured("max_poll_interval", DEFAULT_MAX_POLL_INTERVAL)
+        )
     if ceiling is not None:
         ceiling = max(ceiling, start)  # a configured ceiling never refuses an explicit poll_interval
     return check_poll_schedule(start, max_poll_interval if ceiling is None else ceiling)
+
+
+def notification_queue(value: str | None, *, only_rendered: bool) -> str | None:
+    """
+    Return the checked ``notification_queue_url`` (``None`` and ``""`` mean no queue).
+
+    :param only_rendered: leave a value Airflow will still render unchecked (construction time).
+    :raises SageMakerAsyncParameterError: not an SQS queue URL.
+    """
+    if not value:
+        return None
+    if only_rendered and not is_rendered(value):
+        return value
+    return check_queue_url(value)
 
 
 def min_deferral(value: float | None) -> float:
@@ -109,6 +135,9 @@ class InferenceWaitMixin:
     max_output_bytes: int
     fail_on_model_error: bool
     min_deferral_seconds: float
+    notification_queue_url: str | None
+    max_poll_interval: float
+    _default_ceiling: bool
     aws_conn_id: str | None
     region_name: str | None
     verify: bool | str | None
@@ -128,6 +157,11 @@ class InferenceWaitMixin:
 
         :raises SageMakerAsyncError: as :func:`~airflow_sagemaker_async.outcome.finish` does.
         """
+        queue_url = notification_queue(self.notification_queue_url, only_rendered=False)
+        if (queue_url is None or not self.deferrable) and self._default_ceiling:
+            # No queue after rendering, or a worker-side wait (only the trigger reads the queue): poll at
+            # the ceiling of a wait without one.
+            watch.set_ceiling(poll_schedule(watch.poll_interval, None)[1])
         client = self._s3_client()
         event = check_sync(watch, client)
         if event is not None:
@@ -138,6 +172,7 @@ class InferenceWaitMixin:
                 trigger=SageMakerAsyncInferenceTrigger.continuing(
                     watch,
                     not_before=isoformat(now + timedelta(seconds=self.min_deferral_seconds)),
+                    notification_queue_url=queue_url,
                     aws_conn_id=self.aws_conn_id,
                     region_name=self.region_name,
                     verify=self.verify,

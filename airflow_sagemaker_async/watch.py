@@ -46,6 +46,10 @@ if TYPE_CHECKING:
 DEFAULT_POLL_INTERVAL: Final = 2.0
 #: Ceiling of the poll interval, seconds.
 DEFAULT_MAX_POLL_INTERVAL: Final = 30.0
+#: Ceiling of the poll interval when a notification queue wakes the wait (safety polling), seconds: a lost
+#: notification costs at most about this much latency. While the queue fails, the ceiling is
+#: ``min(max_poll_interval, DEFAULT_MAX_POLL_INTERVAL)``.
+DEFAULT_PUSH_MAX_POLL_INTERVAL: Final = 300.0
 BACKOFF_FACTOR: Final = 1.5
 #: Each interval is drawn uniformly from [JITTER_LOW * interval, interval] so triggers started
 #: together drift apart instead of polling S3 in lockstep.
@@ -166,6 +170,11 @@ class PollSchedule:
         self._interval = min(self._interval * BACKOFF_FACTOR, self.max_poll_interval)
         return min(delay, remaining)
 
+    def set_ceiling(self, max_poll_interval: float) -> None:
+        """Change the ceiling (seconds); the current interval is lowered to it if above."""
+        self.max_poll_interval = max_poll_interval
+        self._interval = min(self._interval, max_poll_interval)
+
 
 @dataclass
 class Watch:
@@ -256,7 +265,23 @@ class Watch:
         """Return the event that ends the wait at the deadline (``status`` ``TimedOut``)."""
         return self._event(TIMED_OUT, None, None)
 
-    def _event(self, status: InferenceStatus, location: str | None, completed_at: str | None) -> WatchEvent:
+    def expired_event(self) -> WatchEvent:
+        """
+        Return the event that ends the wait on SageMaker's ``Expired`` notification (``TimedOut``, ``expired``).
+
+        Trusted without S3 (nothing is written for an expired request): see
+        :mod:`airflow_sagemaker_async.notifications`.
+        """
+        return self._event(TIMED_OUT, None, None, expired=True)
+
+    def set_ceiling(self, max_poll_interval: float) -> None:
+        """Change the ceiling of the interval (push healthy or not); the current interval never exceeds it."""
+        self.max_poll_interval = max_poll_interval
+        self._schedule.set_ceiling(max_poll_interval)
+
+    def _event(
+        self, status: InferenceStatus, location: str | None, completed_at: str | None, *, expired: bool = False
+    ) -> WatchEvent:
         return {
             "status": status,
             "inference_id": self.inference_id,
@@ -270,6 +295,7 @@ class Watch:
             "deadline": isoformat(self.deadline),
             "checks": self.checks,
             "s3_forbidden": self.forbidden_seen,
+            "expired": expired,
         }
 
 

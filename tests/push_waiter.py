@@ -1,0 +1,55 @@
+"""
+A triggerer stand-in for tests/test_push.py: one process, one event loop, many push-woken waits.
+
+Reads one JSON document from stdin once it has printed ``ready``::
+
+    {"queue_url": "...", "waits": [{"inference_id", "output_location", "failure_location", "endpoint_name"}, ...],
+     "poll_interval": 3600, "max_poll_interval": 3600}
+
+runs one ``SageMakerAsyncInferenceTrigger`` per wait, and prints one JSON line per event
+(``{"inference_id", "status", "checks", "seconds"}``), then ``done``. The AWS connection comes from
+``AIRFLOW_CONN_AWS_DEFAULT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from datetime import timedelta
+
+from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
+from airflow_sagemaker_async.watch import isoformat, utcnow
+
+
+async def main() -> None:
+    print("ready", flush=True)
+    document = json.loads(await asyncio.to_thread(sys.stdin.readline))
+    started = time.monotonic()
+    deadline = isoformat(utcnow() + timedelta(hours=1))
+
+    async def wait(spec: dict) -> None:
+        trigger = SageMakerAsyncInferenceTrigger(
+            deadline=deadline,
+            notification_queue_url=document["queue_url"],
+            poll_interval=document["poll_interval"],
+            max_poll_interval=document["max_poll_interval"],
+            **spec,
+        )
+        async for event in trigger.run():
+            payload = event.payload
+            line = {
+                "inference_id": payload["inference_id"],
+                "status": payload["status"],
+                "checks": payload["checks"],
+                "seconds": time.monotonic() - started,
+            }
+            print(json.dumps(line), flush=True)
+
+    await asyncio.gather(*(wait(spec) for spec in document["waits"]))
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
