@@ -1,5 +1,5 @@
 """
-Apache Airflow operator, sensor and trigger for Amazon SageMaker asynchronous inference.
+Apache Airflow operators, sensor and trigger for Amazon SageMaker inference: asynchronous, real-time, streaming.
 
 The public names are exported lazily (PEP 562), so ``import airflow_sagemaker_async.local`` or
 reading ``__version__`` does not import Airflow.
@@ -16,6 +16,10 @@ _EXPORTS = {
     "SageMakerRuntimeHook": "hooks",
     "AsyncInferenceSubmission": "hooks",
     "SageMakerInvokeEndpointAsyncOperator": "operators",
+    "SageMakerInvokeEndpointOperator": "realtime",
+    "SageMakerInvokeEndpointWithResponseStreamOperator": "streaming",
+    "SageMakerModelError": "exceptions",
+    "SageMakerResponseStreamError": "exceptions",
     "SageMakerAsyncInferenceSensor": "sensors",
     "SageMakerAsyncInferenceTrigger": "triggers",
     "SageMakerAsyncError": "exceptions",
@@ -41,6 +45,10 @@ __all__ = [
     "SageMakerAsyncOutputTooLarge",
     "SageMakerAsyncParameterError",
     "SageMakerInvokeEndpointAsyncOperator",
+    "SageMakerInvokeEndpointOperator",
+    "SageMakerInvokeEndpointWithResponseStreamOperator",
+    "SageMakerModelError",
+    "SageMakerResponseStreamError",
     "SageMakerRuntimeHook",
     "__version__",
 ]
@@ -55,10 +63,14 @@ if TYPE_CHECKING:
         SageMakerAsyncOutputMissing,
         SageMakerAsyncOutputTooLarge,
         SageMakerAsyncParameterError,
+        SageMakerModelError,
+        SageMakerResponseStreamError,
     )
     from airflow_sagemaker_async.hooks import AsyncInferenceSubmission, SageMakerRuntimeHook
     from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
+    from airflow_sagemaker_async.realtime import SageMakerInvokeEndpointOperator
     from airflow_sagemaker_async.sensors import SageMakerAsyncInferenceSensor
+    from airflow_sagemaker_async.streaming import SageMakerInvokeEndpointWithResponseStreamOperator
     from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
 
 

@@ -29,7 +29,11 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {
                 "integration-name": "Amazon SageMaker Asynchronous Inference",
-                "python-modules": ["airflow_sagemaker_async.operators"],
+                "python-modules": [
+                    "airflow_sagemaker_async.operators",
+                    "airflow_sagemaker_async.realtime",
+                    "airflow_sagemaker_async.streaming",
+                ],
             }
         ],
         "sensors": [

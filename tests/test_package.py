@@ -26,6 +26,10 @@ EXPECTED = {
     "SageMakerAsyncOutputTooLarge",
     "SageMakerAsyncParameterError",
     "SageMakerInvokeEndpointAsyncOperator",
+    "SageMakerInvokeEndpointOperator",
+    "SageMakerInvokeEndpointWithResponseStreamOperator",
+    "SageMakerModelError",
+    "SageMakerResponseStreamError",
     "SageMakerRuntimeHook",
     "__version__",
 }

@@ -111,6 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
         for index, token in enumerate(tokens):
             if fail_after is not None and index >= fail_after:
                 self.wfile.flush()
+                time.sleep(0.2)  # let the parts already sent reach the reader before the connection breaks
                 self.close_connection = True
                 self.connection.shutdown(2)  # no terminating chunk: the stream is broken
                 return

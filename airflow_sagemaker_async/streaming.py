@@ -1,0 +1,568 @@
+"""
+SageMakerInvokeEndpointWithResponseStreamOperator: one streamed inference, its parts kept as they arrive.
+
+The response of InvokeEndpointWithResponseStream is an AWS event stream of ``PayloadPart`` events, ended
+early by a ``ModelStreamError`` (with an ``ErrorCode``) or an ``InternalStreamFailure`` event. Each part is
+written as it arrives to one :class:`Sink`: a local file (flushed per part), an S3 object (multipart upload,
+parts of ``multipart_part_bytes``, at least 5 MiB except the last; one PutObject when the whole answer fits
+in one part), or memory (bounded by ``max_output_bytes``, returned in the outcome). When the stream ends
+with an error, what arrived is kept (file flushed, multipart upload completed, or the object written) and
+:class:`~airflow_sagemaker_async.exceptions.SageMakerResponseStreamError` names the error code and where the
+bytes are.
+
+botocore parses the event stream but keeps only the code and message of an exception event, dropping
+ModelStreamError's ``ErrorCode``; :func:`read_events` therefore reads the frames with botocore's
+``EventStreamBuffer`` and interprets the headers itself (``:message-type``, ``:event-type``,
+``:exception-type``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.providers.common.compat.sdk import mask_secret
+from botocore.eventstream import EventStreamBuffer
+from botocore.exceptions import ClientError
+
+from airflow_sagemaker_async.exceptions import (
+    SageMakerAsyncOutputTooLarge,
+    SageMakerAsyncParameterError,
+    SageMakerResponseStreamError,
+)
+from airflow_sagemaker_async.hooks import SageMakerRuntimeHook
+from airflow_sagemaker_async.links import SageMakerEndpointLink
+from airflow_sagemaker_async.outcome import DEFAULT_MAX_OUTPUT_BYTES, decode_output
+from airflow_sagemaker_async.realtime import RealtimeRequestMixin, check_output_format, model_error
+from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_WITH_RESPONSE_STREAM
+from airflow_sagemaker_async.validation import check_positive, is_rendered, parse_s3_uri
+from airflow_sagemaker_async.watch import isoformat, utcnow
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+
+    from airflow.sdk import Context
+
+    from airflow_sagemaker_async.records import RealtimeOutcome
+
+__all__ = [
+    "MIN_MULTIPART_PART_BYTES",
+    "FileSink",
+    "MemorySink",
+    "S3Sink",
+    "SageMakerInvokeEndpointWithResponseStreamOperator",
+    "Sink",
+    "StreamEvent",
+    "read_events",
+]
+
+#: S3's smallest part of a multipart upload (all but the last): 5 MiB.
+MIN_MULTIPART_PART_BYTES: Final = 5 * 1024 * 1024
+#: Default part size of the S3 multipart upload: 8 MiB.
+DEFAULT_MULTIPART_PART_BYTES: Final = 8 * 1024 * 1024
+#: Default seconds between two progress lines in the task log.
+DEFAULT_PROGRESS_INTERVAL: Final = 10.0
+
+
+class StreamEvent:
+    """
+    One event of the response stream: a part (``data``) or the error that ended the stream (``error_type``).
+
+    :param data: the PayloadPart's bytes, or ``None`` for an error.
+    :param error_type: ``ModelStreamError``, ``InternalStreamFailure`` (or another exception event), else ``None``.
+    :param error_code: ModelStreamError's ``ErrorCode``, if sent.
+    :param message: the error's ``Message``, if sent.
+    """
+
+    __slots__ = ("data", "error_code", "error_type", "message")
+
+    def __init__(
+        self,
+        data: bytes | None = None,
+        *,
+        error_type: str | None = None,
+        error_code: str | None = None,
+        message: str | None = None,
+    ) -> None:
+        self.data = data
+        self.error_type = error_type
+        self.error_code = error_code
+        self.message = message
+
+
+def read_events(stream: Any) -> Iterator[StreamEvent]:
+    """
+    Yield the events of InvokeEndpointWithResponseStream's ``Body`` as they arrive; stop after an error event.
+
+    Reads the frames of botocore's ``EventStream`` with botocore's own decoder (CRC-checked), so that the
+    ``ErrorCode`` of a ModelStreamError, which botocore's parsed events drop, is kept. Event types other than
+    ``PayloadPart`` are skipped.
+    """
+    raw = stream._raw_stream  # botocore's EventStream: the HTTP body it decodes
+    frames: Any = EventStreamBuffer()  # botocore-stubs type its iteration loosely
+    for chunk in raw.stream():
+        frames.add_data(chunk)
+        for message in frames:
+            headers: dict[str, Any] = message.headers
+            kind = headers.get(":message-type")
+            if kind == "event":
+                if headers.get(":event-type") == "PayloadPart":
+                    yield StreamEvent(bytes(message.payload))
+                continue
+            if kind == "exception":
+                try:
+                    document = json.loads(message.payload or b"{}")
+                except ValueError:
+                    document = {}
+                document = document if isinstance(document, dict) else {}
+                yield StreamEvent(
+                    error_type=headers.get(":exception-type") or "UnknownException",
+                    error_code=document.get("ErrorCode"),
+                    message=document.get("Message") or document.get("message"),
+                )
+            else:
+                yield StreamEvent(
+                    error_type=headers.get(":error-code") or "UnknownError", message=headers.get(":error-message")
+                )
+            return
+
+
+class Sink:
+    """Where the parts go as they arrive. ``write`` each part, then ``finish`` (keep) or ``abandon`` (drop)."""
+
+    #: where the bytes are (a local path or an S3 URI), or ``None`` when kept in memory.
+    location: str | None = None
+
+    def write(self, data: bytes) -> None:
+        """Keep one part."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Make every part written so far durable (also after a stream error: partial output is kept)."""
+
+    def abandon(self) -> None:
+        """Release what ``write`` holds after an unexpected error (e.g. abort a multipart upload)."""
+
+
+class MemorySink(Sink):
+    """
+    Collect the parts in memory, at most ``max_bytes``.
+
+    :raises SageMakerAsyncOutputTooLarge: from :meth:`write`, once more than ``max_bytes`` arrived.
+    """
+
+    def __init__(self, max_bytes: int, endpoint_name: str) -> None:
+        self.max_bytes = max_bytes
+        self.endpoint_name = endpoint_name
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        """Keep one part, or raise when the total passes ``max_bytes``."""
+        self.size += len(data)
+        if self.size > self.max_bytes:
+            raise SageMakerAsyncOutputTooLarge(
+                f"The streamed answer of endpoint {self.endpoint_name} passed max_output_bytes={self.max_bytes} "
+                f"after {len(self.parts) + 1} parts; the stream was closed. Raise max_output_bytes, or write the "
+                "stream to output_location='s3://bucket/key' or output_file='/path'."
+            )
+        self.parts.append(data)
+
+    @property
+    def data(self) -> bytes:
+        """Every part received, joined."""
+        return b"".join(self.parts)
+
+
+class FileSink(Sink):
+    """Append the parts to a local file (created, parent directories too; truncated), flushed after each part."""
+
+    def __init__(self, path: str) -> None:
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.location = str(target)
+        self._file = target.open("wb")
+
+    def write(self, data: bytes) -> None:
+        """Append and flush one part."""
+        self._file.write(data)
+        self._file.flush()
+
+    def finish(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+    def abandon(self) -> None:
+        """Close the file, keeping what it holds."""
+        self._file.close()
+
+
+class S3Sink(Sink):
+    """
+    Write the parts to one S3 object: a multipart upload once a part's worth arrived, else one PutObject.
+
+    :param client: a boto3 S3 client.
+    :param uri: ``s3://bucket/key``.
+    :param part_bytes: size of every uploaded part but the last (>= 5 MiB).
+    :param content_type: the object's Content-Type, if known.
+    """
+
+    def __init__(self, client: Any, uri: str, part_bytes: int, content_type: str | None) -> None:
+        self.location = uri
+        self.bucket, self.key = parse_s3_uri(uri, "output_location")
+        self.client = client
+        self.part_bytes = part_bytes
+        self.extra = {"ContentType": content_type} if content_type else {}
+        self.buffer = bytearray()
+        self.upload_id: str | None = None
+        self.uploaded: list[dict[str, Any]] = []
+
+    def write(self, data: bytes) -> None:
+        """Buffer one part; upload a part each time ``part_bytes`` are buffered."""
+        self.buffer += data
+        while len(self.buffer) >= self.part_bytes:
+            self._upload(bytes(self.buffer[: self.part_bytes]))
+            del self.buffer[: self.part_bytes]
+
+    def _upload(self, data: bytes) -> None:
+        if self.upload_id is None:
+            answer = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, **self.extra)
+            self.upload_id = answer["UploadId"]
+        number = len(self.uploaded) + 1
+        answer = self.client.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=data
+        )
+        self.uploaded.append({"PartNumber": number, "ETag": answer["ETag"]})
+
+    def finish(self) -> None:
+        """Complete the multipart upload with the last, shorter part; or write the whole object at once."""
+        if self.upload_id is None:
+            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer), **self.extra)
+            return
+        if self.buffer:
+            self._upload(bytes(self.buffer))
+            self.buffer.clear()
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.uploaded}
+        )
+
+    def abandon(self) -> None:
+        """Abort the multipart upload, if one was started (its parts would be billed forever otherwise)."""
+        if self.upload_id is not None:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+
+
+class _Progress:
+    """Log the stream's progress at most once per ``interval`` seconds, plus the first part and the end."""
+
+    def __init__(self, log: Any, endpoint_name: str, interval: float) -> None:
+        self.log = log
+        self.endpoint_name = endpoint_name
+        self.interval = interval
+        self.started = time.monotonic()
+        self.first_part: float | None = None
+        self.last_log = self.started
+        self.parts = 0
+        self.size = 0
+
+    def part(self, size: int) -> None:
+        now = time.monotonic()
+        self.parts += 1
+        self.size += size
+        if self.first_part is None:
+            self.first_part = now - self.started
+            self.log.info("Stream of endpoint %s: first part after %.3f s.", self.endpoint_name, self.first_part)
+        elif now - self.last_log >= self.interval:
+            self.last_log = now
+            self.log.info(
+                "Stream of endpoint %s: %d parts, %d bytes in %.1f s.",
+                self.endpoint_name,
+                self.parts,
+                self.size,
+                now - self.started,
+            )
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, AwsBaseOperator[SageMakerRuntimeHook]):
+    """
+    Invoke a streaming SageMaker real-time endpoint once and keep the answer's parts as they arrive.
+
+    Runs on the worker (never deferred: the call is not idempotent). The parts go to ``output_file`` (a
+    local path), to ``output_location`` (an S3 object, multipart upload), or, with neither, into the
+    outcome's ``output`` (at most ``max_output_bytes``). Progress (parts, bytes, time to first part) is
+    logged at most every ``progress_interval`` seconds. The task returns the
+    :class:`~airflow_sagemaker_async.records.RealtimeOutcome` (with ``parts`` and
+    ``time_to_first_part_seconds``). Every request field of InvokeEndpointWithResponseStream keeps its API
+    name in snake_case:
+
+    :param endpoint_name: a real-time endpoint whose container streams (templated).
+    :param input_data: the payload (``str``, ``bytes`` or JSON-serialisable), at most 6,291,456 bytes once
+        serialised (templated, JSON rendering). Exactly one of ``input_data`` and ``input_location``.
+    :param input_location: ``s3://bucket/key`` of the payload, read on the worker after a HEAD checks its
+        size (templated).
+    :param content_type: MIME type of the payload (templated).
+    :param accept: MIME type wanted for the answer (templated; sent as ``X-Amzn-SageMaker-Accept``).
+    :param custom_attributes: value forwarded verbatim to the model (templated, sensitive: never logged).
+    :param target_variant: the production variant to invoke (templated).
+    :param target_container_hostname: the container of a multi-container endpoint (templated).
+    :param inference_id: 1-64 printable ASCII characters (templated); default deterministic per task instance.
+    :param inference_component_name: the inference component to invoke (templated).
+    :param session_id: an open stateful session's id (templated).
+    :param prefix_aware_id: identifier for prefix-aware routing (templated).
+    :param output_file: local path the parts are appended to, flushed per part (templated). On the worker's
+        disk: use it when a later step of the same task reads it, or a shared volume.
+    :param output_location: ``s3://bucket/key`` the parts are uploaded to (templated; ``s3:PutObject``, and
+        ``s3:AbortMultipartUpload`` to clean up after an unexpected error).
+    :param output_format: ``"text"`` (default without a destination), ``"json"`` or ``"bytes"`` (base64
+        text): the joined parts in the outcome's ``output``; ``"location"`` (default, and the only choice, with
+        ``output_file`` / ``output_location``) returns only where they are.
+    :param max_output_bytes: largest answer collected into the outcome, bytes, default 1 MiB; past it the
+        stream is closed and :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncOutputTooLarge` raised.
+    :param multipart_part_bytes: size of the S3 multipart upload's parts, bytes, default 8 MiB, at least
+        5 MiB (S3's minimum for every part but the last).
+    :param progress_interval: seconds between two progress lines in the log, default 10.
+    :param aws_conn_id: Airflow AWS connection, default ``aws_default``; ``None`` uses boto3's default chain.
+    :param region_name: AWS region, default from the connection.
+    :param verify: whether / how to verify SSL certificates, default from the connection.
+    :param botocore_config: botocore ``Config`` parameters as a dict.
+
+    :raises SageMakerAsyncParameterError: a bad parameter, before any AWS call.
+    :raises SageMakerModelError: the model answered an error before streaming (``ModelError``).
+    :raises SageMakerResponseStreamError: the stream ended with ``ModelStreamError`` / ``InternalStreamFailure``;
+        the parts received are kept and the error says where.
+    :raises botocore.exceptions.ClientError: other refusals (``ValidationError`` for an unknown or async
+        endpoint, ...).
+
+    .. seealso::
+        - https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpointWithResponseStream.html
+        - :external+boto3:py:meth:`SageMakerRuntime.Client.invoke_endpoint_with_response_stream`
+    """
+
+    operation: ClassVar[str] = INVOKE_ENDPOINT_WITH_RESPONSE_STREAM
+    aws_hook_class = SageMakerRuntimeHook
+    template_fields: Sequence[str] = aws_template_fields(
+        "endpoint_name",
+        "input_data",
+        "input_location",
+        "content_type",
+        "accept",
+        "custom_attributes",
+        "target_variant",
+        "target_container_hostname",
+        "inference_id",
+        "inference_component_name",
+        "session_id",
+        "prefix_aware_id",
+        "output_file",
+        "output_location",
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {"input_data": "json"}
+    operator_extra_links = (SageMakerEndpointLink(),)
+    ui_color = "#c6e2e9"
+
+    def __init__(
+        self,
+        *,
+        endpoint_name: str,
+        input_data: Any = None,
+        input_location: str | None = None,
+        content_type: str | None = None,
+        accept: str | None = None,
+        custom_attributes: str | None = None,
+        target_variant: str | None = None,
+        target_container_hostname: str | None = None,
+        inference_id: str | None = None,
+        inference_component_name: str | None = None,
+        session_id: str | None = None,
+        prefix_aware_id: str | None = None,
+        output_file: str | None = None,
+        output_location: str | None = None,
+        output_format: str | None = None,
+        max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        multipart_part_bytes: int = DEFAULT_MULTIPART_PART_BYTES,
+        progress_interval: float = DEFAULT_PROGRESS_INTERVAL,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.endpoint_name = endpoint_name
+        self.input_data = input_data
+        self.input_location = input_location
+        self.content_type = content_type
+        self.accept = accept
+        self.custom_attributes = custom_attributes
+        self.target_variant = target_variant
+        self.target_container_hostname = target_container_hostname
+        self.inference_id = inference_id
+        self.inference_component_name = inference_component_name
+        self.session_id = session_id
+        self.prefix_aware_id = prefix_aware_id
+        self.output_file = output_file
+        self.output_location = output_location
+        destination = output_file is not None or output_location is not None
+        self.output_format = check_output_format(output_format, has_destination=destination)
+        if destination and self.output_format != "location":
+            raise SageMakerAsyncParameterError(
+                f"output_format={output_format!r} is invalid with output_file / output_location: the parts are "
+                "written there, not collected. Leave output_format out, or drop the destination to collect them.",
+                parameter="output_format",
+            )
+        self.max_output_bytes = int(check_positive(max_output_bytes, "max_output_bytes", unit="bytes"))
+        self.multipart_part_bytes = int(check_positive(multipart_part_bytes, "multipart_part_bytes", unit="bytes"))
+        if self.multipart_part_bytes < MIN_MULTIPART_PART_BYTES:
+            raise SageMakerAsyncParameterError(
+                f"multipart_part_bytes={multipart_part_bytes!r} is invalid: S3 refuses parts under "
+                f"{MIN_MULTIPART_PART_BYTES} bytes (5 MiB) but the last. Pass at least {MIN_MULTIPART_PART_BYTES}.",
+                parameter="multipart_part_bytes",
+            )
+        self.progress_interval = check_positive(progress_interval, "progress_interval")
+        self._check_parameters(only_rendered=True)
+
+    def _check_parameters(self, *, only_rendered: bool) -> dict[str, Any]:
+        fields = self._check_request(only_rendered=only_rendered)
+        if self.output_file is not None and self.output_location is not None:
+            raise SageMakerAsyncParameterError(
+                "output_file and output_location were both given. Pass one: a local path or an S3 URI.",
+                parameter="output_location",
+            )
+        if self.output_location is not None and (not only_rendered or is_rendered(self.output_location)):
+            _, key = parse_s3_uri(self.output_location, "output_location")
+            if not key:
+                raise SageMakerAsyncParameterError(
+                    f"output_location={self.output_location!r} is invalid: it names a bucket, not an object. "
+                    "Give s3://bucket/key to write the stream to.",
+                    parameter="output_location",
+                )
+        if self.output_file is not None and is_rendered(self.output_file) and not str(self.output_file).strip():
+            raise SageMakerAsyncParameterError("output_file='' is invalid: give a file path.", parameter="output_file")
+        return fields
+
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Render the templated fields, then mask ``custom_attributes`` (sensitive) in logs and rendered views."""
+        super().render_template_fields(context, jinja_env)
+        self._mask_custom_attributes()
+
+    def _sink(self, endpoint_name: str, content_type: str | None) -> Sink:
+        if self.output_file is not None:
+            return FileSink(self.output_file)
+        if self.output_location is not None:
+            return S3Sink(self._s3_hook().conn, self.output_location, self.multipart_part_bytes, content_type)
+        return MemorySink(self.max_output_bytes, endpoint_name)
+
+    def execute(self, context: Context) -> RealtimeOutcome:
+        """
+        Invoke the endpoint once and keep the parts as they arrive.
+
+        :return: the :class:`~airflow_sagemaker_async.records.RealtimeOutcome`.
+        :raises SageMakerAsyncParameterError: a rendered parameter breaks a rule (nothing was sent).
+        :raises SageMakerModelError: the model answered an error before streaming.
+        :raises SageMakerResponseStreamError: the stream ended with an error event (parts kept).
+        :raises SageMakerAsyncOutputTooLarge: collecting into the outcome passed ``max_output_bytes``.
+        """
+        fields, payload = self._request(context)
+        endpoint_name = fields["endpoint_name"]
+        self.log.info(
+            "Invoking streaming endpoint %s (inference id %s, %d bytes).",
+            endpoint_name,
+            fields["inference_id"],
+            len(payload),
+        )
+        invoked_at = utcnow()
+        progress = _Progress(self.log, endpoint_name, self.progress_interval)
+        try:
+            response = self.hook.invoke_endpoint_with_response_stream(body=payload, **fields)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") == "ModelError":
+                raise model_error(error, endpoint_name, self.operation) from error
+            raise
+        SageMakerEndpointLink.persist(
+            context=context,
+            operator=self,
+            region_name=self.hook.conn_region_name,
+            aws_partition=self.hook.conn_partition,
+            endpoint_name=endpoint_name,
+        )
+        content_type = response.get("ContentType")
+        attributes = response.get("CustomAttributes")
+        if attributes:
+            mask_secret(attributes)
+        stream = response["Body"]
+        sink = self._sink(endpoint_name, content_type)
+        ended: StreamEvent | None = None
+        try:
+            for event in read_events(stream):
+                if event.data is None:
+                    ended = event
+                    break
+                sink.write(event.data)
+                progress.part(len(event.data))
+            sink.finish()
+        except BaseException:
+            sink.abandon()
+            raise
+        finally:
+            stream.close()
+        self.log.info(
+            "Stream of endpoint %s %s: %d parts, %d bytes in %.3f s (first part after %s)%s.",
+            endpoint_name,
+            f"broke with {ended.error_type}" if ended else "ended",
+            progress.parts,
+            progress.size,
+            progress.elapsed,
+            f"{progress.first_part:.3f} s" if progress.first_part is not None else "none arrived",
+            f", kept at {sink.location}" if sink.location else "",
+        )
+        if ended is not None:
+            raise self._stream_error(ended, endpoint_name, progress, sink)
+        outcome: RealtimeOutcome = {
+            "endpoint_name": endpoint_name,
+            "inference_id": fields["inference_id"],
+            "content_type": content_type,
+            "invoked_production_variant": response.get("InvokedProductionVariant"),
+            "custom_attributes": attributes,
+            "new_session_id": None,
+            "closed_session_id": None,
+            "invoked_at": isoformat(invoked_at),
+            "completed_at": isoformat(utcnow()),
+            "output_bytes": progress.size,
+            "output_location": sink.location,
+            "parts": progress.parts,
+            "time_to_first_part_seconds": round(progress.first_part, 6) if progress.first_part is not None else None,
+        }
+        if isinstance(sink, MemorySink):
+            outcome["output"] = decode_output(sink.data, self.output_format, f"the answer of endpoint {endpoint_name}")
+        return outcome
+
+    def _stream_error(
+        self, ended: StreamEvent, endpoint_name: str, progress: _Progress, sink: Sink
+    ) -> SageMakerResponseStreamError:
+        code = f" ({ended.error_code})" if ended.error_code else ""
+        if sink.location:
+            kept = f"The {progress.parts} parts ({progress.size} bytes) received are kept at {sink.location}."
+        else:
+            kept = (
+                f"The {progress.parts} parts ({progress.size} bytes) received are on the error's .received; "
+                "pass output_location or output_file to keep them."
+            )
+        hint = {
+            "ModelInvocationTimeExceeded": "The model took longer than SageMaker allows; shorten the generation.",
+            "StreamBroken": "The model container broke the stream; see the endpoint's CloudWatch logs.",
+        }.get(ended.error_code or "", "Retry the task, or see the endpoint's CloudWatch logs.")
+        return SageMakerResponseStreamError(
+            f"The response stream of endpoint {endpoint_name} ended with {ended.error_type}{code} after "
+            f"{progress.parts} parts: {ended.message or '(no message)'}. {kept} {hint}",
+            endpoint_name=endpoint_name,
+            error_type=ended.error_type or "UnknownError",
+            error_code=ended.error_code,
+            parts=progress.parts,
+            bytes_received=progress.size,
+            location=sink.location,
+            received=sink.data if isinstance(sink, MemorySink) else None,
+        )

@@ -1,0 +1,262 @@
+"""
+SageMakerInvokeEndpointWithResponseStreamOperator against the local backend: real
+InvokeEndpointWithResponseStream over HTTP (event-stream framing, seen at a recording proxy), the bundled
+streaming text model, real S3 multipart uploads in moto.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from airflow_sagemaker_async.exceptions import (
+    SageMakerAsyncOutputTooLarge,
+    SageMakerAsyncParameterError,
+    SageMakerModelError,
+    SageMakerResponseStreamError,
+)
+from airflow_sagemaker_async.local.eventstream import CONTENT_TYPE, encode_exception, encode_payload_part
+from airflow_sagemaker_async.local.text_container import generate, read_prompt
+from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_WITH_RESPONSE_STREAM, field_rules
+from airflow_sagemaker_async.streaming import (
+    MIN_MULTIPART_PART_BYTES,
+    SageMakerInvokeEndpointWithResponseStreamOperator,
+)
+from tests.proxy import Fault
+from tests.test_realtime import RECORDER_COMMAND, StandInTaskInstance
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+STREAM_PATH = "/invocations-response-stream"
+PROMPT = {"inputs": "Tell me about Airflow", "parameters": {"max_new_tokens": 6}}
+
+pytestmark = pytest.mark.usefixtures("streaming_endpoints", "backend_connection")
+
+
+@pytest.fixture(scope="session")
+def streaming_endpoints(sagemaker_async_backend: Any) -> dict[str, Any]:
+    """Real-time endpoints: ``st-text`` (the streaming text model) and ``st-recorder`` (streams what it received)."""
+    return {
+        "st-text": sagemaker_async_backend.create_endpoint("st-text", model="text", async_inference=False),
+        "st-recorder": sagemaker_async_backend.create_endpoint(
+            "st-recorder", container_command=RECORDER_COMMAND, async_inference=False
+        ),
+    }
+
+
+def run(op: SageMakerInvokeEndpointWithResponseStreamOperator) -> dict[str, Any]:
+    context: Any = {"ti": StandInTaskInstance(task_id=op.task_id)}
+    return dict(op.execute(context))
+
+
+def operator(**kwargs: Any) -> SageMakerInvokeEndpointWithResponseStreamOperator:
+    params = {"task_id": "generate", "endpoint_name": "st-text", "input_data": PROMPT, **kwargs}
+    return SageMakerInvokeEndpointWithResponseStreamOperator(**params)
+
+
+def expected_text(document: dict[str, Any] = PROMPT, tokens: int | None = None) -> bytes:
+    prompt, count = read_prompt(json.dumps(document).encode())
+    return b"".join(generate(prompt, tokens or count or 16))
+
+
+EVERY_FIELD: dict[str, str] = {
+    "content_type": "text/plain",
+    "accept": "application/json",
+    "custom_attributes": "trace=abc",
+    "target_variant": "AllTraffic",
+    "target_container_hostname": "primary",
+    "inference_id": "st-id-1",
+    "session_id": "sess-42",
+    "prefix_aware_id": "prefix-7",
+}
+
+
+def test_the_fields_cover_every_request_field_of_the_service_model() -> None:
+    fields = set(field_rules(INVOKE_ENDPOINT_WITH_RESPONSE_STREAM)) - {"endpoint_name", "body"}
+    assert fields == set(EVERY_FIELD) | {"inference_component_name"}
+
+
+def test_every_field_reaches_the_service_and_the_models_own_fields_reach_the_container(runtime_proxy: Any) -> None:
+    outcome = run(operator(endpoint_name="st-recorder", input_data="hello", output_format="json", **EVERY_FIELD))
+
+    [request] = runtime_proxy.requests("POST", "/endpoints/st-recorder" + STREAM_PATH)
+    rules = field_rules(INVOKE_ENDPOINT_WITH_RESPONSE_STREAM)
+    for name, value in EVERY_FIELD.items():
+        assert request.headers[rules[name].wire_name] == value, name
+    assert request.headers["X-Amzn-SageMaker-Accept"] == "application/json"  # Accept's wire name when streaming
+    seen = outcome["output"]
+    assert seen["body"] == "hello"
+    assert seen["headers"]["Accept"] == "application/json"
+    for header in ("Content-Type", "X-Amzn-SageMaker-Custom-Attributes", "X-Amzn-SageMaker-Inference-Id"):
+        assert seen["headers"][header] == request.headers[header], header
+    assert seen["headers"]["X-Amzn-SageMaker-Session-Id"] == "sess-42"
+    assert outcome["parts"] == 3
+    assert outcome["content_type"] == "application/json"
+    assert outcome["custom_attributes"] == "reply=trace=abc"
+    assert outcome["invoked_production_variant"] == "AllTraffic"
+
+
+def test_the_text_model_is_collected_into_the_outcome_part_by_part() -> None:
+    outcome = run(operator())
+
+    assert outcome["output"] == expected_text().decode()
+    assert outcome["parts"] == 6
+    assert outcome["output_bytes"] == len(expected_text())
+    assert 0 <= outcome["time_to_first_part_seconds"] < 5
+    assert outcome["output_location"] is None
+    assert json.loads(json.dumps(outcome)) == outcome
+
+
+def test_a_model_error_mid_stream_keeps_the_parts_received_in_a_file(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "generation.txt"
+
+    with pytest.raises(SageMakerResponseStreamError) as raised:
+        run(operator(custom_attributes="tokens=10,fail_after=4", output_file=str(target)))
+
+    error = raised.value
+    assert (error.error_type, error.error_code, error.parts) == ("ModelStreamError", "StreamBroken", 4)
+    assert error.location == str(target)
+    assert target.read_bytes() == expected_text(tokens=10)[: error.bytes_received]
+    assert target.read_bytes().count(b" ") == 4
+    assert "StreamBroken" in str(error)
+    assert str(target) in str(error)
+
+
+def test_a_model_error_mid_stream_keeps_the_parts_received_in_s3(s3: Any, bucket: str) -> None:
+    with pytest.raises(SageMakerResponseStreamError) as raised:
+        run(operator(custom_attributes="tokens=10,fail_after=3", output_location=f"s3://{bucket}/gen.txt"))
+
+    assert raised.value.parts == 3
+    assert raised.value.location == f"s3://{bucket}/gen.txt"
+    body = s3.get_object(Bucket=bucket, Key="gen.txt")["Body"].read()
+    assert body == expected_text(tokens=10)[: raised.value.bytes_received]
+    assert body.count(b" ") == 3
+
+
+def test_a_model_error_mid_stream_in_memory_keeps_the_parts_on_the_error() -> None:
+    with pytest.raises(SageMakerResponseStreamError) as raised:
+        run(operator(custom_attributes="tokens=10,fail_after=2"))
+
+    assert raised.value.received == expected_text(tokens=10)[: raised.value.bytes_received]
+    assert raised.value.location is None
+    assert raised.value.parts == 2
+
+
+def test_a_stream_larger_than_one_multipart_part_is_uploaded_in_parts(s3: Any, bucket: str) -> None:
+    token_bytes, tokens = 64 * 1024, 180  # 11.25 MiB: two 5 MiB parts and a last, shorter one
+    outcome = run(
+        operator(
+            custom_attributes=f"tokens={tokens},token_bytes={token_bytes},delay=0",
+            output_location=f"s3://{bucket}/big.txt",
+            multipart_part_bytes=MIN_MULTIPART_PART_BYTES,
+        )
+    )
+
+    head = s3.head_object(Bucket=bucket, Key="big.txt")
+    assert head["ContentLength"] == tokens * token_bytes == outcome["output_bytes"]
+    assert head["ETag"].strip('"').endswith("-3")  # S3's ETag of a three-part multipart upload
+    assert head["ContentType"].startswith("text/plain")
+    assert outcome["parts"] == tokens
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_a_broken_stream_past_one_part_completes_the_multipart_upload_with_what_arrived(s3: Any, bucket: str) -> None:
+    token_bytes = 64 * 1024
+    with pytest.raises(SageMakerResponseStreamError) as raised:
+        run(
+            operator(
+                custom_attributes=f"tokens=120,token_bytes={token_bytes},delay=0,fail_after=90",
+                output_location=f"s3://{bucket}/partial.txt",
+                multipart_part_bytes=MIN_MULTIPART_PART_BYTES,
+            )
+        )
+
+    head = s3.head_object(Bucket=bucket, Key="partial.txt")
+    assert raised.value.parts == 90
+    assert head["ContentLength"] == 90 * token_bytes
+    assert head["ETag"].strip('"').endswith("-2")
+
+
+def test_internal_stream_failure_is_typed_and_keeps_the_parts(runtime_proxy: Any, tmp_path: Path) -> None:
+    body = encode_payload_part(b"one ") + encode_payload_part(b"two ")
+    body += encode_exception("InternalStreamFailure", {"Message": "The stream failed inside SageMaker."})
+    runtime_proxy.add_fault(
+        Fault(
+            match=lambda seen: seen.path.endswith(STREAM_PATH),
+            status=200,
+            body=body,
+            headers={"Content-Type": CONTENT_TYPE, "X-Amzn-SageMaker-Content-Type": "text/plain"},
+        )
+    )
+
+    with pytest.raises(SageMakerResponseStreamError, match="InternalStreamFailure after 2 parts") as raised:
+        run(operator(output_file=str(tmp_path / "out.txt")))
+
+    assert (raised.value.error_type, raised.value.error_code) == ("InternalStreamFailure", None)
+    assert (tmp_path / "out.txt").read_bytes() == b"one two "
+
+
+def test_model_error_before_the_stream_is_a_model_error() -> None:
+    with pytest.raises(SageMakerModelError) as raised:
+        run(operator(custom_attributes="status=503"))
+
+    assert raised.value.original_status_code == 503
+    assert "status=503 knob" in (raised.value.original_message or "")
+
+
+def test_collecting_more_than_max_output_bytes_closes_the_stream_with_a_clear_error() -> None:
+    with pytest.raises(SageMakerAsyncOutputTooLarge, match="max_output_bytes=20"):
+        run(operator(max_output_bytes=20))
+
+
+def test_progress_is_logged_at_a_bounded_rate(capfd: pytest.CaptureFixture[str]) -> None:
+    run(operator(custom_attributes="tokens=30,delay=0.01", progress_interval=3600))
+
+    lines = [line for line in capfd.readouterr().out.splitlines() if "Stream of endpoint st-text" in line]
+    assert len(lines) == 2, lines  # the first part, the end; nothing in between at one line per hour
+    assert "first part after" in lines[0]
+    assert "30 parts" in lines[1]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "parameter"),
+    [
+        ({"session_id": "NEW_SESSION"}, "session_id"),  # the streaming API cannot open a session
+        ({"multipart_part_bytes": 1024}, "multipart_part_bytes"),
+        ({"output_file": "/tmp/x", "output_location": "s3://b/k"}, "output_location"),
+        ({"output_location": "s3://b/k", "output_format": "text"}, "output_format"),
+        ({"output_location": "s3://only-a-bucket"}, "output_location"),
+    ],
+)
+def test_a_bad_parameter_is_refused_at_construction(kwargs: dict[str, Any], parameter: str) -> None:
+    with pytest.raises(SageMakerAsyncParameterError) as error:
+        operator(**kwargs)
+
+    assert error.value.parameter == parameter
+
+
+def test_a_rendered_bad_value_is_refused_before_any_request(runtime_proxy: Any) -> None:
+    op = operator(target_variant="{{ params.variant }}")
+    op.target_variant = "bad_variant"
+
+    with pytest.raises(SageMakerAsyncParameterError, match="target_variant"):
+        run(op)
+
+    assert runtime_proxy.requests() == []
+
+
+def test_unknown_endpoint_is_the_services_validation_error() -> None:
+    with pytest.raises(ClientError, match="Endpoint st-nowhere of account 123456789012 not found"):
+        run(operator(endpoint_name="st-nowhere"))
+
+
+@pytest.mark.usefixtures("endpoints")
+def test_async_endpoint_streamed_is_a_validation_error() -> None:
+    with pytest.raises(ClientError, match="invoke it with InvokeEndpointAsync") as error:
+        run(operator(endpoint_name="op-iris"))
+
+    assert error.value.response["Error"]["Code"] == "ValidationError"
