@@ -20,6 +20,9 @@ _EXPORTS = {
     "SageMakerInvokeEndpointWithResponseStreamOperator": "streaming",
     "SageMakerModelError": "exceptions",
     "SageMakerResponseStreamError": "exceptions",
+    "SageMakerInvokeEndpointAsyncBatchOperator": "batch_operator",
+    "SageMakerAsyncBatchInferenceTrigger": "batch_trigger",
+    "SageMakerAsyncBatchFailed": "exceptions",
     "SageMakerAsyncInferenceSensor": "sensors",
     "SageMakerAsyncInferenceTrigger": "triggers",
     "SageMakerAsyncError": "exceptions",
@@ -34,6 +37,8 @@ _EXPORTS = {
 
 __all__ = [
     "AsyncInferenceSubmission",
+    "SageMakerAsyncBatchFailed",
+    "SageMakerAsyncBatchInferenceTrigger",
     "SageMakerAsyncError",
     "SageMakerAsyncInferenceError",
     "SageMakerAsyncInferenceSensor",
@@ -44,6 +49,7 @@ __all__ = [
     "SageMakerAsyncOutputMissing",
     "SageMakerAsyncOutputTooLarge",
     "SageMakerAsyncParameterError",
+    "SageMakerInvokeEndpointAsyncBatchOperator",
     "SageMakerInvokeEndpointAsyncOperator",
     "SageMakerInvokeEndpointOperator",
     "SageMakerInvokeEndpointWithResponseStreamOperator",
@@ -54,7 +60,10 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from airflow_sagemaker_async.batch_operator import SageMakerInvokeEndpointAsyncBatchOperator
+    from airflow_sagemaker_async.batch_trigger import SageMakerAsyncBatchInferenceTrigger
     from airflow_sagemaker_async.exceptions import (
+        SageMakerAsyncBatchFailed,
         SageMakerAsyncError,
         SageMakerAsyncInferenceError,
         SageMakerAsyncInferenceTimeout,

@@ -33,6 +33,7 @@ def get_provider_info() -> dict[str, Any]:
                     "airflow_sagemaker_async.operators",
                     "airflow_sagemaker_async.realtime",
                     "airflow_sagemaker_async.streaming",
+                    "airflow_sagemaker_async.batch_operator",
                 ],
             }
         ],
@@ -51,7 +52,7 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "Amazon SageMaker Asynchronous Inference",
-                "python-modules": ["airflow_sagemaker_async.triggers"],
+                "python-modules": ["airflow_sagemaker_async.triggers", "airflow_sagemaker_async.batch_trigger"],
             }
         ],
         "extra-links": [

@@ -17,6 +17,10 @@ record                 what it is                                             ma
                                                                               worker-side waits alike)
 :class:`Outcome`       the task's return value (XCom) for one inference       ``outcome.finish``
 :class:`Submission`    returned by ``wait_for_completion=False``              the async operator
+:class:`ManifestLine`  one item of a batch, one JSON line of its manifest     ``batch.PendingItem.ended``
+:class:`BatchSummary`  the batch operator's return value (XCom): counts,      the batch operator
+                       where the manifest is; never a list of N items
+:class:`BatchEvent`    the batch trigger's event payload                      ``batch_trigger``
 =====================  =====================================================  ==============================
 
 :class:`RealtimeOutcome` is the return value (XCom) of a real-time or streaming invocation (the ``realtime`` and
@@ -32,7 +36,10 @@ __all__ = [
     "FAILED",
     "IN_PROGRESS",
     "TIMED_OUT",
+    "BatchEvent",
+    "BatchSummary",
     "InferenceStatus",
+    "ManifestLine",
     "Outcome",
     "RealtimeOutcome",
     "Submission",
@@ -165,3 +172,59 @@ class Submission(TypedDict):
     submitted_at: str
     #: the absolute deadline a wait for it would use.
     deadline: str
+
+
+class ManifestLine(TypedDict):
+    """One item of a batch: one JSON line of its manifest (``manifest.jsonl`` in S3), exactly once per input."""
+
+    #: the item's position in the inputs, 0-based (the manifest is sorted by it).
+    item: int
+    #: the S3/https URI the payload was sent from, ``None`` when it was sent inline.
+    input_location: str | None
+    inference_id: str
+    status: InferenceStatus
+    output_location: str
+    failure_location: str | None
+    #: for ``Failed``: the start of the model's error body (at most 1,000 characters); else ``None``.
+    failure_reason: str | None
+    submitted_at: str
+    #: LastModified of the result object (``None`` for ``TimedOut``).
+    completed_at: str | None
+
+
+class BatchSummary(TypedDict):
+    """What the batch operator returns (so XCom): counts and locations, never a list with an entry per item."""
+
+    batch_tag: str
+    endpoint_name: str
+    total: int
+    #: items by status: ``{"Completed": n, "Failed": n, "TimedOut": n}``.
+    counts: dict[str, int]
+    #: S3 URI of the manifest (one :class:`ManifestLine` per item).
+    manifest_location: str
+    #: S3 URI of the directory holding every output of the batch.
+    output_prefix: str
+    failure_prefix: str | None
+    #: InvokeEndpointAsync calls over every try (more than ``total`` only after a retry re-sent items in flight).
+    invocations: int
+    #: items a retry found already ended in S3 and did not send again.
+    resumed_items: int
+    deferrals: int
+    started_at: str
+    ended_at: str
+    duration_seconds: float
+
+
+class BatchEvent(TypedDict):
+    """The batch trigger's event: few enough items in flight, or one of them past its deadline."""
+
+    #: ``"LowWater"`` (in flight <= the low-water mark) or ``"Deadline"`` (an item's deadline passed).
+    status: Literal["LowWater", "Deadline"]
+    batch_tag: str
+    #: S3 URI of the ``state.json`` the worker resumes from.
+    state_location: str
+    #: items the trigger saw end, and still in flight, when it fired.
+    ended: int
+    pending: int
+    checks: int
+    detected_at: str

@@ -10,7 +10,7 @@ from typing import Any
 from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
 from airflow_sagemaker_async.validation import INFERENCE_ID_MAX
 
-__all__ = ["default_inference_id", "input_key", "serialize_input_data"]
+__all__ = ["default_inference_id", "input_key", "readable_prefix", "serialize_input_data"]
 
 _HASH_CHARS = 16
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -26,10 +26,15 @@ def default_inference_id(dag_id: str, task_id: str, run_id: str, map_index: int 
 
     Example: ``example_dag.predict-3f2a9c0d1b7e4a55``.
     """
-    readable = f"{dag_id}.{task_id}" + (f".{map_index}" if map_index >= 0 else "")
-    readable = _UNSAFE.sub("-", readable).strip("-.") or "airflow"
+    readable = readable_prefix(dag_id, task_id, map_index)
     digest = hashlib.sha256(json.dumps([dag_id, task_id, run_id, map_index]).encode()).hexdigest()
     return f"{readable[: INFERENCE_ID_MAX - _HASH_CHARS - 1]}-{digest[:_HASH_CHARS]}"
+
+
+def readable_prefix(dag_id: str, task_id: str, map_index: int = -1) -> str:
+    """Return ``<dag_id>.<task_id>[.<map_index>]`` with characters outside ``[A-Za-z0-9._-]`` replaced by ``-``."""
+    readable = f"{dag_id}.{task_id}" + (f".{map_index}" if map_index >= 0 else "")
+    return _UNSAFE.sub("-", readable).strip("-.") or "airflow"
 
 
 def serialize_input_data(input_data: Any, content_type: str | None) -> tuple[bytes, str | None]:

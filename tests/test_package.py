@@ -15,6 +15,9 @@ import airflow_sagemaker_async
 PACKAGE_DIR = Path(airflow_sagemaker_async.__file__).parent
 EXPECTED = {
     "AsyncInferenceSubmission",
+    "SageMakerAsyncBatchFailed",
+    "SageMakerAsyncBatchInferenceTrigger",
+    "SageMakerInvokeEndpointAsyncBatchOperator",
     "SageMakerAsyncError",
     "SageMakerAsyncInferenceError",
     "SageMakerAsyncInferenceSensor",

@@ -1,0 +1,308 @@
+"""
+The core of a batch of asynchronous inferences: names, S3 layout, state and decisions; no I/O.
+
+A batch is one task that scores many inputs: it submits them in waves of at most ``max_in_flight`` on the
+worker, defers while they run, and resumes when few are left in flight (the *low-water mark*) to submit
+the next wave. Its cost of watching grows with the number of results S3 has to list, not with
+inputs x checks. The worker (:mod:`airflow_sagemaker_async.batch_operator`) and the trigger
+(:mod:`airflow_sagemaker_async.batch_trigger`) are thin I/O shells around this module, as
+:mod:`~airflow_sagemaker_async.watch` is for one inference.
+
+**Names.** Every item of a batch is named deterministically from the task instance, so a retry
+(same dag_id, task_id, run_id, map_index) finds what an earlier try submitted:
+
+- the batch tag: 12 hex digits of a hash of the task instance (:func:`batch_tag`);
+- item ``i`` (0-based, in input order): Filename ``<tag>-<i:07d>.out`` and InferenceId
+  ``<readable>-<tag>-<i>`` (at most 64 characters);
+- the S3OutputPathExtension: ``airflow-batch/<tag>`` unless the user gives one (then the Filename still
+  carries the tag, so the batch's results share a key prefix either way).
+
+**Where results land** (:mod:`~airflow_sagemaker_async.layout`): item ``i``'s output at
+``<output dir>/<tag>-<i:07d>.out``, where ``output dir`` is ``S3OutputPath/<extension>``. Its failure object
+is expected under ``<failure dir>/<tag>-<i:07d>.out…``; AWS does not document how Filename names the
+failure object, so each item keeps the FailureLocation InvokeEndpointAsync returned, and an item whose
+returned key does not start with that stem is checked by HEAD instead of LIST (:attr:`PendingItem.head_failure`).
+
+**Watching by LIST.** Items are grouped in blocks of 1,000 consecutive indexes; one ``ListObjectsV2``
+with ``Prefix=<dir>/<tag>-<first 4 digits of i:07d>`` returns every result of a block in one page. A check
+costs 2 requests per block that still has pending items (output and failure), so at most about
+``2 x ceil(pending / 1,000) + 2`` while waves are consecutive.
+
+**State in S3** (never in trigger kwargs or XCom), under ``<output dir>/<tag>.batch/``:
+``state.json`` (:class:`BatchState`: the cursor and the items in flight, rewritten before each deferral),
+``inputs.jsonl`` (the input list of an ``input_prefix`` batch, pinned at the first try),
+``ended/<n>.jsonl`` (manifest lines of the items that ended, one part per resume) and ``manifest.jsonl``
+(every item once, sorted, written at the end).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from airflow_sagemaker_async.layout import join_s3
+from airflow_sagemaker_async.records import COMPLETED, FAILED, TIMED_OUT
+from airflow_sagemaker_async.submission import readable_prefix
+from airflow_sagemaker_async.watch import isoformat
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from airflow_sagemaker_async.records import InferenceStatus, ManifestLine
+
+__all__ = [
+    "BLOCK_SIZE",
+    "DEFAULT_MAX_IN_FLIGHT",
+    "MAX_ITEMS",
+    "BatchNames",
+    "BatchState",
+    "PendingItem",
+    "batch_tag",
+    "low_water_mark",
+]
+
+#: Items in flight at once, by default: SageMaker queues them; this bounds the state and one wave's work.
+DEFAULT_MAX_IN_FLIGHT: Final = 1000
+#: Consecutive items whose results one LIST page (<= 1,000 keys) covers.
+BLOCK_SIZE: Final = 1000
+#: The index has 7 digits in the Filename (at most 32 characters): at most 10,000,000 items per batch.
+MAX_ITEMS: Final = 10_000_000
+#: At most this much of a failure object is quoted in a manifest line (characters).
+MAX_REASON_CHARS: Final = 1000
+
+_TAG_CHARS: Final = 12
+
+
+def batch_tag(dag_id: str, task_id: str, run_id: str, map_index: int = -1) -> str:
+    """Return the batch tag of one task instance: 12 hex digits, the same across its retries."""
+    digest = hashlib.sha256(json.dumps(["batch", dag_id, task_id, run_id, map_index]).encode()).hexdigest()
+    return digest[:_TAG_CHARS]
+
+
+def low_water_mark(max_in_flight: int) -> int:
+    """Return how few items in flight let the next wave go: a quarter of ``max_in_flight`` (at least 0)."""
+    return max_in_flight // 4
+
+
+@dataclass(frozen=True)
+class BatchNames:
+    """
+    Where one batch's items and state live; see the module doc.
+
+    :param tag: from :func:`batch_tag`.
+    :param readable: the readable start of every InferenceId (``<dag_id>.<task_id>``, made safe).
+    :param output_dir: S3 URI of the batch's output directory (``S3OutputPath/<extension>``).
+    :param failure_dir: S3 URI of its failure directory, or ``None`` (endpoint without S3FailurePath).
+    """
+
+    tag: str
+    readable: str
+    output_dir: str
+    failure_dir: str | None
+
+    @classmethod
+    def of(cls, tag: str, dag_id: str, task_id: str, output_dir: str, failure_dir: str | None) -> BatchNames:
+        """Build the names of the batch ``tag`` of a task."""
+        return cls(tag, readable_prefix(dag_id, task_id), output_dir, failure_dir)
+
+    def filename(self, index: int) -> str:
+        """Return the Filename of item ``index``: ``<tag>-<index:07d>.out`` (24 characters)."""
+        return f"{self.tag}-{index:07d}.out"
+
+    def inference_id(self, index: int) -> str:
+        """Return the InferenceId of item ``index``: ``<readable>-<tag>-<index>``, at most 64 characters."""
+        suffix = f"-{self.tag}-{index}"
+        return f"{self.readable[: 64 - len(suffix)]}{suffix}"
+
+    def output_location(self, index: int) -> str:
+        """Return where item ``index``'s output is expected."""
+        return join_s3(self.output_dir, self.filename(index))
+
+    def state_dir(self) -> str:
+        """Return the S3 URI of the batch's own objects (state, ended parts, manifest)."""
+        return join_s3(self.output_dir, f"{self.tag}.batch")
+
+    def state_location(self) -> str:
+        """Return the S3 URI of ``state.json``."""
+        return join_s3(self.state_dir(), "state.json")
+
+    def default_manifest_location(self) -> str:
+        """Return the S3 URI of the manifest when the user names none."""
+        return join_s3(self.state_dir(), "manifest.jsonl")
+
+    def block_prefix(self, directory: str, block: int) -> str:
+        """Return the S3 URI prefix that lists exactly the results of block ``block`` in ``directory``."""
+        return join_s3(directory, f"{self.tag}-{block:04d}")
+
+    def index_of(self, key_or_uri: str) -> int | None:
+        """Return the item index a result key names (``…/<tag>-<i:07d>.out…``), or ``None`` if it names none."""
+        match = re.search(rf"(?:^|/){re.escape(self.tag)}-(\d{{7}})\.out", key_or_uri)
+        return int(match.group(1)) if match else None
+
+    def failure_follows_filename(self, index: int, failure_location: str | None) -> bool:
+        """Tell whether a returned FailureLocation is where a LIST of the failure directory finds it."""
+        if failure_location is None or self.failure_dir is None:
+            return True
+        return failure_location.startswith(join_s3(self.failure_dir, self.filename(index)))
+
+
+@dataclass
+class PendingItem:
+    """
+    One submitted item whose result has not been seen yet.
+
+    :param index: the item's position in the inputs, 0-based.
+    :param inference_id: its InferenceId.
+    :param input_location: the S3/https URI it was sent from, or ``None`` when sent inline.
+    :param output_location: the OutputLocation InvokeEndpointAsync returned.
+    :param failure_location: the FailureLocation it returned, or ``None``.
+    :param submitted_at: ISO-8601 time InvokeEndpointAsync answered.
+    :param deadline: ISO-8601 time after which the item counts as ``TimedOut``.
+    :param head_failure: the returned failure key is not under the LISTed prefix: check it by HEAD.
+    """
+
+    index: int
+    inference_id: str
+    input_location: str | None
+    output_location: str
+    failure_location: str | None
+    submitted_at: str
+    deadline: str
+    head_failure: bool = False
+
+    def ended(
+        self, status: InferenceStatus, *, completed_at: str | None, failure_reason: str | None = None
+    ) -> ManifestLine:
+        """Return the item's manifest line (see :class:`~airflow_sagemaker_async.records.ManifestLine`)."""
+        reason = None
+        if failure_reason is not None:
+            reason = failure_reason if len(failure_reason) <= MAX_REASON_CHARS else failure_reason[:MAX_REASON_CHARS]
+        return {
+            "item": self.index,
+            "input_location": self.input_location,
+            "inference_id": self.inference_id,
+            "status": status,
+            "output_location": self.output_location,
+            "failure_location": self.failure_location,
+            "failure_reason": reason,
+            "submitted_at": self.submitted_at,
+            "completed_at": completed_at,
+        }
+
+
+@dataclass
+class BatchState:
+    """
+    What a batch has done so far: rewritten to ``state.json`` before each deferral, read back on resume.
+
+    Bounded by ``max_in_flight`` (only the items in flight are listed), never by the number of inputs.
+
+    :param tag: the batch tag.
+    :param endpoint_name: the endpoint.
+    :param total: how many items the batch has.
+    :param output_dir: S3 URI of the output directory (from the returned OutputLocation when known).
+    :param failure_dir: S3 URI of the failure directory, or ``None``.
+    :param started_at: ISO-8601 time the first try started.
+    :param next_index: the first item not submitted yet.
+    :param pending: the items in flight.
+    :param parts: how many ``ended/<n>.jsonl`` parts were written.
+    :param submitted: InvokeEndpointAsync calls this batch made (over every try).
+    :param resumed: items a retry found already ended in S3 and did not submit again.
+    :param deferrals: how many times the task deferred.
+    """
+
+    tag: str
+    endpoint_name: str
+    total: int
+    output_dir: str
+    failure_dir: str | None
+    started_at: str
+    next_index: int = 0
+    pending: list[PendingItem] = field(default_factory=list)
+    parts: int = 0
+    submitted: int = 0
+    resumed: int = 0
+    deferrals: int = 0
+
+    def to_json(self) -> str:
+        """Serialise as JSON (``state.json``)."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> BatchState:
+        """Read ``state.json``."""
+        data: dict[str, Any] = json.loads(text)
+        data["pending"] = [PendingItem(**item) for item in data.get("pending", [])]
+        return cls(**data)
+
+    @property
+    def done(self) -> bool:
+        """Every item was submitted and ended."""
+        return self.next_index >= self.total and not self.pending
+
+    def earliest_deadline(self) -> str | None:
+        """Return the soonest deadline among the items in flight (ISO-8601), or ``None``."""
+        return min((item.deadline for item in self.pending), default=None, key=datetime.fromisoformat)
+
+
+def blocks(indexes: Iterable[int]) -> list[int]:
+    """Return the sorted blocks (``index // 1000``) that hold ``indexes``."""
+    return sorted({index // BLOCK_SIZE for index in indexes})
+
+
+@dataclass(frozen=True)
+class Found:
+    """A result object seen by LIST or HEAD: which kind, where, and its LastModified (ISO-8601) if known."""
+
+    status: InferenceStatus
+    location: str
+    completed_at: str | None
+
+
+def reconcile(
+    pending: list[PendingItem], found: dict[int, Found], now: datetime
+) -> tuple[list[tuple[PendingItem, Found | None]], list[PendingItem]]:
+    """
+    Split the items in flight into those that ended and those still pending.
+
+    An item ends when a result was found for it (an output wins over a failure), or, with none, when its
+    deadline has passed (``Found`` is then ``None``: ``TimedOut``).
+
+    :return: ``(ended, still_pending)``; ``ended`` pairs each item with what was found.
+    """
+    ended: list[tuple[PendingItem, Found | None]] = []
+    still: list[PendingItem] = []
+    for item in pending:
+        result = found.get(item.index)
+        if result is not None:
+            ended.append((item, result))
+        elif datetime.fromisoformat(item.deadline) <= now:
+            ended.append((item, None))
+        else:
+            still.append(item)
+    return ended, still
+
+
+def merge_found(found: dict[int, Found], index: int | None, result: Found) -> None:
+    """Record ``result`` for ``index`` unless an output was already found for it (an output wins)."""
+    if index is None:
+        return
+    if index not in found or result.status == COMPLETED:
+        found[index] = result
+
+
+def summary_counts(lines: Iterable[ManifestLine]) -> dict[str, int]:
+    """Count manifest lines by status (every status present, 0 when none)."""
+    counts = {COMPLETED: 0, FAILED: 0, TIMED_OUT: 0}
+    for line in lines:
+        counts[line["status"]] += 1
+    return counts
+
+
+def last_modified_iso(value: Any) -> str | None:
+    """Return an S3 LastModified (datetime) as ISO-8601, or ``None``."""
+    return isoformat(value) if isinstance(value, datetime) else None

@@ -1,0 +1,784 @@
+"""SageMakerInvokeEndpointAsyncBatchOperator: thousands of asynchronous inferences in one task, one manifest."""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
+from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
+from airflow.providers.common.compat.sdk import mask_secret
+from botocore.exceptions import ClientError
+
+from airflow_sagemaker_async.batch import (
+    DEFAULT_MAX_IN_FLIGHT,
+    MAX_ITEMS,
+    BatchNames,
+    BatchState,
+    Found,
+    PendingItem,
+    batch_tag,
+    blocks,
+    last_modified_iso,
+    low_water_mark,
+    merge_found,
+    reconcile,
+    summary_counts,
+)
+from airflow_sagemaker_async.batch_trigger import SageMakerAsyncBatchInferenceTrigger
+from airflow_sagemaker_async.exceptions import SageMakerAsyncBatchFailed, SageMakerAsyncParameterError
+from airflow_sagemaker_async.hooks import SageMakerRuntimeHook
+from airflow_sagemaker_async.layout import compute_deadline, join_s3, s3_uri, split_s3_uri
+from airflow_sagemaker_async.outcome import MAX_FAILURE_BYTES, read_object
+from airflow_sagemaker_async.records import COMPLETED, FAILED, TIMED_OUT
+from airflow_sagemaker_async.submission import serialize_input_data
+from airflow_sagemaker_async.validation import (
+    MAX_INLINE_BODY_BYTES,
+    check_input_location,
+    check_invoke_fields,
+    check_non_negative,
+    check_positive,
+    parse_s3_uri,
+)
+from airflow_sagemaker_async.waiting import DEFERRAL_GRACE_SECONDS, min_deferral, poll_schedule
+from airflow_sagemaker_async.watch import PollSchedule, isoformat, utcnow
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow.sdk import Context
+
+    from airflow_sagemaker_async.records import BatchEvent, BatchSummary, InferenceStatus, ManifestLine
+
+__all__ = ["SageMakerInvokeEndpointAsyncBatchOperator"]
+
+#: Submissions in flight at once from the worker (threads), by default.
+DEFAULT_SUBMIT_CONCURRENCY = 8
+#: botocore retries when the task's botocore_config says nothing: adaptive mode rides out throttling by
+#: slowing the client down instead of failing.
+DEFAULT_RETRIES = {"mode": "adaptive", "max_attempts": 10}
+
+
+@dataclass(frozen=True)
+class _Input:
+    """One item to send: from S3 (``location``) or inline (``payload``, uploaded first when too large)."""
+
+    location: str | None
+    payload: bytes | None
+    content_type: str | None
+
+
+class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntimeHook]):
+    """
+    Score many inputs with one task: submit them in waves with InvokeEndpointAsync, watch by LIST, write a manifest.
+
+    The worker submits up to ``max_in_flight`` items (``submit_concurrency`` threads, botocore's adaptive
+    retries), checks once, then defers to
+    :class:`~airflow_sagemaker_async.batch_trigger.SageMakerAsyncBatchInferenceTrigger`, which resumes the
+    task once at most a quarter of ``max_in_flight`` are still in flight; the task records what ended,
+    submits the next wave, and so on until every item has ended. Names, S3 layout and state are described
+    in :mod:`airflow_sagemaker_async.batch`: nothing that grows with the number of inputs goes into the
+    trigger's kwargs or XCom.
+
+    The task returns a :class:`~airflow_sagemaker_async.records.BatchSummary` (counts, manifest location);
+    the manifest (S3, JSON lines) holds one :class:`~airflow_sagemaker_async.records.ManifestLine` per input.
+
+    **Retries.** The batch tag, and so every InferenceId, Filename and the state location, is the same for
+    every try of a task instance. A retry reads the state, finds by LIST the results that already exist,
+    and submits only the missing items; items that were in flight (submitted, not yet ended) when the
+    earlier try died are watched, not re-sent, unless the earlier try died before it recorded them (then
+    they may run twice: at-least-once, as for the single operator). ``invocations`` in the summary counts them.
+
+    Exactly one source of inputs:
+
+    :param input_locations: S3 / https URIs of payloads already uploaded, one item each (templated, e.g. from
+        an upstream task's XCom).
+    :param input_prefix: ``s3://bucket/prefix``: every object under it (paginated LIST at the first try,
+        pinned in the batch state so retries see the same list; keys ending in ``/`` skipped) (templated).
+    :param input_records: JSON-serialisable payloads (``str`` and ``bytes`` sent as they are), one item each
+        (templated): sent inline when at most 128,000 bytes once serialised, else uploaded to
+        ``input_s3_prefix`` under ``<prefix>/<batch tag>/<item>.input``.
+
+    The request fields, applied to every item (as in
+    :class:`~airflow_sagemaker_async.operators.SageMakerInvokeEndpointAsyncOperator`):
+
+    :param endpoint_name: endpoint with an AsyncInferenceConfig (templated).
+    :param input_s3_prefix: ``s3://bucket/prefix`` for ``input_records`` over 128,000 bytes (templated).
+    :param content_type: MIME type of the payloads (templated).
+    :param accept: MIME type wanted for the outputs (templated).
+    :param custom_attributes: forwarded verbatim to the model (templated, sensitive: never logged).
+    :param s3_output_path_extension: path appended to the endpoint's S3OutputPath (templated); default
+        ``airflow-batch/<batch tag>``, a directory of the batch's own.
+    :param request_ttl_seconds: 60-21600, SageMaker's default 21600 (templated).
+    :param invocation_timeout_seconds: 1-3600, SageMaker's default 900 (templated).
+
+    How it runs:
+
+    :param max_in_flight: items submitted and not yet ended at most, default 1,000.
+    :param submit_concurrency: threads submitting at once, default 8.
+    :param max_failed_items: failed or timed-out items tolerated, default 0.
+    :param max_failed_fraction: fraction (0-1) of failed or timed-out items tolerated, default 0. The task
+        fails only when both limits are exceeded, after every item has ended, the manifest written.
+    :param manifest_location: S3 URI of the manifest (templated); default
+        ``<output dir>/<batch tag>.batch/manifest.jsonl``.
+    :param max_wait_seconds: seconds from an item's submission until it counts as ``TimedOut`` (templated);
+        default its TTL + invocation timeout + 600 s.
+    :param deferrable: wait in the triggerer (default ``True``); ``False`` waits on the worker.
+    :param poll_interval: seconds before the first re-check; default ``[sagemaker_async] poll_interval``, else 2.
+    :param max_poll_interval: ceiling of the interval, seconds; default ``[sagemaker_async] max_poll_interval``,
+        else 30.
+    :param min_deferral_seconds: the trigger fires no sooner than this after a deferral; default
+        ``[sagemaker_async] min_deferral_seconds``, else 10.
+    :param aws_conn_id: Airflow AWS connection, default ``aws_default``.
+    :param region_name: AWS region, default from the connection.
+    :param verify: whether / how to verify SSL certificates, default from the connection.
+    :param botocore_config: botocore ``Config`` parameters as a dict; default retries
+        ``{"mode": "adaptive", "max_attempts": 10}``.
+
+    Needs, beyond InvokeEndpointAsync: ``sagemaker:DescribeEndpoint`` and ``sagemaker:DescribeEndpointConfig``
+    (to find the endpoint's output and failure paths before the first request), ``s3:ListBucket`` on the
+    output buckets, ``s3:GetObject`` / ``s3:PutObject`` under the output path.
+
+    :raises SageMakerAsyncParameterError: a bad parameter or input, before any request (none, or more than
+        one source of inputs; no inputs; an input that breaks a rule; ``filename`` given).
+    :raises SageMakerAsyncBatchFailed: more failures than the policy allows (after the manifest is written).
+    :raises botocore.exceptions.ClientError: InvokeEndpointAsync still failing after botocore's retries
+        (the items sent so far are recorded; a retry of the task goes on from there).
+
+    .. seealso::
+        - https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpointAsync.html
+        - :external+boto3:py:meth:`S3.Client.list_objects_v2`
+    """
+
+    aws_hook_class = SageMakerRuntimeHook
+    template_fields: Sequence[str] = aws_template_fields(
+        "endpoint_name",
+        "input_locations",
+        "input_prefix",
+        "input_records",
+        "input_s3_prefix",
+        "content_type",
+        "accept",
+        "custom_attributes",
+        "s3_output_path_extension",
+        "request_ttl_seconds",
+        "invocation_timeout_seconds",
+        "manifest_location",
+        "max_wait_seconds",
+    )
+    template_fields_renderers: ClassVar[dict[str, str]] = {"input_records": "json", "input_locations": "json"}
+    ui_color = "#c6e2e9"
+
+    def __init__(
+        self,
+        *,
+        endpoint_name: str,
+        input_locations: Sequence[str] | str | None = None,
+        input_prefix: str | None = None,
+        input_records: Sequence[Any] | str | None = None,
+        input_s3_prefix: str | None = None,
+        content_type: str | None = None,
+        accept: str | None = None,
+        custom_attributes: str | None = None,
+        s3_output_path_extension: str | None = None,
+        request_ttl_seconds: int | None = None,
+        invocation_timeout_seconds: int | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        submit_concurrency: int = DEFAULT_SUBMIT_CONCURRENCY,
+        max_failed_items: int = 0,
+        max_failed_fraction: float = 0.0,
+        manifest_location: str | None = None,
+        max_wait_seconds: float | None = None,
+        deferrable: bool = True,
+        poll_interval: float | None = None,
+        max_poll_interval: float | None = None,
+        min_deferral_seconds: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if "filename" in kwargs:
+            raise SageMakerAsyncParameterError(
+                "filename cannot be given to a batch: each item gets its own Filename (<batch tag>-<item>.out) "
+                "so that the batch's results can be listed. Leave it out.",
+                parameter="filename",
+            )
+        super().__init__(**kwargs)
+        self.endpoint_name = endpoint_name
+        self.input_locations = input_locations
+        self.input_prefix = input_prefix
+        self.input_records = input_records
+        self.input_s3_prefix = input_s3_prefix
+        self.content_type = content_type
+        self.accept = accept
+        self.custom_attributes = custom_attributes
+        self.s3_output_path_extension = s3_output_path_extension
+        self.request_ttl_seconds = request_ttl_seconds
+        self.invocation_timeout_seconds = invocation_timeout_seconds
+        self.max_in_flight = int(check_positive(max_in_flight, "max_in_flight", unit="items"))
+        self.submit_concurrency = int(check_positive(submit_concurrency, "submit_concurrency", unit="threads"))
+        self.max_failed_items = int(check_non_negative(max_failed_items, "max_failed_items", unit="items"))
+        self.max_failed_fraction = check_non_negative(max_failed_fraction, "max_failed_fraction", unit="parts of 1")
+        if self.max_failed_fraction > 1:
+            raise SageMakerAsyncParameterError(
+                f"max_failed_fraction={max_failed_fraction!r} is invalid: a fraction lies from 0 to 1. "
+                "Pass e.g. 0.05 to tolerate 5 % failed items.",
+                parameter="max_failed_fraction",
+            )
+        self.manifest_location = manifest_location
+        self.max_wait_seconds = max_wait_seconds
+        self.deferrable = deferrable
+        self.poll_interval, self.max_poll_interval = poll_schedule(poll_interval, max_poll_interval)
+        self.min_deferral_seconds = min_deferral(min_deferral_seconds)
+        if not self.botocore_config:
+            self.botocore_config = {"retries": dict(DEFAULT_RETRIES)}
+        self._check_parameters(only_rendered=True)
+
+    # -- parameters and inputs -------------------------------------------------------------------------
+
+    def _check_parameters(self, *, only_rendered: bool) -> dict[str, Any]:
+        fields = check_invoke_fields(
+            {
+                "endpoint_name": self.endpoint_name,
+                "content_type": self.content_type,
+                "accept": self.accept,
+                "custom_attributes": self.custom_attributes,
+                "s3_output_path_extension": self.s3_output_path_extension,
+                "request_ttl_seconds": self.request_ttl_seconds,
+                "invocation_timeout_seconds": self.invocation_timeout_seconds,
+            },
+            only_rendered=only_rendered,
+        )
+        given = [
+            name for name in ("input_locations", "input_prefix", "input_records") if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise SageMakerAsyncParameterError(
+                "Exactly one of input_locations, input_prefix and input_records must be given, got "
+                f"{', '.join(given) or 'none'}. Pass a list of S3 URIs, an S3 prefix to list, or a list of payloads.",
+                parameter="input_locations" if not given else given[-1],
+            )
+        if not only_rendered:
+            for name in ("input_prefix", "input_s3_prefix", "manifest_location"):
+                if (value := getattr(self, name)) is not None:
+                    parse_s3_uri(value, name)
+            if self.max_wait_seconds is not None:
+                fields["max_wait_seconds"] = check_positive(self.max_wait_seconds, "max_wait_seconds")
+        return fields
+
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Render the templated fields, then mask ``custom_attributes`` (sensitive in the service model)."""
+        super().render_template_fields(context, jinja_env)
+        if isinstance(self.custom_attributes, str) and self.custom_attributes:
+            mask_secret(self.custom_attributes)
+
+    def _s3(self) -> Any:
+        return S3Hook(**self._hook_parameters).conn
+
+    def _inputs(self, s3: Any, pinned: list[str] | None) -> list[_Input]:
+        """Resolve and check every input before any request (``pinned``: an earlier try's input_prefix listing)."""
+        content_type = self.content_type
+        if self.input_records is not None:
+            records = _as_list(self.input_records, "input_records")
+            inputs = []
+            for index, record in enumerate(records):
+                try:
+                    payload, item_type = serialize_input_data(record, content_type)
+                except SageMakerAsyncParameterError as error:
+                    raise SageMakerAsyncParameterError(
+                        f"input_records[{index}]: {error}", parameter="input_records"
+                    ) from error
+                if len(payload) > MAX_INLINE_BODY_BYTES and self.input_s3_prefix is None:
+                    raise SageMakerAsyncParameterError(
+                        f"input_records[{index}] is {len(payload)} bytes once serialised, more than the "
+                        f"{MAX_INLINE_BODY_BYTES} bytes InvokeEndpointAsync accepts inline, and no input_s3_prefix "
+                        "was given. Pass input_s3_prefix='s3://bucket/prefix' (the task needs s3:PutObject there).",
+                        parameter="input_records",
+                    )
+                inputs.append(_Input(None, payload, item_type))
+        else:
+            if self.input_locations is not None:
+                locations = _as_list(self.input_locations, "input_locations")
+            else:
+                locations = pinned if pinned is not None else _list_objects(s3, self.input_prefix or "")
+            inputs = []
+            for index, location in enumerate(locations):
+                try:
+                    check_input_location(location)
+                except SageMakerAsyncParameterError as error:
+                    name = "input_locations" if self.input_locations is not None else "input_prefix"
+                    raise SageMakerAsyncParameterError(f"{name}[{index}]: {error}", parameter=name) from error
+                inputs.append(_Input(location, None, content_type))
+        if not inputs:
+            source = (
+                "input_prefix"
+                if self.input_prefix is not None
+                else "input_records"
+                if self.input_records is not None
+                else "input_locations"
+            )
+            raise SageMakerAsyncParameterError(
+                f"{source} holds no inputs: a batch needs at least one item. Check the upstream task or the "
+                "prefix; skip this task (e.g. a ShortCircuitOperator) when there is nothing to score.",
+                parameter=source,
+            )
+        if len(inputs) > MAX_ITEMS:
+            raise SageMakerAsyncParameterError(
+                f"{len(inputs)} inputs are more than the {MAX_ITEMS} one batch can name (7-digit item numbers in "
+                "the Filename). Split the inputs over several tasks.",
+                parameter="input_locations",
+            )
+        return inputs
+
+    # -- execute / resume ------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> BatchSummary:
+        """
+        Validate everything, then submit the first wave (or resume an earlier try's batch) and wait.
+
+        :return: the :class:`~airflow_sagemaker_async.records.BatchSummary`.
+        """
+        fields = self._check_parameters(only_rendered=False)
+        ti = context["ti"]
+        tag = batch_tag(ti.dag_id, ti.task_id, ti.run_id, ti.map_index if ti.map_index is not None else -1)
+        s3 = self._s3()
+        names = self._names(fields, tag, ti.dag_id, ti.task_id)
+        state = self._load_state(s3, names)
+        pinned = None
+        if state is not None and self.input_prefix is not None:
+            pinned = [
+                json.loads(line) for line in _get_text(s3, join_s3(names.state_dir(), "inputs.jsonl")).splitlines()
+            ]
+        inputs = self._inputs(s3, pinned)
+        if state is None:
+            state = BatchState(
+                tag=tag,
+                endpoint_name=fields["endpoint_name"],
+                total=len(inputs),
+                output_dir=names.output_dir,
+                failure_dir=names.failure_dir,
+                started_at=isoformat(utcnow()),
+            )
+            if self.input_prefix is not None:
+                text = "\n".join(json.dumps(i.location) for i in inputs)
+                _put(s3, join_s3(names.state_dir(), "inputs.jsonl"), text.encode())
+            self.log.info(
+                "Batch %s: %d items for endpoint %s; results under %s",
+                tag,
+                len(inputs),
+                fields["endpoint_name"],
+                names.output_dir,
+            )
+        else:
+            self.log.info(
+                "Batch %s: resuming an earlier try (%d of %d submitted, %d in flight)",
+                tag,
+                state.next_index,
+                state.total,
+                len(state.pending),
+            )
+            if state.total != len(inputs):
+                raise SageMakerAsyncParameterError(
+                    f"The inputs changed between tries of batch {tag}: {state.total} items then, {len(inputs)} now. "
+                    "A retry must see the same inputs; clear the task's state to start afresh "
+                    f"(delete {names.state_dir()}).",
+                    parameter="input_locations",
+                )
+        return self._advance(s3, names, state, inputs, fields)
+
+    def execute_complete(self, context: Context, event: BatchEvent) -> BatchSummary:
+        """Resume after the trigger's event: record what ended, submit the next wave, defer again or finish."""
+        fields = self._check_parameters(only_rendered=False)
+        ti = context["ti"]
+        s3 = self._s3()
+        state = BatchState.from_json(_get_text(s3, event["state_location"]))
+        names = BatchNames.of(state.tag, ti.dag_id, ti.task_id, state.output_dir, state.failure_dir)
+        pinned = None
+        if self.input_prefix is not None:
+            pinned = [
+                json.loads(line) for line in _get_text(s3, join_s3(names.state_dir(), "inputs.jsonl")).splitlines()
+            ]
+        self.log.info(
+            "Batch %s: the trigger reports %s (%d ended, %d in flight)",
+            state.tag,
+            event["status"],
+            event["ended"],
+            event["pending"],
+        )
+        return self._advance(s3, names, state, self._inputs(s3, pinned), fields)
+
+    def _names(self, fields: dict[str, Any], tag: str, dag_id: str, task_id: str) -> BatchNames:
+        sagemaker: Any = AwsBaseHook(client_type="sagemaker", **self._hook_parameters).conn
+        config_name = sagemaker.describe_endpoint(EndpointName=fields["endpoint_name"])["EndpointConfigName"]
+        config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
+        output_config = (config.get("AsyncInferenceConfig") or {}).get("OutputConfig")
+        if not output_config:
+            raise SageMakerAsyncParameterError(
+                f"endpoint_name={fields['endpoint_name']!r} is invalid: its endpoint config {config_name} has no "
+                "AsyncInferenceConfig, so it does not take asynchronous inferences. Use an async endpoint.",
+                parameter="endpoint_name",
+            )
+        extension = fields.get("s3_output_path_extension") or f"airflow-batch/{tag}"
+        failure_path = output_config.get("S3FailurePath")
+        if not failure_path:
+            self.log.warning(
+                "Endpoint %s has no S3FailurePath: a model error shows only as TimedOut at the item's deadline.",
+                fields["endpoint_name"],
+            )
+        return BatchNames.of(
+            tag,
+            dag_id,
+            task_id,
+            join_s3(output_config["S3OutputPath"], extension),
+            join_s3(failure_path, extension) if failure_path else None,
+        )
+
+    def _load_state(self, s3: Any, names: BatchNames) -> BatchState | None:
+        bucket, key = split_s3_uri(names.state_location())
+        try:
+            return BatchState.from_json(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
+                return None
+            raise
+
+    def _advance(
+        self, s3: Any, names: BatchNames, state: BatchState, inputs: list[_Input], fields: dict[str, Any]
+    ) -> BatchSummary:
+        """Record, submit and check until the batch ends, or defer when results are slow."""
+        low = low_water_mark(self.max_in_flight)
+        schedule: PollSchedule | None = None
+        while True:
+            self._record(s3, names, state)
+            if state.next_index < state.total and len(state.pending) <= low:
+                self._submit_wave(s3, names, state, inputs, fields)
+                self._record(s3, names, state)  # the check on the worker before deferring
+                if state.next_index < state.total and len(state.pending) <= low:
+                    continue  # fast results: the next wave goes out without a deferral
+            if state.done:
+                return self._finish(s3, names, state)
+            low_water = low if state.next_index < state.total else 0
+            earliest = state.earliest_deadline()
+            deadline = utcnow() if earliest is None else _parse(earliest)
+            if self.deferrable:
+                state.deferrals += 1
+                _put(s3, names.state_location(), state.to_json().encode())
+                now = utcnow()
+                self.defer(
+                    trigger=SageMakerAsyncBatchInferenceTrigger(
+                        batch_tag=state.tag,
+                        state_location=names.state_location(),
+                        output_dir=names.output_dir,
+                        failure_dir=names.failure_dir,
+                        low_water=low_water,
+                        not_before=isoformat(now + timedelta(seconds=self.min_deferral_seconds)),
+                        poll_interval=self.poll_interval,
+                        max_poll_interval=self.max_poll_interval,
+                        aws_conn_id=self.aws_conn_id,
+                        region_name=self.region_name,
+                        verify=self.verify,
+                        botocore_config=self.botocore_config,
+                    ),
+                    method_name="execute_complete",
+                    timeout=max(deadline - now, timedelta(0)) + timedelta(seconds=DEFERRAL_GRACE_SECONDS),
+                )
+            _put(s3, names.state_location(), state.to_json().encode())
+            if schedule is None or schedule.deadline != deadline:
+                schedule = PollSchedule(names.state_location(), deadline, self.poll_interval, self.max_poll_interval)
+            delay = schedule.next_delay()
+            if delay:
+                time.sleep(delay)
+
+    def _find(self, s3: Any, names: BatchNames, items: list[PendingItem] | list[int]) -> dict[int, Found]:
+        """Return the results S3 holds for ``items`` (LIST per block of 1,000; HEAD for odd failure keys)."""
+        indexes = [i if isinstance(i, int) else i.index for i in items]
+        found: dict[int, Found] = {}
+        dirs: list[tuple[InferenceStatus, str]] = [(COMPLETED, names.output_dir)]
+        if names.failure_dir:
+            dirs.append((FAILED, names.failure_dir))
+        for block in blocks(indexes):
+            for status, directory in dirs:
+                for uri, modified in _list_prefix(s3, names.block_prefix(directory, block)):
+                    merge_found(found, names.index_of(uri), Found(status, uri, last_modified_iso(modified)))
+        for item in items:
+            if (
+                isinstance(item, PendingItem)
+                and item.head_failure
+                and item.failure_location
+                and item.index not in found
+            ):
+                bucket, key = split_s3_uri(item.failure_location)
+                try:
+                    head = s3.head_object(Bucket=bucket, Key=key)
+                except ClientError:
+                    continue
+                merge_found(
+                    found, item.index, Found(FAILED, item.failure_location, last_modified_iso(head.get("LastModified")))
+                )
+        wanted = set(indexes)
+        return {index: result for index, result in found.items() if index in wanted}
+
+    def _record(self, s3: Any, names: BatchNames, state: BatchState) -> None:
+        """Move the items whose result exists (or whose deadline passed) from in flight to an ended part."""
+        if not state.pending:
+            return
+        ended, state.pending = reconcile(state.pending, self._find(s3, names, state.pending), utcnow())
+        if ended:
+            lines = self._lines(s3, ended)
+            self._write_part(s3, names, state, lines)
+
+    def _lines(self, s3: Any, ended: Sequence[tuple[PendingItem, Found | None]]) -> list[ManifestLine]:
+        def line(pair: tuple[PendingItem, Found | None]) -> ManifestLine:
+            item, found = pair
+            if found is None:
+                return item.ended(TIMED_OUT, completed_at=None)
+            if found.status == FAILED:
+                try:
+                    data, _ = read_object(s3, found.location, max_bytes=MAX_FAILURE_BYTES, strict=False)
+                    reason = data.decode("utf-8", errors="replace")
+                except Exception as error:  # the reason is informative; the status is what counts
+                    reason = f"(the failure object could not be read: {error!r})"
+                item.failure_location = found.location
+                return item.ended(FAILED, completed_at=found.completed_at, failure_reason=reason)
+            item.output_location = found.location
+            return item.ended(COMPLETED, completed_at=found.completed_at)
+
+        with ThreadPoolExecutor(self.submit_concurrency) as pool:
+            return list(pool.map(line, ended))
+
+    def _write_part(self, s3: Any, names: BatchNames, state: BatchState, lines: list[ManifestLine]) -> None:
+        part = join_s3(names.state_dir(), "ended", f"{state.parts:06d}.jsonl")
+        _put(s3, part, "".join(json.dumps(line) + "\n" for line in lines).encode())
+        state.parts += 1
+        _put(s3, names.state_location(), state.to_json().encode())
+
+    def _submit_wave(
+        self, s3: Any, names: BatchNames, state: BatchState, inputs: list[_Input], fields: dict[str, Any]
+    ) -> None:
+        """Submit the next items, up to ``max_in_flight`` in flight; items a retry finds ended are not sent again."""
+        room = self.max_in_flight - len(state.pending)
+        in_flight = {item.index for item in state.pending}
+        candidates: list[int] = []
+        for index in range(state.next_index, state.total):
+            if len(candidates) >= room:
+                break
+            if index not in in_flight:
+                candidates.append(index)
+        already = self._find(s3, names, candidates)
+        if already:
+            self._record_found_earlier(s3, names, state, inputs=inputs, fields=fields, already=already)
+        to_send = [index for index in candidates if index not in already]
+        started = time.monotonic()
+        sent: list[PendingItem] = []
+        error: ClientError | None = None
+        with ThreadPoolExecutor(self.submit_concurrency) as pool:
+            futures = [pool.submit(self._send, s3, names, index, inputs[index], fields) for index in to_send]
+            for index, future in zip(to_send, futures, strict=True):
+                try:
+                    sent.append(future.result())
+                except ClientError as failure:
+                    if _retryable(failure):
+                        error = error or failure
+                        continue
+                    self.log.warning("Batch %s: InvokeEndpointAsync refused item %d: %s", state.tag, index, failure)
+                    refused = self._pending(
+                        names, index, location=inputs[index].location, submitted=utcnow(), fields=fields
+                    )
+                    reason = f"InvokeEndpointAsync refused it: {failure}"
+                    self._write_part(
+                        s3, names, state, [refused.ended(FAILED, completed_at=None, failure_reason=reason)]
+                    )
+        state.pending += sent
+        state.submitted += len(sent)
+        state.next_index = (candidates[-1] + 1) if candidates else state.next_index
+        if error is not None:
+            # Every item sent is recorded in flight; a retry of the task sends the others (after a LIST).
+            state.next_index = min(set(to_send) - {item.index for item in sent})
+        _put(s3, names.state_location(), state.to_json().encode())
+        if error is not None:
+            self.log.error(
+                "Batch %s: InvokeEndpointAsync still failing after botocore's retries; %d sent this wave. A retry of "
+                "this task goes on from item %d.",
+                state.tag,
+                len(sent),
+                state.next_index,
+            )
+            raise error
+        elapsed = time.monotonic() - started
+        self.log.info(
+            "Batch %s: sent %d items in %.1f s (%.0f/s); %d of %d submitted, %d in flight",
+            state.tag,
+            len(sent),
+            elapsed,
+            len(sent) / max(elapsed, 1e-9),
+            state.next_index,
+            state.total,
+            len(state.pending),
+        )
+
+    def _record_found_earlier(
+        self,
+        s3: Any,
+        names: BatchNames,
+        state: BatchState,
+        *,
+        inputs: list[_Input],
+        fields: dict[str, Any],
+        already: dict[int, Found],
+    ) -> None:
+        """Record items whose result an earlier try left in S3, without sending them again."""
+        ended: list[tuple[PendingItem, Found | None]] = []
+        for index, found in sorted(already.items()):
+            moment = _parse(found.completed_at) if found.completed_at else utcnow()
+            item = self._pending(names, index, location=inputs[index].location, submitted=moment, fields=fields)
+            ended.append((item, found))
+        self._write_part(s3, names, state, self._lines(s3, ended))
+        state.resumed += len(ended)
+        self.log.info("Batch %s: %d items already ended in S3 (an earlier try); not sent again", state.tag, len(ended))
+
+    def _send(self, s3: Any, names: BatchNames, index: int, item: _Input, fields: dict[str, Any]) -> PendingItem:
+        """Send one item (uploading a large inline payload first); return it in flight."""
+        location, body = item.location, item.payload
+        if body is not None and len(body) > MAX_INLINE_BODY_BYTES:
+            bucket, prefix = parse_s3_uri(self.input_s3_prefix or "", "input_s3_prefix")
+            key = join_s3(prefix, names.tag, f"{index:07d}.input")
+            s3.put_object(Bucket=bucket, Key=key, Body=body)
+            location, body = s3_uri(bucket, key), None
+        submission = self.hook.invoke_endpoint_async(
+            endpoint_name=fields["endpoint_name"],
+            input_location=location,
+            body=body,
+            content_type=item.content_type,
+            accept=fields.get("accept"),
+            custom_attributes=fields.get("custom_attributes"),
+            inference_id=names.inference_id(index),
+            s3_output_path_extension=fields.get("s3_output_path_extension") or _extension(names),
+            filename=names.filename(index),
+            request_ttl_seconds=fields.get("request_ttl_seconds"),
+            invocation_timeout_seconds=fields.get("invocation_timeout_seconds"),
+        )
+        pending = self._pending(names, index, location=location, submitted=utcnow(), fields=fields)
+        pending.output_location = submission.output_location
+        pending.failure_location = submission.failure_location
+        pending.head_failure = not names.failure_follows_filename(index, submission.failure_location)
+        return pending
+
+    def _pending(
+        self, names: BatchNames, index: int, *, location: str | None, submitted: datetime, fields: dict[str, Any]
+    ) -> PendingItem:
+        deadline = compute_deadline(
+            submitted,
+            request_ttl_seconds=fields.get("request_ttl_seconds"),
+            invocation_timeout_seconds=fields.get("invocation_timeout_seconds"),
+            max_wait_seconds=fields.get("max_wait_seconds"),
+        )
+        return PendingItem(
+            index=index,
+            inference_id=names.inference_id(index),
+            input_location=location,
+            output_location=names.output_location(index),
+            failure_location=None,
+            submitted_at=isoformat(submitted),
+            deadline=isoformat(deadline),
+        )
+
+    def _finish(self, s3: Any, names: BatchNames, state: BatchState) -> BatchSummary:
+        """Write the manifest (every item once, sorted), return the summary or raise per the failure policy."""
+        lines: dict[int, ManifestLine] = {}
+        for uri, _ in _list_prefix(s3, join_s3(names.state_dir(), "ended") + "/"):
+            for text in _get_text(s3, uri).splitlines():
+                line: ManifestLine = json.loads(text)
+                lines.setdefault(line["item"], line)
+        if len(lines) != state.total:
+            missing = sorted(set(range(state.total)) - set(lines))[:10]
+            raise RuntimeError(
+                f"Batch {state.tag}: the ended parts hold {len(lines)} of {state.total} items (first missing: "
+                f"{missing}); the state under {names.state_dir()} is inconsistent. Please report this."
+            )
+        manifest = self.manifest_location or names.default_manifest_location()
+        _put(s3, manifest, "".join(json.dumps(lines[i]) + "\n" for i in range(state.total)).encode())
+        counts = summary_counts(lines.values())
+        ended_at = utcnow()
+        summary: BatchSummary = {
+            "batch_tag": state.tag,
+            "endpoint_name": state.endpoint_name,
+            "total": state.total,
+            "counts": counts,
+            "manifest_location": manifest,
+            "output_prefix": names.output_dir,
+            "failure_prefix": names.failure_dir,
+            "invocations": state.submitted,
+            "resumed_items": state.resumed,
+            "deferrals": state.deferrals,
+            "started_at": state.started_at,
+            "ended_at": isoformat(ended_at),
+            "duration_seconds": round((ended_at - _parse(state.started_at)).total_seconds(), 3),
+        }
+        self.log.info("Batch %s: %s; manifest %s", state.tag, counts, manifest)
+        failed = counts[FAILED] + counts[TIMED_OUT]
+        if failed > self.max_failed_items and failed > self.max_failed_fraction * state.total:
+            raise SageMakerAsyncBatchFailed(
+                f"Batch {state.tag} on endpoint {state.endpoint_name}: {counts[FAILED]} failed and {counts[TIMED_OUT]} "
+                f"timed out of {state.total} items, more than max_failed_items={self.max_failed_items} and "
+                f"max_failed_fraction={self.max_failed_fraction}. Every item has ended; the manifest at {manifest} "
+                "has each item's status and failure reason.",
+                summary=summary,
+            )
+        return summary
+
+
+def _extension(names: BatchNames) -> str:
+    """Return the default S3OutputPathExtension of a batch: ``airflow-batch/<tag>``."""
+    return f"airflow-batch/{names.tag}"
+
+
+def _retryable(error: ClientError) -> bool:
+    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    return status >= 500 or status == 429 or "Throttl" in code or code == "SlowDown"
+
+
+def _parse(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _as_list(value: Any, parameter: str) -> list[Any]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    if not isinstance(value, (list, tuple)):
+        raise SageMakerAsyncParameterError(
+            f"{parameter} must be a list, got {type(value).__name__}. Pass a list, or an XCom holding one.",
+            parameter=parameter,
+        )
+    return list(value)
+
+
+def _list_prefix(s3: Any, prefix_uri: str) -> list[tuple[str, Any]]:
+    """Return ``(s3 uri, LastModified)`` of every object under ``prefix_uri`` (paginated ListObjectsV2)."""
+    bucket, prefix = split_s3_uri(prefix_uri)
+    found = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        found += [(s3_uri(bucket, item["Key"]), item.get("LastModified")) for item in page.get("Contents", [])]
+    return found
+
+
+def _list_objects(s3: Any, prefix_uri: str) -> list[str]:
+    """Return the S3 URIs of the objects under ``prefix_uri``, sorted, keys ending in ``/`` skipped."""
+    return sorted(uri for uri, _ in _list_prefix(s3, prefix_uri) if not uri.endswith("/"))
+
+
+def _get_text(s3: Any, uri: str) -> str:
+    bucket, key = split_s3_uri(uri)
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+
+
+def _put(s3: Any, uri: str, body: bytes) -> None:
+    bucket, key = split_s3_uri(uri)
+    s3.put_object(Bucket=bucket, Key=key, Body=body)

@@ -1,0 +1,252 @@
+"""SageMakerAsyncBatchInferenceTrigger: watches a batch's results by LIST in the triggerer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final
+
+from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_sagemaker_async.batch import (
+    BatchNames,
+    BatchState,
+    Found,
+    blocks,
+    last_modified_iso,
+    merge_found,
+    reconcile,
+)
+from airflow_sagemaker_async.clients import SharedClient, client_key, shared_s3_clients
+from airflow_sagemaker_async.layout import s3_uri, split_s3_uri
+from airflow_sagemaker_async.records import COMPLETED, FAILED
+from airflow_sagemaker_async.validation import check_poll_schedule
+from airflow_sagemaker_async.watch import (
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_INTERVAL,
+    PollSchedule,
+    Probe,
+    isoformat,
+    read_head_error,
+    read_head_response,
+    utcnow,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from airflow_sagemaker_async.batch import PendingItem
+    from airflow_sagemaker_async.records import BatchEvent, InferenceStatus
+
+__all__ = ["SageMakerAsyncBatchInferenceTrigger"]
+
+#: At most one progress line per this many seconds.
+PROGRESS_LOG_SECONDS: Final = 30.0
+
+
+class SageMakerAsyncBatchInferenceTrigger(BaseTrigger):
+    """
+    Wait until few enough items of a batch are in flight, watching their results by LIST, not by HEAD.
+
+    Reads the batch's ``state.json`` (written by the worker before it deferred) for the items in flight,
+    then lists the output and failure prefixes of each block of 1,000 items that still has one pending
+    (:mod:`airflow_sagemaker_async.batch`): about ``2 x ceil(pending / 1,000)`` requests per check, through
+    the event loop's shared S3 client. Items whose returned failure key lies elsewhere are checked by HEAD.
+    Same poll schedule as the single trigger (backoff with seeded jitter). Logs progress (ended, pending,
+    rate, ETA) at most every 30 s. Never submits anything and never downloads a payload.
+
+    Yields one :class:`~airflow_sagemaker_async.records.BatchEvent` and returns: ``LowWater`` once at most
+    ``low_water`` items are in flight, ``Deadline`` once an item's deadline has passed. Never before
+    ``not_before`` (the fast-event guard, :mod:`airflow_sagemaker_async.waiting`). Rebuilt from its kwargs,
+    it reads the same state and reaches the same answer.
+
+    :param batch_tag: the batch's tag.
+    :param state_location: S3 URI of the batch's ``state.json``.
+    :param output_dir: S3 URI of the directory holding the batch's outputs.
+    :param failure_dir: S3 URI of the directory holding its failure objects, or ``None``.
+    :param low_water: fire once at most this many items are in flight (0: when every item has ended).
+    :param not_before: absolute ISO-8601 time before which no event is yielded, default ``None``.
+    :param poll_interval: seconds before the first re-check, default 2; grows 1.5x per check.
+    :param max_poll_interval: ceiling of the interval, seconds, default 30.
+    :param aws_conn_id: Airflow AWS connection id, default ``aws_default``.
+    :param region_name: AWS region of the buckets; default from the connection.
+    :param verify: whether / how to verify SSL certificates, default from the connection.
+    :param botocore_config: botocore ``Config`` parameters as a dict, default from the connection.
+
+    .. seealso::
+        - :external+boto3:py:meth:`S3.Client.list_objects_v2`
+    """
+
+    def __init__(
+        self,
+        *,
+        batch_tag: str,
+        state_location: str,
+        output_dir: str,
+        failure_dir: str | None,
+        low_water: int,
+        not_before: str | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        aws_conn_id: str | None = "aws_default",
+        region_name: str | None = None,
+        verify: bool | str | None = None,
+        botocore_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.batch_tag = batch_tag
+        self.state_location = state_location
+        self.output_dir = output_dir
+        self.failure_dir = failure_dir
+        self.low_water = int(low_water)
+        self.not_before = datetime.fromisoformat(not_before).isoformat() if not_before else None
+        self.poll_interval, self.max_poll_interval = check_poll_schedule(poll_interval, max_poll_interval)
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self.verify = verify
+        self.botocore_config = botocore_config
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Return the classpath (derived from the class) and the JSON-primitive kwargs (never a list of items)."""
+        kwargs: dict[str, Any] = {
+            "batch_tag": self.batch_tag,
+            "state_location": self.state_location,
+            "output_dir": self.output_dir,
+            "failure_dir": self.failure_dir,
+            "low_water": self.low_water,
+            "poll_interval": self.poll_interval,
+            "max_poll_interval": self.max_poll_interval,
+            "aws_conn_id": self.aws_conn_id,
+        }
+        for name in ("not_before", "region_name", "verify", "botocore_config"):
+            if (value := getattr(self, name)) is not None:
+                kwargs[name] = value
+        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
+
+    def hook(self) -> S3Hook:
+        """Return the S3 hook built from the four AWS parameters, unchanged."""
+        return S3Hook(
+            aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify, config=self.botocore_config
+        )
+
+    async def _read_state(self, shared: SharedClient) -> BatchState:
+        bucket, key = split_s3_uri(self.state_location)
+        async with shared.limit:
+            response = await shared.client.get_object(Bucket=bucket, Key=key)
+            async with response["Body"] as body:
+                return BatchState.from_json(await body.read())
+
+    async def _list(self, shared: SharedClient, prefix_uri: str) -> list[tuple[str, Any]]:
+        """Return ``(s3 uri, LastModified)`` of the keys under ``prefix_uri`` (paginated); what was read on a 5xx."""
+        bucket, prefix = split_s3_uri(prefix_uri)
+        found: list[tuple[str, Any]] = []
+        token: str | None = None
+        while True:
+            request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+            if token:
+                request["ContinuationToken"] = token
+            try:
+                async with shared.limit:
+                    page = await shared.client.list_objects_v2(**request)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                result = read_head_error(error)  # same reading as a HEAD: 403 / 5xx / resets wait, others raise
+                self.log.warning("Batch %s: LIST %s answered %s; the wait goes on", self.batch_tag, prefix_uri, result)
+                return found
+            found += [(s3_uri(bucket, item["Key"]), item.get("LastModified")) for item in page.get("Contents", [])]
+            token = page.get("NextContinuationToken")
+            if not token:
+                return found
+
+    async def _head(self, shared: SharedClient, uri: str) -> Any:
+        bucket, key = split_s3_uri(uri)
+        try:
+            async with shared.limit:
+                return read_head_response(await shared.client.head_object(Bucket=bucket, Key=key))
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            return read_head_error(error)
+
+    async def _find(self, shared: SharedClient, names: BatchNames, pending: list[PendingItem]) -> dict[int, Found]:
+        found: dict[int, Found] = {}
+        dirs: list[tuple[InferenceStatus, str]] = [(COMPLETED, self.output_dir)]
+        if self.failure_dir:
+            dirs.append((FAILED, self.failure_dir))
+        for block in blocks(item.index for item in pending):
+            for status, directory in dirs:
+                for uri, modified in await self._list(shared, names.block_prefix(directory, block)):
+                    merge_found(found, names.index_of(uri), Found(status, uri, last_modified_iso(modified)))
+        for item in pending:
+            if item.head_failure and item.failure_location and item.index not in found:
+                result = await self._head(shared, item.failure_location)
+                if result.probe is Probe.FOUND:
+                    merge_found(found, item.index, Found(FAILED, item.failure_location, None))
+        return found
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Check until few enough items are in flight or a deadline passes; yield one event and return."""
+        key = client_key(self.aws_conn_id, self.region_name, self.verify, self.botocore_config)
+        async with shared_s3_clients.acquire(key, self.hook().get_async_conn) as shared:
+            state = await self._read_state(shared)
+            names = BatchNames(self.batch_tag, "", self.output_dir, self.failure_dir)
+            pending = list(state.pending)
+            start, started, logged = len(pending), time.monotonic(), time.monotonic()
+            earliest = state.earliest_deadline()
+            schedule = PollSchedule(
+                f"{self.state_location}\n{state.deferrals}",
+                datetime.fromisoformat(earliest) if earliest else utcnow(),
+                self.poll_interval,
+                self.max_poll_interval,
+            )
+            self.log.info(
+                "Watching batch %s: %d in flight, low-water mark %d, %d of %d submitted",
+                self.batch_tag,
+                len(pending),
+                self.low_water,
+                state.next_index,
+                state.total,
+            )
+            checks, status = 0, "LowWater"
+            while True:
+                ended, pending = reconcile(pending, await self._find(shared, names, pending), utcnow())
+                checks += 1
+                if any(found is None for _, found in ended):
+                    status = "Deadline"
+                    break
+                if len(pending) <= self.low_water:
+                    break
+                if time.monotonic() - logged >= PROGRESS_LOG_SECONDS:
+                    logged = time.monotonic()
+                    done = start - len(pending)
+                    rate = done / max(logged - started, 1e-9)
+                    eta = f"{len(pending) / rate:.0f} s" if rate > 0 else "unknown"
+                    self.log.info(
+                        "Batch %s: %d ended this wave, %d in flight, %.1f/s, ETA %s",
+                        self.batch_tag,
+                        done,
+                        len(pending),
+                        rate,
+                        eta,
+                    )
+                delay = schedule.next_delay()
+                if delay is None:
+                    continue  # the earliest deadline has passed: the next check ends those items
+                await asyncio.sleep(delay)
+        if self.not_before and (hold := (datetime.fromisoformat(self.not_before) - utcnow()).total_seconds()) > 0:
+            self.log.info("Batch %s: holding the event %.1f s (fast-event guard)", self.batch_tag, hold)
+            await asyncio.sleep(hold)
+        event: BatchEvent = {
+            "status": "LowWater" if status == "LowWater" else "Deadline",
+            "batch_tag": self.batch_tag,
+            "state_location": self.state_location,
+            "ended": start - len(pending),
+            "pending": len(pending),
+            "checks": checks,
+            "detected_at": isoformat(utcnow()),
+        }
+        self.log.info("Batch %s: %s after %d checks, %d in flight", self.batch_tag, status, checks, len(pending))
+        yield TriggerEvent(event)

@@ -1,0 +1,102 @@
+"""The I/O-free core of a batch: names within the service model's rules, block prefixes, reconciling, state."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from airflow_sagemaker_async.batch import (
+    BatchNames,
+    BatchState,
+    Found,
+    PendingItem,
+    batch_tag,
+    blocks,
+    low_water_mark,
+    merge_found,
+    reconcile,
+)
+from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_ASYNC, field_rule
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NAMES = BatchNames.of("0123456789ab", "a" * 200, "score", "s3://b/out/ext", "s3://b/fail/ext")
+
+
+def item(index: int, deadline: datetime = T0 + timedelta(hours=1), **kwargs: object) -> PendingItem:
+    return PendingItem(
+        index=index,
+        inference_id=NAMES.inference_id(index),
+        input_location=None,
+        output_location=NAMES.output_location(index),
+        failure_location=None,
+        submitted_at=T0.isoformat(),
+        deadline=deadline.isoformat(),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_the_batch_tag_is_the_same_for_every_try_and_differs_between_task_instances() -> None:
+    assert batch_tag("d", "t", "r") == batch_tag("d", "t", "r")
+    assert len({batch_tag("d", "t", "r"), batch_tag("d", "t", "r2"), batch_tag("d", "t", "r", 0)}) == 3
+
+
+def test_item_names_keep_the_service_models_rules_at_the_largest_index() -> None:
+    filename, inference_id = NAMES.filename(9_999_999), NAMES.inference_id(9_999_999)
+
+    for parameter, value in (("filename", filename), ("inference_id", inference_id)):
+        rule = field_rule(INVOKE_ENDPOINT_ASYNC, parameter)
+        assert rule.length_ok(value)
+        assert rule.matches(value)
+
+
+def test_a_block_prefix_lists_exactly_its_thousand_items() -> None:
+    prefix = NAMES.block_prefix("s3://b/out/ext", 12)
+
+    assert NAMES.output_location(12_000).startswith(prefix)
+    assert NAMES.output_location(12_999).startswith(prefix)
+    assert not NAMES.output_location(11_999).startswith(prefix)
+    assert not NAMES.output_location(13_000).startswith(prefix)
+    assert blocks([1, 999, 1000, 25_000]) == [0, 1, 25]
+
+
+def test_index_of_reads_output_and_failure_keys_and_nothing_else() -> None:
+    assert NAMES.index_of("s3://b/out/ext/0123456789ab-0000042.out") == 42
+    assert NAMES.index_of("s3://b/fail/ext/0123456789ab-0000042.out-error.out") == 42
+    assert NAMES.index_of("s3://b/out/ext/0123456789ab.batch/manifest.jsonl") is None
+    assert NAMES.index_of("s3://b/out/ext/ffffffffffff-0000042.out") is None
+
+
+def test_a_failure_key_outside_the_listed_prefix_is_checked_by_head() -> None:
+    assert NAMES.failure_follows_filename(7, "s3://b/fail/ext/0123456789ab-0000007.out-error.out")
+    assert not NAMES.failure_follows_filename(7, "s3://b/fail/ext/5b2f-uuid-error.out")
+    assert NAMES.failure_follows_filename(7, None)
+
+
+def test_reconcile_ends_found_items_and_those_past_their_deadline_only() -> None:
+    pending = [item(1), item(2), item(3, deadline=T0 - timedelta(seconds=1)), item(4)]
+    found: dict[int, Found] = {}
+    merge_found(found, 1, Found("Failed", "s3://b/fail/1", None))
+    merge_found(found, 1, Found("Completed", "s3://b/out/1", None))  # an output wins over a failure
+    merge_found(found, 2, Found("Failed", "s3://b/fail/2", None))
+    merge_found(found, None, Found("Completed", "s3://b/out/x", None))  # a key naming no item
+
+    ended, still = reconcile(pending, found, T0)
+
+    assert [(i.index, f.status if f else None) for i, f in ended] == [(1, "Completed"), (2, "Failed"), (3, None)]
+    assert [i.index for i in still] == [4]
+
+
+def test_the_state_round_trips_and_knows_when_the_batch_is_done() -> None:
+    state = BatchState(
+        tag="t", endpoint_name="e", total=3, output_dir="s3://b/o", failure_dir=None, started_at=T0.isoformat()
+    )
+    state.pending = [item(0, head_failure=True), item(1, deadline=T0)]
+    state.next_index = 3
+
+    again = BatchState.from_json(state.to_json())
+
+    assert again == state
+    assert again.earliest_deadline() == T0.isoformat()
+    assert not again.done
+    again.pending = []
+    assert again.done
+    assert low_water_mark(1000) == 250
