@@ -60,9 +60,17 @@ __all__ = [
     "MAX_ITEMS",
     "BatchNames",
     "BatchState",
+    "Found",
     "PendingItem",
     "batch_tag",
+    "blocks",
+    "head_requests",
+    "list_requests",
     "low_water_mark",
+    "merge_found",
+    "read_listing",
+    "reconcile",
+    "summary_counts",
 ]
 
 #: Items in flight at once, by default: SageMaker queues them; this bounds the state and one wave's work.
@@ -285,6 +293,31 @@ def reconcile(
         else:
             still.append(item)
     return ended, still
+
+
+def list_requests(names: BatchNames, indexes: Iterable[int]) -> list[tuple[InferenceStatus, str]]:
+    """
+    Return the LISTs one check makes for ``indexes``: ``(status, prefix URI)``, output then failure, per block.
+
+    A result found under an output prefix means ``Completed``, under a failure prefix ``Failed``.
+    """
+    dirs: list[tuple[InferenceStatus, str]] = [(COMPLETED, names.output_dir)]
+    if names.failure_dir:
+        dirs.append((FAILED, names.failure_dir))
+    return [(status, names.block_prefix(directory, block)) for block in blocks(indexes) for status, directory in dirs]
+
+
+def read_listing(
+    names: BatchNames, found: dict[int, Found], status: InferenceStatus, listing: Iterable[tuple[str, Any]]
+) -> None:
+    """Record every ``(S3 URI, LastModified)`` of a LIST answer that names an item (see :func:`merge_found`)."""
+    for uri, modified in listing:
+        merge_found(found, names.index_of(uri), Found(status, uri, last_modified_iso(modified)))
+
+
+def head_requests(pending: Iterable[PendingItem], found: dict[int, Found]) -> list[PendingItem]:
+    """Return the items whose failure object lies outside the LISTed prefixes and was not found yet: HEAD those."""
+    return [item for item in pending if item.head_failure and item.failure_location and item.index not in found]
 
 
 def merge_found(found: dict[int, Found], index: int | None, result: Found) -> None:

@@ -24,10 +24,12 @@ from airflow_sagemaker_async.batch import (
     Found,
     PendingItem,
     batch_tag,
-    blocks,
+    head_requests,
     last_modified_iso,
+    list_requests,
     low_water_mark,
     merge_found,
+    read_listing,
     reconcile,
     summary_counts,
 )
@@ -54,7 +56,7 @@ if TYPE_CHECKING:
 
     from airflow.sdk import Context
 
-    from airflow_sagemaker_async.records import BatchEvent, BatchSummary, InferenceStatus, ManifestLine
+    from airflow_sagemaker_async.records import BatchEvent, BatchSummary, ManifestLine
 
 __all__ = ["SageMakerInvokeEndpointAsyncBatchOperator"]
 
@@ -497,28 +499,16 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         """Return the results S3 holds for ``items`` (LIST per block of 1,000; HEAD for odd failure keys)."""
         indexes = [i if isinstance(i, int) else i.index for i in items]
         found: dict[int, Found] = {}
-        dirs: list[tuple[InferenceStatus, str]] = [(COMPLETED, names.output_dir)]
-        if names.failure_dir:
-            dirs.append((FAILED, names.failure_dir))
-        for block in blocks(indexes):
-            for status, directory in dirs:
-                for uri, modified in _list_prefix(s3, names.block_prefix(directory, block)):
-                    merge_found(found, names.index_of(uri), Found(status, uri, last_modified_iso(modified)))
-        for item in items:
-            if (
-                isinstance(item, PendingItem)
-                and item.head_failure
-                and item.failure_location
-                and item.index not in found
-            ):
-                bucket, key = split_s3_uri(item.failure_location)
-                try:
-                    head = s3.head_object(Bucket=bucket, Key=key)
-                except ClientError:
-                    continue
-                merge_found(
-                    found, item.index, Found(FAILED, item.failure_location, last_modified_iso(head.get("LastModified")))
-                )
+        for status, prefix in list_requests(names, indexes):
+            read_listing(names, found, status, _list_prefix(s3, prefix))
+        for item in head_requests((i for i in items if isinstance(i, PendingItem)), found):
+            assert item.failure_location is not None  # head_requests keeps only those with one
+            bucket, key = split_s3_uri(item.failure_location)
+            try:
+                modified = s3.head_object(Bucket=bucket, Key=key).get("LastModified")
+            except ClientError:
+                continue
+            merge_found(found, item.index, Found(FAILED, item.failure_location, last_modified_iso(modified)))
         wanted = set(indexes)
         return {index: result for index, result in found.items() if index in wanted}
 

@@ -14,14 +14,15 @@ from airflow_sagemaker_async.batch import (
     BatchNames,
     BatchState,
     Found,
-    blocks,
-    last_modified_iso,
+    head_requests,
+    list_requests,
     merge_found,
+    read_listing,
     reconcile,
 )
 from airflow_sagemaker_async.clients import SharedClient, client_key, shared_s3_clients
 from airflow_sagemaker_async.layout import s3_uri, split_s3_uri
-from airflow_sagemaker_async.records import COMPLETED, FAILED
+from airflow_sagemaker_async.records import FAILED
 from airflow_sagemaker_async.validation import check_poll_schedule
 from airflow_sagemaker_async.watch import (
     DEFAULT_MAX_POLL_INTERVAL,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from airflow_sagemaker_async.batch import PendingItem
-    from airflow_sagemaker_async.records import BatchEvent, InferenceStatus
+    from airflow_sagemaker_async.records import BatchEvent
 
 __all__ = ["SageMakerAsyncBatchInferenceTrigger"]
 
@@ -173,18 +174,12 @@ class SageMakerAsyncBatchInferenceTrigger(BaseTrigger):
 
     async def _find(self, shared: SharedClient, names: BatchNames, pending: list[PendingItem]) -> dict[int, Found]:
         found: dict[int, Found] = {}
-        dirs: list[tuple[InferenceStatus, str]] = [(COMPLETED, self.output_dir)]
-        if self.failure_dir:
-            dirs.append((FAILED, self.failure_dir))
-        for block in blocks(item.index for item in pending):
-            for status, directory in dirs:
-                for uri, modified in await self._list(shared, names.block_prefix(directory, block)):
-                    merge_found(found, names.index_of(uri), Found(status, uri, last_modified_iso(modified)))
-        for item in pending:
-            if item.head_failure and item.failure_location and item.index not in found:
-                result = await self._head(shared, item.failure_location)
-                if result.probe is Probe.FOUND:
-                    merge_found(found, item.index, Found(FAILED, item.failure_location, None))
+        for status, prefix in list_requests(names, (item.index for item in pending)):
+            read_listing(names, found, status, await self._list(shared, prefix))
+        for item in head_requests(pending, found):
+            assert item.failure_location is not None  # head_requests keeps only those with one
+            if (await self._head(shared, item.failure_location)).probe is Probe.FOUND:
+                merge_found(found, item.index, Found(FAILED, item.failure_location, None))
         return found
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
