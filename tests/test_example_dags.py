@@ -34,6 +34,8 @@ EXPECTED_TASKS = {
     "example_sagemaker_async_batch": {"upload_inputs", "predict", "summarize"},
     "example_sagemaker_async_failure": {"predict_strict", "on_failure", "predict_tolerant", "handle_outcome"},
     "example_sagemaker_async_sensor": {"submit", "wait_for_result", "log_predictions"},
+    "example_sagemaker_realtime": {"load_samples", "predict", "report_accuracy"},
+    "example_sagemaker_streaming": {"generate", "report"},
 }
 
 
@@ -73,6 +75,23 @@ def test_batch_dag_maps_over_the_uploaded_inputs_and_tolerates_model_errors(dagb
     assert predict.partial_kwargs["fail_on_model_error"] is False
     assert set(predict.expand_input.value) == {"input_location"}
     assert predict.upstream_task_ids == {"upload_inputs"}
+
+
+def test_realtime_and_streaming_dags_invoke_on_the_worker_without_retries(dagbag: Any) -> None:
+    from airflow_sagemaker_async import (
+        SageMakerInvokeEndpointOperator,
+        SageMakerInvokeEndpointWithResponseStreamOperator,
+    )
+
+    predict = dagbag.dags["example_sagemaker_realtime"].get_task("predict")
+    generate = dagbag.dags["example_sagemaker_streaming"].get_task("generate")
+
+    assert isinstance(predict, SageMakerInvokeEndpointOperator)
+    assert isinstance(generate, SageMakerInvokeEndpointWithResponseStreamOperator)
+    assert (predict.retries, generate.retries) == (0, 0)  # neither call is idempotent
+    assert predict.output_format == "json"
+    assert generate.output_location.startswith("s3://")
+    assert generate.downstream_task_ids == {"report"}
 
 
 def test_failure_dag_reacts_with_one_failed_downstream_of_the_strict_task(dagbag: Any) -> None:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
     from airflow_sagemaker_async.local.backend import LocalSageMakerAsyncBackend
 
 DEMO_ENDPOINT = "iris-endpoint"
+DEMO_REALTIME_ENDPOINT = "iris-realtime"
+DEMO_STREAMING_ENDPOINT = "text-streaming"
 DEMO_SUCCESS_TOPIC = "sagemaker-async-local-success"
 DEMO_ERROR_TOPIC = "sagemaker-async-local-error"
 DEMO_QUEUE = "sagemaker-async-local-notifications"
@@ -56,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def create_demo(backend: LocalSageMakerAsyncBackend) -> dict[str, Any]:
-    """Create the demo: topics, a queue subscribed to both, and ``iris-endpoint`` using them.
+    """Create the demo: topics, a queue, ``iris-endpoint`` using them, and the real-time endpoints.
+
+    The real-time endpoints are ``iris-realtime`` (iris) and ``text-streaming`` (the streaming text model).
 
     :return: the demo's names, as written to the ready file under ``demo``.
     """
@@ -65,6 +69,8 @@ def create_demo(backend: LocalSageMakerAsyncBackend) -> dict[str, Any]:
     error = sns.create_topic(Name=DEMO_ERROR_TOPIC)["TopicArn"]
     queue_url = backend.subscribe_queue(DEMO_QUEUE, [success, error])
     endpoint = backend.create_endpoint(DEMO_ENDPOINT, success_topic_arn=success, error_topic_arn=error)
+    backend.create_endpoint(DEMO_REALTIME_ENDPOINT, async_inference=False)
+    backend.create_endpoint(DEMO_STREAMING_ENDPOINT, model="text", async_inference=False)
     return {
         "endpoint_name": endpoint.endpoint_name,
         "bucket": backend.default_bucket,
@@ -73,6 +79,8 @@ def create_demo(backend: LocalSageMakerAsyncBackend) -> dict[str, Any]:
         "success_topic_arn": success,
         "error_topic_arn": error,
         "notification_queue_url": queue_url,
+        "realtime_endpoint_name": DEMO_REALTIME_ENDPOINT,
+        "streaming_endpoint_name": DEMO_STREAMING_ENDPOINT,
     }
 
 
@@ -115,6 +123,8 @@ def _banner(document: dict[str, Any]) -> str:
             f"    output: {demo['s3_output_path']}   failure: {demo['s3_failure_path']}",
             f"    notifications: {demo['success_topic_arn']}, {demo['error_topic_arn']} -> "
             f"{demo['notification_queue_url']}",
+            f"  real-time endpoints: {demo['realtime_endpoint_name']} (iris), "
+            f'{demo["streaming_endpoint_name"]} (streaming text; JSON {{"inputs": ...}} or plain text)',
         ]
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)

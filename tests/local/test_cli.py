@@ -85,8 +85,13 @@ def test_up_serves_the_demo_endpoint_logs_state_changes_and_stops_cleanly_on_sig
         statuses.discard(None)
     assert statuses == {"Completed", "Failed"}
 
+    realtime = runtime.invoke_endpoint(EndpointName=demo["realtime_endpoint_name"], Body=b"5.1,3.5,1.4,0.2")
+    assert b"setosa" in realtime["Body"].read()
+    streamed = runtime.invoke_endpoint_with_response_stream(EndpointName=demo["streaming_endpoint_name"], Body=b"hi")
+    assert [event["PayloadPart"]["Bytes"] for event in streamed["Body"]]
+
     containers = _children(process.pid)
-    assert len(containers) == 1, "the demo endpoint runs one container process"
+    assert len(containers) == 3, "the demo's three endpoints run one container process each"
 
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=20)
