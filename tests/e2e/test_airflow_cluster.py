@@ -51,8 +51,8 @@ def cluster(
         server.migrate_db()
         server.start_components(STARTUP_TIMEOUT)
         wait_for(
-            "the dag-processor to parse the 4 example DAGs",
-            lambda: server.dag_count("example_sagemaker_async") == 4,
+            f"the dag-processor to parse the {len(EXAMPLE_DAGS)} example DAGs",
+            lambda: all(server.dag_count(dag_id) == 1 for dag_id in EXAMPLE_DAGS),
             STARTUP_TIMEOUT,
             server,
             interval=1,
