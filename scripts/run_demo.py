@@ -152,6 +152,28 @@ def report_batch(run: DagRunRecord, log_file: Path) -> tuple[list[str], list[str
     return lines, problems
 
 
+def report_batch_scoring(run: DagRunRecord, log_file: Path) -> tuple[list[str], list[str]]:
+    """Lines and problems of ``example_sagemaker_async_batch_scoring``."""
+    problems: list[str] = []
+    check_states(run, {"upload_inputs": "success", "score": "success", "report": "success"}, problems)
+    summary = run.xcom("score") or {}
+    lines = [
+        f"    batch {summary.get('batch_tag')}: {summary.get('total')} items, {summary.get('counts')} in "
+        f"{summary.get('duration_seconds')} s, {summary.get('invocations')} invocations, "
+        f"{summary.get('deferrals')} deferral(s)",
+        f"    manifest: {summary.get('manifest_location')}",
+    ]
+    log_lines = [line for line in log_file.read_text(errors="replace").splitlines() if "] item " in line]
+    lines += [f"    {line.split('] ', 1)[-1].split(' [', 1)[0]}" for line in log_lines[:3]]
+    expect(
+        problems,
+        summary.get("counts") == {"Completed": 288, "Failed": 12, "TimedOut": 0},
+        f"the batch counted {summary.get('counts')}, expected 288 Completed and 12 Failed",
+    )
+    expect(problems, summary.get("invocations") == 300, f"{summary.get('invocations')} invocations, expected 300")
+    return lines, problems
+
+
 def report_failure(run: DagRunRecord, log_file: Path) -> tuple[list[str], list[str]]:
     """Lines and problems of ``example_sagemaker_async_failure``."""
     problems: list[str] = []
@@ -212,6 +234,12 @@ def report_sensor(run: DagRunRecord, log_file: Path) -> tuple[list[str], list[st
 EXAMPLES: list[tuple[str, dict[str, Any] | None, str, Reporter]] = [
     ("example_sagemaker_async_inference", None, "24 iris flowers in one request", report_inference),
     ("example_sagemaker_async_batch", None, "one inference per S3 input, one malformed", report_batch),
+    (
+        "example_sagemaker_async_batch_scoring",
+        None,
+        "300 inputs in one batch task, every 25th malformed",
+        report_batch_scoring,
+    ),
     ("example_sagemaker_async_failure", None, "a malformed payload, handled two ways", report_failure),
     ("example_sagemaker_async_sensor", {"custom_attributes": "sleep=2"}, "submit, then a sensor waits", report_sensor),
 ]

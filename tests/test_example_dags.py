@@ -32,6 +32,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:GitWildMatchPattern:DeprecationW
 EXPECTED_TASKS = {
     "example_sagemaker_async_inference": {"load_samples", "predict", "report_accuracy"},
     "example_sagemaker_async_batch": {"upload_inputs", "predict", "summarize"},
+    "example_sagemaker_async_batch_scoring": {"upload_inputs", "score", "report"},
     "example_sagemaker_async_failure": {"predict_strict", "on_failure", "predict_tolerant", "handle_outcome"},
     "example_sagemaker_async_sensor": {"submit", "wait_for_result", "log_predictions"},
     "example_sagemaker_realtime": {"load_samples", "predict", "report_accuracy"},
