@@ -449,11 +449,11 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
         super().render_template_fields(context, jinja_env)
         self._mask_custom_attributes()
 
-    def _sink(self, endpoint_name: str, content_type: str | None) -> Sink:
+    def _sink(self, endpoint_name: str, content_type: str | None, s3_client: Any) -> Sink:
         if self.output_file is not None:
             return FileSink(self.output_file)
         if self.output_location is not None:
-            return S3Sink(self._s3_hook().conn, self.output_location, self.multipart_part_bytes, content_type)
+            return S3Sink(s3_client, self.output_location, self.multipart_part_bytes, content_type)
         return MemorySink(self.max_output_bytes, endpoint_name)
 
     def execute(self, context: Context) -> RealtimeOutcome:
@@ -474,6 +474,9 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
             fields["inference_id"],
             len(payload),
         )
+        # Clients first: the time to first part counts from the request, and no part waits for a client.
+        self.hook.conn  # noqa: B018
+        s3_client = self._s3_hook().conn if self.output_location is not None else None
         invoked_at = utcnow()
         progress = _Progress(self.log, endpoint_name, self.progress_interval)
         try:
@@ -494,7 +497,7 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
         if attributes:
             mask_secret(attributes)
         stream = response["Body"]
-        sink = self._sink(endpoint_name, content_type)
+        sink = self._sink(endpoint_name, content_type, s3_client)
         ended: StreamEvent | None = None
         try:
             for event in read_events(stream):
