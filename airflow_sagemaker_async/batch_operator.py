@@ -48,7 +48,13 @@ from airflow_sagemaker_async.validation import (
     check_positive,
     parse_s3_uri,
 )
-from airflow_sagemaker_async.waiting import DEFERRAL_GRACE_SECONDS, min_deferral, poll_schedule
+from airflow_sagemaker_async.waiting import (
+    DEFERRAL_GRACE_SECONDS,
+    default_deferrable,
+    min_deferral,
+    notification_queue,
+    poll_schedule,
+)
 from airflow_sagemaker_async.watch import PollSchedule, isoformat, utcnow
 
 if TYPE_CHECKING:
@@ -131,12 +137,17 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         ``<output dir>/<batch tag>.batch/manifest.jsonl``.
     :param max_wait_seconds: seconds from an item's submission until it counts as ``TimedOut`` (templated);
         default its TTL + invocation timeout + 600 s.
-    :param deferrable: wait in the triggerer (default ``True``); ``False`` waits on the worker.
+    :param deferrable: wait in the triggerer; default ``True``, unless the deployment explicitly sets
+        ``[operators] default_deferrable`` (see :func:`~airflow_sagemaker_async.waiting.default_deferrable`).
+        ``False`` waits on the worker.
     :param poll_interval: seconds before the first re-check; default ``[sagemaker_async] poll_interval``, else 2.
     :param max_poll_interval: ceiling of the interval, seconds; default ``[sagemaker_async] max_poll_interval``,
         else 30.
     :param min_deferral_seconds: the trigger fires no sooner than this after a deferral; default
         ``[sagemaker_async] min_deferral_seconds``, else 10.
+    :param notification_queue_url: URL of an SQS queue subscribed to the endpoint's SNS success and error
+        topics (templated): results wake the trigger within about a second, S3 confirms them, and safety
+        polling slows to ``[sagemaker_async] push_max_poll_interval`` (300 s). Default ``None`` (polling).
     :param aws_conn_id: Airflow AWS connection, default ``aws_default``.
     :param region_name: AWS region, default from the connection.
     :param verify: whether / how to verify SSL certificates, default from the connection.
@@ -173,6 +184,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         "invocation_timeout_seconds",
         "manifest_location",
         "max_wait_seconds",
+        "notification_queue_url",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"input_records": "json", "input_locations": "json"}
     ui_color = "#c6e2e9"
@@ -197,10 +209,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         max_failed_fraction: float = 0.0,
         manifest_location: str | None = None,
         max_wait_seconds: float | None = None,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         poll_interval: float | None = None,
         max_poll_interval: float | None = None,
         min_deferral_seconds: float | None = None,
+        notification_queue_url: str | None = None,
         **kwargs: Any,
     ) -> None:
         if "filename" in kwargs:
@@ -233,8 +246,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             )
         self.manifest_location = manifest_location
         self.max_wait_seconds = max_wait_seconds
-        self.deferrable = deferrable
-        self.poll_interval, self.max_poll_interval = poll_schedule(poll_interval, max_poll_interval)
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self.notification_queue_url = notification_queue(notification_queue_url, only_rendered=True)
+        self.poll_interval, self.max_poll_interval = poll_schedule(
+            poll_interval, max_poll_interval, push=self.notification_queue_url is not None
+        )
         self.min_deferral_seconds = min_deferral(min_deferral_seconds)
         if not self.botocore_config:
             self.botocore_config = {"retries": dict(DEFAULT_RETRIES)}
@@ -270,6 +286,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                     parse_s3_uri(value, name)
             if self.max_wait_seconds is not None:
                 fields["max_wait_seconds"] = check_positive(self.max_wait_seconds, "max_wait_seconds")
+            fields["notification_queue_url"] = notification_queue(self.notification_queue_url, only_rendered=False)
         return fields
 
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
@@ -480,6 +497,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                         not_before=isoformat(now + timedelta(seconds=self.min_deferral_seconds)),
                         poll_interval=self.poll_interval,
                         max_poll_interval=self.max_poll_interval,
+                        notification_queue_url=fields.get("notification_queue_url"),
                         aws_conn_id=self.aws_conn_id,
                         region_name=self.region_name,
                         verify=self.verify,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -21,12 +22,14 @@ from airflow_sagemaker_async.batch import (
     reconcile,
 )
 from airflow_sagemaker_async.clients import SharedClient, client_key, shared_s3_clients
-from airflow_sagemaker_async.layout import s3_uri, split_s3_uri
+from airflow_sagemaker_async.layout import join_s3, s3_uri, split_s3_uri
+from airflow_sagemaker_async.receiver import subscribe_notifications
 from airflow_sagemaker_async.records import FAILED
-from airflow_sagemaker_async.validation import check_poll_schedule
+from airflow_sagemaker_async.validation import check_poll_schedule, check_queue_url
 from airflow_sagemaker_async.watch import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
+    DEFAULT_PUSH_MAX_POLL_INTERVAL,
     PollSchedule,
     Probe,
     isoformat,
@@ -39,12 +42,15 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from airflow_sagemaker_async.batch import PendingItem
+    from airflow_sagemaker_async.receiver import Inbox
     from airflow_sagemaker_async.records import BatchEvent
 
 __all__ = ["SageMakerAsyncBatchInferenceTrigger"]
 
 #: At most one progress line per this many seconds.
 PROGRESS_LOG_SECONDS: Final = 30.0
+#: With push, notifications arriving within this many seconds are confirmed by one check (LISTs), not one each.
+PUSH_SETTLE_SECONDS: Final = 1.0
 
 
 class SageMakerAsyncBatchInferenceTrigger(BaseTrigger):
@@ -58,6 +64,12 @@ class SageMakerAsyncBatchInferenceTrigger(BaseTrigger):
     Same poll schedule as the single trigger (backoff with seeded jitter). Logs progress (ended, pending,
     rate, ETA) at most every 30 s. Never submits anything and never downloads a payload.
 
+    With ``notification_queue_url`` (an SQS queue subscribed to the endpoint's SNS topics), the trigger also
+    wakes when a notification names a result under the batch's prefixes
+    (:mod:`airflow_sagemaker_async.receiver`); notifications arriving within a second are confirmed by one
+    check (S3 is the truth), and safety polling goes on at the push ceiling (300 s by default). An
+    ``Expired`` notification does not end a batch item early: it ends as ``TimedOut`` at its deadline.
+
     Yields one :class:`~airflow_sagemaker_async.records.BatchEvent` and returns: ``LowWater`` once at most
     ``low_water`` items are in flight, ``Deadline`` once an item's deadline has passed. Never before
     ``not_before`` (the fast-event guard, :mod:`airflow_sagemaker_async.waiting`). Rebuilt from its kwargs,
@@ -70,7 +82,9 @@ class SageMakerAsyncBatchInferenceTrigger(BaseTrigger):
     :param low_water: fire once at most this many items are in flight (0: when every item has ended).
     :param not_before: absolute ISO-8601 time before which no event is yielded, default ``None``.
     :param poll_interval: seconds before the first re-check, default 2; grows 1.5x per check.
-    :param max_poll_interval: ceiling of the interval, seconds, default 30.
+    :param max_poll_interval: ceiling of the interval, seconds, default 30; 300 with ``notification_queue_url``.
+    :param notification_queue_url: URL of an SQS queue subscribed to the endpoint's success and error topics,
+        default ``None`` (polling only).
     :param aws_conn_id: Airflow AWS connection id, default ``aws_default``.
     :param region_name: AWS region of the buckets; default from the connection.
     :param verify: whether / how to verify SSL certificates, default from the connection.
@@ -90,7 +104,8 @@ class SageMakerAsyncBatchInferenceTrigger(BaseTrigger):
         low_water: int,
         not_before: str | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
-        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        max_poll_interval: float | None = None,
+        notification_queue_url: str | None = None,
         aws_conn_id: str | None = "aws_default",
         region_name: str | None = None,
         verify: bool | str | None = None,
@@ -103,6 +118,11 @@ class SageMakerAsyncBatchInferenceTrigger(BaseTrigger):
         self.failure_dir = failure_dir
         self.low_water = int(low_water)
         self.not_before = datetime.fromisoformat(not_before).isoformat() if not_before else None
+        self.notification_queue_url = check_queue_url(notification_queue_url) if notification_queue_url else None
+        if max_poll_interval is None:
+            max_poll_interval = (
+                DEFAULT_PUSH_MAX_POLL_INTERVAL if self.notification_queue_url else DEFAULT_MAX_POLL_INTERVAL
+            )
         self.poll_interval, self.max_poll_interval = check_poll_schedule(poll_interval, max_poll_interval)
         self.aws_conn_id = aws_conn_id
         self.region_name = region_name
@@ -121,7 +141,7 @@ class SageMakerAsyncBatchInferenceTrigger(BaseTrigger):
             "max_poll_interval": self.max_poll_interval,
             "aws_conn_id": self.aws_conn_id,
         }
-        for name in ("not_before", "region_name", "verify", "botocore_config"):
+        for name in ("not_before", "notification_queue_url", "region_name", "verify", "botocore_config"):
             if (value := getattr(self, name)) is not None:
                 kwargs[name] = value
         return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
@@ -182,10 +202,42 @@ class SageMakerAsyncBatchInferenceTrigger(BaseTrigger):
                 merge_found(found, item.index, Found(FAILED, item.failure_location, None))
         return found
 
+    @asynccontextmanager
+    async def _inbox(self) -> AsyncIterator[Inbox | None]:
+        if not self.notification_queue_url:
+            yield None
+            return
+        prefixes = [join_s3(self.output_dir, f"{self.batch_tag}-")]
+        if self.failure_dir:
+            prefixes.append(join_s3(self.failure_dir, f"{self.batch_tag}-"))
+        async with subscribe_notifications(
+            self.notification_queue_url,
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            botocore_config=self.botocore_config,
+            prefixes=prefixes,
+            log=self.log,
+        ) as inbox:
+            yield inbox
+
+    async def _sleep(self, delay: float, inbox: Inbox | None, schedule: PollSchedule) -> None:
+        """Sleep ``delay`` seconds, or less: until notifications (settled for a second) name a result."""
+        if inbox is None:
+            await asyncio.sleep(delay)
+            return
+        schedule.set_ceiling(self.max_poll_interval if inbox.healthy else DEFAULT_MAX_POLL_INTERVAL)
+        if await inbox.wait(delay):
+            await asyncio.sleep(min(PUSH_SETTLE_SECONDS, delay))
+            await inbox.wait(0)  # those that arrived meanwhile are confirmed by the same check
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Check until few enough items are in flight or a deadline passes; yield one event and return."""
         key = client_key(self.aws_conn_id, self.region_name, self.verify, self.botocore_config)
-        async with shared_s3_clients.acquire(key, self.hook().get_async_conn) as shared:
+        async with AsyncExitStack() as stack:
+            shared = await stack.enter_async_context(shared_s3_clients.acquire(key, self.hook().get_async_conn))
+            # Subscribed before the first check: a result written in between is seen by one or the other.
+            inbox = await stack.enter_async_context(self._inbox())
             state = await self._read_state(shared)
             names = BatchNames(self.batch_tag, "", self.output_dir, self.failure_dir)
             pending = list(state.pending)
@@ -198,12 +250,13 @@ class SageMakerAsyncBatchInferenceTrigger(BaseTrigger):
                 self.max_poll_interval,
             )
             self.log.info(
-                "Watching batch %s: %d in flight, low-water mark %d, %d of %d submitted",
+                "Watching batch %s: %d in flight, low-water mark %d, %d of %d submitted, notifications %s",
                 self.batch_tag,
                 len(pending),
                 self.low_water,
                 state.next_index,
                 state.total,
+                self.notification_queue_url or "(none: polling only)",
             )
             checks, status = 0, "LowWater"
             while True:
@@ -230,7 +283,7 @@ class SageMakerAsyncBatchInferenceTrigger(BaseTrigger):
                 delay = schedule.next_delay()
                 if delay is None:
                     continue  # the earliest deadline has passed: the next check ends those items
-                await asyncio.sleep(delay)
+                await self._sleep(delay, inbox, schedule)
         if self.not_before and (hold := (datetime.fromisoformat(self.not_before) - utcnow()).total_seconds()) > 0:
             self.log.info("Batch %s: holding the event %.1f s (fast-event guard)", self.batch_tag, hold)
             await asyncio.sleep(hold)

@@ -248,3 +248,41 @@ def test_bad_input_is_refused_before_any_request(
 
     assert info.value.parameter == parameter
     assert runtime_proxy.requests() == []
+
+
+def test_with_a_notification_queue_results_wake_the_trigger_long_before_its_next_poll(
+    sagemaker_async_backend: Any, s3: Any
+) -> None:
+    sns, sqs = sagemaker_async_backend.client("sns"), sagemaker_async_backend.client("sqs")
+    topics = [sns.create_topic(Name=f"batch-push-{kind}")["TopicArn"] for kind in ("success", "error")]
+    sagemaker_async_backend.create_endpoint(
+        "batch-push-iris",
+        success_topic_arn=topics[0],
+        error_topic_arn=topics[1],
+        max_concurrent_invocations_per_instance=20,
+    )
+    queue_url = sqs.create_queue(QueueName="batch-push")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    for topic in topics:
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    records = [BAD_ROW if i == 7 else GOOD_ROW for i in range(40)]
+    op = batch(
+        "batch-push-iris",
+        input_records=records,
+        custom_attributes="sleep=2",  # nothing is done at the worker's check: the trigger has to wait
+        notification_queue_url=queue_url,
+        poll_interval=120,  # the first poll would come after 96-120 s: only a notification ends it sooner
+        max_poll_interval=600,
+        max_failed_items=1,
+    )
+    context: Any = {"ti": StandInTaskInstance(task_id="score", run_id="batch-push")}
+    with pytest.raises(TaskDeferred) as deferred:
+        op.execute(context)
+    _, kwargs = deferred.value.trigger.serialize()
+
+    event = asyncio.run(asyncio.wait_for(_first_event(SageMakerAsyncBatchInferenceTrigger(**kwargs)), 90))
+    summary = op.execute_complete(context, event=event)
+
+    assert kwargs["notification_queue_url"] == queue_url
+    assert event["pending"] == 0
+    assert summary["counts"] == {"Completed": 39, "Failed": 1, "TimedOut": 0}
