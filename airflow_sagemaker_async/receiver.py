@@ -7,7 +7,9 @@ The decisions (parse a message, whom it wakes, delete / release / keep) are in
 queue, in a task of its own (a cancelled wait does not cancel it for the others), closed with its last
 wait, also under cancellation. A receiver runs one long poll at a time (``WaitTimeSeconds`` 20,
 ``MaxNumberOfMessages`` 10) in a task on the loop, so it never blocks the loop and costs one request per
-20 s when the queue is quiet, whatever the number of waits.
+20 s when the queue is quiet, whatever the number of waits. While a backlog shows (a receive returns a full
+batch of 10) up to 4 more long polls run beside it, each ending on a partial batch; deletes and visibility
+changes are sent in the background, off the receive path, so a wait is woken as soon as its message arrives.
 
 **The API for waiters** (the single trigger, a batch trigger):
 
@@ -63,12 +65,16 @@ from airflow_sagemaker_async.notifications import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import AsyncIterator, Coroutine, Iterable
 
 __all__ = ["Inbox", "NotificationReceiver", "shared_receivers", "subscribe_notifications"]
 
 #: Long-poll duration of one ReceiveMessage, seconds (SQS's maximum).
 WAIT_TIME_SECONDS: Final = 20
+#: Messages per ReceiveMessage (SQS's maximum).
+MAX_MESSAGES: Final = 10
+#: Long polls added while the queue has a backlog (each receive returns a full batch): at most 1 + 4 in flight.
+MAX_EXTRA_POLLERS: Final = 4
 #: First and last delay between attempts while the queue fails, seconds (doubling in between).
 RETRY_FIRST_SECONDS: Final = 5.0
 RETRY_MAX_SECONDS: Final = 60.0
@@ -154,6 +160,8 @@ class NotificationReceiver:
         self.received = self.routed = self.deleted = self.released = self.malformed = self.errors = 0
         self._inboxes: set[Inbox] = set()
         self._task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._extra_pollers = 0
 
     def add(self, inbox: Inbox) -> None:
         """Route to ``inbox`` from now on."""
@@ -172,12 +180,12 @@ class NotificationReceiver:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"sqs-receiver {self.queue_url}")
 
     async def stop(self) -> None:
-        """Cancel the receive loop and wait for it to end."""
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Cancel the receive loop, the extra pollers and pending deletes; wait for them to end."""
+        tasks = [*self._background, *([self._task] if self._task is not None else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = None
 
     def _set_health(self, healthy: bool) -> None:
         if healthy != self.healthy:
@@ -188,43 +196,68 @@ class NotificationReceiver:
     async def _run(self) -> None:
         retry = RETRY_FIRST_SECONDS
         while True:
-            try:
-                answer = await self.client.receive_message(
-                    QueueUrl=self.queue_url,
-                    MaxNumberOfMessages=10,
-                    WaitTimeSeconds=self.wait_time_seconds,
-                    MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                self.errors += 1
-                _report_once(
-                    self.log,
-                    self.queue_url,
-                    "receive",
-                    "Cannot receive SageMaker notifications from SQS queue %s (%s: %s); the waits on it fall back to "
-                    "polling S3, retrying the queue every %.0f-%.0f s. Check that the queue exists in the "
-                    "connection's region and that the triggerer's role may sqs:ReceiveMessage, sqs:DeleteMessage "
-                    "and sqs:ChangeMessageVisibility on it.",
-                    self.queue_url,
-                    _error_code(error),
-                    error,
-                    RETRY_FIRST_SECONDS,
-                    RETRY_MAX_SECONDS,
-                )
-                self._set_health(False)
+            received = await self._receive_once()
+            if received is None:
                 await asyncio.sleep(retry)
                 retry = min(retry * 2, RETRY_MAX_SECONDS)
                 continue
-            if not self.healthy:
-                self.log.warning("SQS queue %s answers again; notifications wake the waits on it.", self.queue_url)
-                _reported.discard((self.queue_url, "receive"))
             retry = RETRY_FIRST_SECONDS
-            self._set_health(True)
-            await self._handle(answer.get("Messages") or [])
+            if received == MAX_MESSAGES and self._extra_pollers < MAX_EXTRA_POLLERS:
+                self._spawn(self._burst())
 
-    async def _handle(self, messages: list[dict[str, Any]]) -> None:
+    async def _burst(self) -> None:
+        """Long-poll beside the main loop while the queue has a backlog (full batches); end on a partial batch."""
+        self._extra_pollers += 1
+        try:
+            while await self._receive_once() == MAX_MESSAGES:
+                pass
+        finally:
+            self._extra_pollers -= 1
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _receive_once(self) -> int | None:
+        """Receive one batch and act on it; return how many messages came, ``None`` when the call failed."""
+        try:
+            answer = await self.client.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=MAX_MESSAGES,
+                WaitTimeSeconds=self.wait_time_seconds,
+                MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self.errors += 1
+            _report_once(
+                self.log,
+                self.queue_url,
+                "receive",
+                "Cannot receive SageMaker notifications from SQS queue %s (%s: %s); the waits on it fall back to "
+                "polling S3, retrying the queue every %.0f-%.0f s. Check that the queue exists in the "
+                "connection's region and that the triggerer's role may sqs:ReceiveMessage, sqs:DeleteMessage "
+                "and sqs:ChangeMessageVisibility on it.",
+                self.queue_url,
+                _error_code(error),
+                error,
+                RETRY_FIRST_SECONDS,
+                RETRY_MAX_SECONDS,
+            )
+            self._set_health(False)
+            return None
+        if not self.healthy:
+            self.log.warning("SQS queue %s answers again; notifications wake the waits on it.", self.queue_url)
+            _reported.discard((self.queue_url, "receive"))
+        self._set_health(True)
+        messages = answer.get("Messages") or []
+        self._handle(messages)
+        return len(messages)
+
+    def _handle(self, messages: list[dict[str, Any]]) -> None:
+        """Wake the waits each message names at once; delete and release in the background."""
         now = time.time()
         deletes: list[str] = []
         releases: list[tuple[str, int]] = []
@@ -260,14 +293,14 @@ class NotificationReceiver:
                 releases.append((message["ReceiptHandle"], release_visibility(receive_count)))
         for chunk in batch_iter(deletes):
             entries = [{"Id": str(i), "ReceiptHandle": handle} for i, handle in enumerate(chunk)]
-            await self._call("delete", "delete_message_batch", entries)
+            self._spawn(self._call("delete", "delete_message_batch", entries))
             self.deleted += len(chunk)
         for chunk in batch_iter(releases):
             entries = [
                 {"Id": str(i), "ReceiptHandle": handle, "VisibilityTimeout": seconds}
                 for i, (handle, seconds) in enumerate(chunk)
             ]
-            await self._call("release", "change_message_visibility_batch", entries)
+            self._spawn(self._call("release", "change_message_visibility_batch", entries))
             self.released += len(chunk)
 
     async def _call(self, kind: str, method: str, entries: list[dict[str, Any]]) -> None:

@@ -35,6 +35,7 @@ EXPECTED_TASKS = {
     "example_sagemaker_async_batch_scoring": {"upload_inputs", "score", "report"},
     "example_sagemaker_async_failure": {"predict_strict", "on_failure", "predict_tolerant", "handle_outcome"},
     "example_sagemaker_async_sensor": {"submit", "wait_for_result", "log_predictions"},
+    "example_sagemaker_async_push": {"predict", "log_predictions"},
     "example_sagemaker_realtime": {"load_samples", "predict", "report_accuracy"},
     "example_sagemaker_streaming": {"generate", "report"},
 }
