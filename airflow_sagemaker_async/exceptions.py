@@ -82,7 +82,9 @@ class SageMakerAsyncInferenceTimeout(SageMakerAsyncError):
     The deadline passed and neither the output nor the failure location holds an object.
 
     SageMaker writes no S3 object for a request that expired in its queue (older than
-    RequestTTLSeconds), so this is also how an expired request shows.
+    RequestTTLSeconds), so this is also how an expired request shows: at the deadline, or at once when a
+    ``notification_queue_url`` delivered SageMaker's ``Expired`` notification (``outcome`` then comes from
+    an event with ``expired`` set, and the message says the request expired in the queue).
 
     :param outcome: the outcome dict with ``status`` ``"TimedOut"``.
     """
