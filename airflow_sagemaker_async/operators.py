@@ -26,7 +26,13 @@ from airflow_sagemaker_async.validation import (
     is_rendered,
     parse_s3_uri,
 )
-from airflow_sagemaker_async.waiting import InferenceWaitMixin, min_deferral, notification_queue, poll_schedule
+from airflow_sagemaker_async.waiting import (
+    InferenceWaitMixin,
+    default_deferrable,
+    min_deferral,
+    notification_queue,
+    poll_schedule,
+)
 from airflow_sagemaker_async.watch import Watch, check_sync, isoformat, utcnow
 
 if TYPE_CHECKING:
@@ -76,8 +82,9 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
     :param wait_for_completion: wait for the result (default ``True``); ``False`` returns the
         :class:`~airflow_sagemaker_async.records.Submission` at once, e.g. for
         :class:`~airflow_sagemaker_async.sensors.SageMakerAsyncInferenceSensor`.
-    :param deferrable: wait in the triggerer (default ``True``); ``False`` waits on the worker with the
-        same checks and the same outcomes.
+    :param deferrable: wait in the triggerer; default ``True``, unless the deployment explicitly sets
+        ``[operators] default_deferrable`` (see :func:`~airflow_sagemaker_async.waiting.default_deferrable`).
+        ``False`` waits on the worker with the same checks and the same outcomes.
     :param max_wait_seconds: seconds from submission until the wait ends with
         :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncInferenceTimeout` (templated). Default:
         the request's TTL (or 21600) + invocation timeout (or 900) + 600 s of margin. Fixed at submission
@@ -156,7 +163,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         request_ttl_seconds: int | None = None,
         invocation_timeout_seconds: int | None = None,
         wait_for_completion: bool = True,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         max_wait_seconds: float | None = None,
         poll_interval: float | None = None,
         max_poll_interval: float | None = None,
@@ -182,7 +189,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         self.request_ttl_seconds = request_ttl_seconds
         self.invocation_timeout_seconds = invocation_timeout_seconds
         self.wait_for_completion = wait_for_completion
-        self.deferrable = deferrable
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.max_wait_seconds = max_wait_seconds
         self.notification_queue_url = notification_queue(notification_queue_url, only_rendered=True)
         self._default_ceiling = max_poll_interval is None

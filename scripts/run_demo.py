@@ -3,8 +3,9 @@ Run the example DAGs against the local SageMaker async backend and show what eac
 
 ``python scripts/run_demo.py`` (``make demo``):
 
-1. starts the local backend (``sagemaker-async-local up``: moto + the async runtime + the iris model, on
-   127.0.0.1) with its demo endpoint ``iris-endpoint``;
+1. starts the local backend (``sagemaker-async-local up``: moto + the runtime + the iris and streaming text
+   models, on 127.0.0.1) with its demo endpoints ``iris-endpoint`` (async), ``iris-realtime`` and
+   ``text-streaming`` (real-time);
 2. creates a throw-away Airflow home in ``.demo/airflow`` (SQLite; ``.demo/`` is git-ignored, nothing is
    written elsewhere) and runs ``airflow db migrate``;
 3. runs each example DAG with ``airflow dags test`` (tasks in this process, triggers in line), logs in
@@ -230,6 +231,49 @@ def report_sensor(run: DagRunRecord, log_file: Path) -> tuple[list[str], list[st
     return lines, problems
 
 
+def report_realtime(run: DagRunRecord, log_file: Path) -> tuple[list[str], list[str]]:
+    """Lines and problems of ``example_sagemaker_realtime``."""
+    problems: list[str] = []
+    check_states(run, {"load_samples": "success", "predict": "success", "report_accuracy": "success"}, problems)
+    lines: list[str] = []
+    outcome, score = run.xcom("predict"), run.xcom("report_accuracy")
+    if outcome:
+        took = seconds_between(outcome.get("invoked_at"), outcome.get("completed_at"))
+        labels = [p["label"] for p in (outcome.get("output") or {}).get("predictions", [])]
+        lines += [
+            f"    inference {outcome['inference_id']}: answered by variant {outcome['invoked_production_variant']} "
+            f"in {took} ({outcome['output_bytes']} bytes, {outcome['content_type']})",
+            f"      predictions ({len(labels)}): {dict(Counter(labels))}",
+        ]
+    if score:
+        lines.append(f"      accuracy against the true species: {score['correct']}/{score['total']}")
+        expect(problems, score["accuracy"] >= 0.8, f"accuracy {score['accuracy']:.2f} is below 0.8")
+    expect(problems, bool(outcome and score), "no outcome / accuracy in XCom")
+    return lines, problems
+
+
+def report_streaming(run: DagRunRecord, log_file: Path) -> tuple[list[str], list[str]]:
+    """Lines and problems of ``example_sagemaker_streaming``."""
+    problems: list[str] = []
+    check_states(run, {"generate": "success", "report": "success"}, problems)
+    lines: list[str] = []
+    outcome, report = run.xcom("generate"), run.xcom("report")
+    if outcome:
+        took = seconds_between(outcome.get("invoked_at"), outcome.get("completed_at"))
+        first = outcome.get("time_to_first_part_seconds")
+        first_text = f"{first * 1000:.0f} ms" if first is not None else "none arrived"
+        lines.append(
+            f"    stream {outcome['inference_id']}: {outcome['parts']} parts, {outcome['output_bytes']} bytes in "
+            f"{took}, first part after {first_text}"
+        )
+        lines.append(f"      written part by part to {outcome['output_location']}")
+        expect(problems, outcome["parts"] > 1, "the answer did not arrive in parts")
+    if report:
+        lines.append(f"      read back: {report['words']} words")
+    expect(problems, bool(outcome and report), "no outcome / report in XCom")
+    return lines, problems
+
+
 #: (dag_id, run conf, what it shows, reporter). The sensor's model sleeps 2 s so that the wait is visible.
 EXAMPLES: list[tuple[str, dict[str, Any] | None, str, Reporter]] = [
     ("example_sagemaker_async_inference", None, "24 iris flowers in one request", report_inference),
@@ -242,6 +286,8 @@ EXAMPLES: list[tuple[str, dict[str, Any] | None, str, Reporter]] = [
     ),
     ("example_sagemaker_async_failure", None, "a malformed payload, handled two ways", report_failure),
     ("example_sagemaker_async_sensor", {"custom_attributes": "sleep=2"}, "submit, then a sensor waits", report_sensor),
+    ("example_sagemaker_realtime", None, "24 iris flowers, one real-time call", report_realtime),
+    ("example_sagemaker_streaming", None, "a text generation streamed into S3", report_streaming),
 ]
 
 
@@ -323,7 +369,7 @@ def main() -> int:
 
     started = time.monotonic()
     LOGS.mkdir(parents=True, exist_ok=True)
-    say("Starting the local SageMaker async backend (moto, async runtime, iris model) on 127.0.0.1 ...")
+    say("Starting the local SageMaker backend (moto, runtime, iris and streaming text models) on 127.0.0.1 ...")
     try:
         with BackendProcess(DEMO_DIR, log_file=LOGS / "backend.log") as backend:
             try:
