@@ -20,7 +20,13 @@ from airflow_sagemaker_async.validation import (
     is_rendered,
     parse_s3_uri,
 )
-from airflow_sagemaker_async.waiting import InferenceWaitMixin, min_deferral, notification_queue, poll_schedule
+from airflow_sagemaker_async.waiting import (
+    InferenceWaitMixin,
+    default_deferrable,
+    min_deferral,
+    notification_queue,
+    poll_schedule,
+)
 from airflow_sagemaker_async.watch import Watch, check_sync, isoformat, utcnow
 
 if TYPE_CHECKING:
@@ -54,7 +60,9 @@ class SageMakerAsyncInferenceSensor(InferenceWaitMixin, AwsBaseSensor[S3Hook]):
     :param inference_id: the request's InferenceId, for messages and the outcome (templated); default
         the output object's name.
     :param endpoint_name: the endpoint, for messages and the outcome (templated, optional).
-    :param deferrable: wait in the triggerer (default ``True``).
+    :param deferrable: wait in the triggerer; default ``True``, unless the deployment explicitly sets
+        ``[operators] default_deferrable`` (see :func:`~airflow_sagemaker_async.waiting.default_deferrable`).
+        ``False`` pokes.
     :param poke_interval: seconds before the first re-check, growing 1.5x per check in the trigger;
         pacing the pokes in poke / reschedule mode. Default ``[sagemaker_async] poll_interval`` from
         Airflow's config, else 2 (not Airflow's 60: an inference is checked sooner at first).
@@ -94,7 +102,7 @@ class SageMakerAsyncInferenceSensor(InferenceWaitMixin, AwsBaseSensor[S3Hook]):
         failure_location: str | None = None,
         inference_id: str | None = None,
         endpoint_name: str | None = None,
-        deferrable: bool = True,
+        deferrable: bool | None = None,
         poke_interval: float | None = None,
         max_poll_interval: float | None = None,
         notification_queue_url: str | None = None,
@@ -114,7 +122,7 @@ class SageMakerAsyncInferenceSensor(InferenceWaitMixin, AwsBaseSensor[S3Hook]):
         self.failure_location = failure_location
         self.inference_id = inference_id
         self.endpoint_name = endpoint_name
-        self.deferrable = deferrable
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
         self.min_deferral_seconds = min_deferral(min_deferral_seconds)
         self.output_format = check_output_format(output_format)
         self.max_output_bytes = int(check_positive(max_output_bytes, "max_output_bytes", unit="bytes"))

@@ -29,15 +29,27 @@ key                        default   meaning
 ``push_max_poll_interval`` 300       ceiling with a ``notification_queue_url`` (safety polling), seconds
 ``min_deferral_seconds``   10        the trigger fires no sooner than this after the deferral
 =========================  ========  =====================================================================
+
+**Deferrable by default, unless the deployment says otherwise.** ``deferrable`` left out (``None``) is
+``True``, unless ``[operators] default_deferrable`` is *explicitly* configured (:func:`default_deferrable`):
+by the environment variable ``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE`` (or its ``_CMD`` / ``_SECRET``
+forms), or by ``airflow.cfg`` with a value other than Airflow's default ``False``. Airflow writes its
+defaults, ``default_deferrable = false`` among them, into every new ``airflow.cfg``, so a ``false`` there
+cannot be told from "nothing said"; a deployment without a triggerer says so with the environment
+variable (or ``deferrable=False`` on the task). Without a triggerer a deferred task waits until its
+deferral timeout (the deadline + 60 s: up to about 7 hours) and then fails.
 """
 
 from __future__ import annotations
 
+import os
+from configparser import RawConfigParser
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from airflow.providers.common.compat.sdk import conf
 
+from airflow_sagemaker_async.exceptions import SageMakerAsyncInferenceError, SageMakerAsyncInferenceTimeout
 from airflow_sagemaker_async.outcome import finish
 from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
 from airflow_sagemaker_async.validation import check_non_negative, check_poll_schedule, check_queue_url, is_rendered
@@ -57,7 +69,13 @@ if TYPE_CHECKING:
     from airflow_sagemaker_async.records import Outcome, WatchEvent
     from airflow_sagemaker_async.watch import Watch
 
-__all__ = ["CONFIG_SECTION", "DEFAULT_MIN_DEFERRAL_SECONDS", "DEFERRAL_GRACE_SECONDS", "InferenceWaitMixin"]
+__all__ = [
+    "CONFIG_SECTION",
+    "DEFAULT_MIN_DEFERRAL_SECONDS",
+    "DEFERRAL_GRACE_SECONDS",
+    "InferenceWaitMixin",
+    "default_deferrable",
+]
 
 #: The Airflow config section of this package's deployment settings.
 CONFIG_SECTION: Final = "sagemaker_async"
@@ -66,6 +84,34 @@ DEFAULT_MIN_DEFERRAL_SECONDS: Final = 10.0
 #: Extra seconds the scheduler waits past the deadline before failing a deferred task whose trigger
 #: never reported (triggerer down): the trigger itself ends the wait at the deadline.
 DEFERRAL_GRACE_SECONDS: Final = 60
+
+
+def default_deferrable() -> bool:
+    """
+    Return the ``deferrable`` of a task that leaves it out: ``True`` unless the deployment explicitly says otherwise.
+
+    Explicitly means ``[operators] default_deferrable`` set by an environment variable
+    (``AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE``, ``..._CMD``, ``..._SECRET``) or in ``airflow.cfg`` (or by
+    ``conf.set``) to a value other than Airflow's default, ``False``: Airflow writes ``default_deferrable =
+    false`` into every ``airflow.cfg`` it generates, so that value there says nothing. See the module doc.
+    """
+    variable = "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"
+    from_environment = any(name in os.environ for name in (variable, f"{variable}_CMD", f"{variable}_SECRET"))
+    # RawConfigParser.has_option sees only what was read from airflow.cfg or set, not Airflow's defaults.
+    in_file = RawConfigParser.has_option(conf, "operators", "default_deferrable")
+    if from_environment:
+        return conf.getboolean("operators", "default_deferrable")
+    if in_file:
+        value = conf.getboolean("operators", "default_deferrable")
+        if value != _airflow_default_deferrable():  # not what Airflow writes into every new airflow.cfg
+            return value
+    return True
+
+
+def _airflow_default_deferrable() -> bool | None:
+    """Airflow's own default of ``[operators] default_deferrable`` (``False`` in Airflow 3), ``None`` if unknown."""
+    default = conf.get_default_value("operators", "default_deferrable")
+    return None if default is None else str(default).strip().lower() in ("true", "t", "1")
 
 
 def configured(key: str, fallback: float) -> float:
@@ -144,6 +190,8 @@ class InferenceWaitMixin:
     botocore_config: dict[str, Any] | None
     log: Any
     defer: Any
+    #: the outcome of the wait once finished (also when it raised with one), for lineage; ``None`` before.
+    last_outcome: Outcome | None = None
 
     def _s3_client(self) -> Any:
         """Return a boto3 S3 client built from the task's AWS parameters."""
@@ -197,14 +245,23 @@ class InferenceWaitMixin:
         return self.finish_event(event)
 
     def finish_event(self, event: WatchEvent) -> Outcome:
-        """Turn a final watch event into the outcome (or raise), and log it."""
-        outcome = finish(
-            event,
-            s3_client=self._s3_client(),
-            output_format=self.output_format,
-            max_output_bytes=self.max_output_bytes,
-            fail_on_model_error=self.fail_on_model_error,
-        )
+        """
+        Turn a final watch event into the outcome (or raise), and log it.
+
+        The outcome, also that of an error which carries one, is kept as ``last_outcome`` for lineage.
+        """
+        try:
+            outcome = finish(
+                event,
+                s3_client=self._s3_client(),
+                output_format=self.output_format,
+                max_output_bytes=self.max_output_bytes,
+                fail_on_model_error=self.fail_on_model_error,
+            )
+        except (SageMakerAsyncInferenceError, SageMakerAsyncInferenceTimeout) as error:
+            self.last_outcome = error.outcome
+            raise
+        self.last_outcome = outcome
         self.log.info(
             "Inference %s: %s (completed %s, detected %s after %s checks)",
             outcome["inference_id"],
