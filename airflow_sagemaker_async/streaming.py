@@ -35,9 +35,15 @@ from airflow_sagemaker_async.exceptions import (
     SageMakerResponseStreamError,
 )
 from airflow_sagemaker_async.hooks import SageMakerRuntimeHook
+from airflow_sagemaker_async.lineage import operator_lineage
 from airflow_sagemaker_async.links import SageMakerEndpointLink
 from airflow_sagemaker_async.outcome import DEFAULT_MAX_OUTPUT_BYTES, decode_output
-from airflow_sagemaker_async.realtime import RealtimeRequestMixin, check_output_format, model_error
+from airflow_sagemaker_async.realtime import (
+    RealtimeRequestMixin,
+    check_output_format,
+    model_error,
+    realtime_lineage,
+)
 from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_WITH_RESPONSE_STREAM
 from airflow_sagemaker_async.validation import check_positive, is_rendered, parse_s3_uri
 from airflow_sagemaker_async.watch import isoformat, utcnow
@@ -45,6 +51,7 @@ from airflow_sagemaker_async.watch import isoformat, utcnow
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_sagemaker_async.records import RealtimeOutcome
@@ -542,6 +549,20 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
         if isinstance(sink, MemorySink):
             outcome["output"] = decode_output(sink.data, self.output_format, f"the answer of endpoint {endpoint_name}")
         return outcome
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """
+        Return the lineage for the OpenLineage provider (optional; imported lazily).
+
+        Input: the ``input_location`` object (none for inline ``input_data``). Output: the ``output_location``
+        object or the ``output_file`` (namespace ``file``). Run facet ``sagemakerEndpoint``. See
+        :mod:`airflow_sagemaker_async.lineage`.
+        """
+        return operator_lineage(realtime_lineage(self))
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
+        """Return the lineage of a failed stream: as on completion, since the parts received are kept there."""
+        return operator_lineage(realtime_lineage(self))
 
     def _stream_error(
         self, ended: StreamEvent, endpoint_name: str, progress: _Progress, sink: Sink
