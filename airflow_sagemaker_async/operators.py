@@ -14,9 +14,11 @@ from botocore.exceptions import ClientError
 from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
 from airflow_sagemaker_async.hooks import AsyncInferenceSubmission, SageMakerRuntimeHook
 from airflow_sagemaker_async.layout import compute_deadline, result_locations
+from airflow_sagemaker_async.lineage import LineageRecord, operator_lineage
 from airflow_sagemaker_async.links import SageMakerAsyncOutputLink, SageMakerEndpointLink
 from airflow_sagemaker_async.outcome import DEFAULT_MAX_OUTPUT_BYTES
-from airflow_sagemaker_async.records import IN_PROGRESS
+from airflow_sagemaker_async.records import FAILED, IN_PROGRESS, TIMED_OUT
+from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_ASYNC
 from airflow_sagemaker_async.submission import default_inference_id, input_key, serialize_input_data
 from airflow_sagemaker_async.validation import (
     MAX_INLINE_BODY_BYTES,
@@ -38,6 +40,7 @@ from airflow_sagemaker_async.watch import Watch, check_sync, isoformat, utcnow
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_sagemaker_async.records import Outcome, Submission, WatchEvent
@@ -330,7 +333,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
             isoformat(deadline),
         )
         if not self.wait_for_completion:
-            return {
+            self.last_submission: Submission | None = {
                 "inference_id": submission.inference_id,
                 "endpoint_name": fields["endpoint_name"],
                 "status": IN_PROGRESS,
@@ -339,6 +342,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
                 "submitted_at": isoformat(submitted_at),
                 "deadline": isoformat(deadline),
             }
+            return self.last_submission
         return self.wait_for(
             Watch(
                 inference_id=submission.inference_id,
@@ -401,3 +405,39 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         SageMakerAsyncOutputLink.persist(
             context=context, operator=self, region_name=region, aws_partition=partition, bucket=bucket, key=key
         )
+
+    # -- OpenLineage -------------------------------------------------------------------------------------
+
+    def _lineage(self) -> LineageRecord:
+        """Return what this task read and what SageMaker wrote, from the outcome (or the submission record)."""
+        result: Outcome | Submission | None = self.last_outcome or getattr(self, "last_submission", None)
+        record = LineageRecord(INVOKE_ENDPOINT_ASYNC, endpoint_name=self.endpoint_name)
+        if isinstance(self.input_location, str):
+            record.inputs.append(self.input_location)
+        elif result is not None and self.input_data is not None and isinstance(self.input_s3_prefix, str):
+            payload, _ = serialize_input_data(self.input_data, self.content_type)
+            if len(payload) > MAX_INLINE_BODY_BYTES:  # uploaded before the request: see execute
+                bucket, prefix = parse_s3_uri(self.input_s3_prefix, "input_s3_prefix")
+                record.inputs.append(f"s3://{bucket}/{input_key(prefix, result['inference_id'])}")
+        if result is not None:
+            record.endpoint_name = result["endpoint_name"] or self.endpoint_name
+            record.facet = {"inferenceId": result["inference_id"], "status": result["status"]}
+            written = result["failure_location"] if result["status"] == FAILED else result["output_location"]
+            if result["status"] != TIMED_OUT and written:
+                record.outputs.append(written)
+        return record
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """
+        Return the lineage of a successful task for the OpenLineage provider (optional; imported lazily).
+
+        Inputs: ``input_location``, or the object ``input_data`` was uploaded to. Outputs: the output object
+        (the failure object for a tolerated ``"Failed"`` outcome; the expected output object with
+        ``wait_for_completion=False``). Run facet ``sagemakerEndpoint``: the endpoint, the inference id, the
+        status. See :mod:`airflow_sagemaker_async.lineage`.
+        """
+        return operator_lineage(self._lineage())
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
+        """Return the lineage of a failed task: as on completion; a model error's output is the failure object."""
+        return operator_lineage(self._lineage())
