@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,8 +38,10 @@ from airflow_sagemaker_async.batch_trigger import SageMakerAsyncBatchInferenceTr
 from airflow_sagemaker_async.exceptions import SageMakerAsyncBatchFailed, SageMakerAsyncParameterError
 from airflow_sagemaker_async.hooks import SageMakerRuntimeHook
 from airflow_sagemaker_async.layout import compute_deadline, join_s3, s3_uri, split_s3_uri
+from airflow_sagemaker_async.lineage import LineageRecord, operator_lineage
 from airflow_sagemaker_async.outcome import MAX_FAILURE_BYTES, read_object
 from airflow_sagemaker_async.records import COMPLETED, FAILED, TIMED_OUT
+from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_ASYNC
 from airflow_sagemaker_async.submission import serialize_input_data
 from airflow_sagemaker_async.validation import (
     MAX_INLINE_BODY_BYTES,
@@ -60,6 +63,7 @@ from airflow_sagemaker_async.watch import PollSchedule, isoformat, utcnow
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
     from airflow_sagemaker_async.records import BatchEvent, BatchSummary, ManifestLine
@@ -726,6 +730,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             "ended_at": isoformat(ended_at),
             "duration_seconds": round((ended_at - _parse(state.started_at)).total_seconds(), 3),
         }
+        self.last_summary = summary
         self.log.info("Batch %s: %s; manifest %s", state.tag, counts, manifest)
         failed = counts[FAILED] + counts[TIMED_OUT]
         if failed > self.max_failed_items and failed > self.max_failed_fraction * state.total:
@@ -737,6 +742,49 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 summary=summary,
             )
         return summary
+
+    # -- OpenLineage -------------------------------------------------------------------------------------
+
+    def _lineage(self) -> LineageRecord:
+        """Return the batch's lineage as prefixes (never one dataset per item): inputs, result dirs, manifest."""
+        record = LineageRecord(INVOKE_ENDPOINT_ASYNC, endpoint_name=self.endpoint_name)
+        if isinstance(self.input_prefix, str):
+            record.inputs.append(self.input_prefix)
+        elif self.input_locations is not None:
+            with contextlib.suppress(SageMakerAsyncParameterError):
+                # The "directory" of each input: as few datasets as there are input folders.
+                record.inputs += [uri.rsplit("/", 1)[0] for uri in _as_list(self.input_locations, "input_locations")]
+        summary: BatchSummary | None = getattr(self, "last_summary", None)
+        if summary is None:
+            return record
+        if isinstance(self.input_s3_prefix, str) and self.input_records is not None:
+            record.inputs.append(join_s3(self.input_s3_prefix, summary["batch_tag"]))  # large records uploaded
+        record.endpoint_name = summary["endpoint_name"]
+        record.outputs += [summary["output_prefix"], summary["manifest_location"]]
+        if summary["failure_prefix"] and summary["counts"].get(FAILED):
+            record.outputs.append(summary["failure_prefix"])
+        record.facet = {
+            "batchTag": summary["batch_tag"],
+            "total": summary["total"],
+            "counts": summary["counts"],
+            "manifestLocation": summary["manifest_location"],
+        }
+        return record
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """
+        Return the batch's lineage for the OpenLineage provider (optional; imported lazily), kept small.
+
+        Inputs: ``input_prefix``, or the folders of ``input_locations``, or the upload prefix of large
+        ``input_records``. Outputs: the batch's output prefix, the failure prefix (when items failed) and the
+        manifest. Run facet ``sagemakerEndpoint``: endpoint, batch tag, counts. See
+        :mod:`airflow_sagemaker_async.lineage`.
+        """
+        return operator_lineage(self._lineage())
+
+    def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
+        """Return the lineage of a failed batch: as on completion (over its failure policy, the manifest exists)."""
+        return operator_lineage(self._lineage())
 
 
 def _extension(names: BatchNames) -> str:
