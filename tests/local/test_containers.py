@@ -169,7 +169,7 @@ def test_deleting_an_endpoint_stops_its_container_and_fails_what_was_queued(back
         runtime.invoke_endpoint_async(EndpointName="local-deleted", Body=b"x")
 
 
-def test_endpoint_without_async_config_is_left_to_moto_and_refused_by_the_runtime(backend, echo_image):
+def test_endpoint_without_async_config_is_served_in_real_time_and_refused_async(backend, echo_image):
     sagemaker = backend.client("sagemaker")
     sagemaker.create_model(
         ModelName="local-realtime-model",
@@ -190,7 +190,10 @@ def test_endpoint_without_async_config_is_left_to_moto_and_refused_by_the_runtim
     sagemaker.create_endpoint(EndpointName="local-realtime", EndpointConfigName="local-realtime-config")
     backend.wait_endpoint_in_service("local-realtime", timeout=20)
     runtime = backend.client("sagemaker-runtime")
-    with pytest.raises(runtime.exceptions.ValidationError, match="emulates asynchronous endpoints only"):
+    answer = runtime.invoke_endpoint(EndpointName="local-realtime", Body=b"x", ContentType="text/plain")
+    assert json.loads(answer["Body"].read())["body"] == "x"  # the echo container answered
+    assert answer["InvokedProductionVariant"] == "v"
+    with pytest.raises(runtime.exceptions.ValidationError, match="not configured for asynchronous inference"):
         runtime.invoke_endpoint_async(EndpointName="local-realtime", Body=b"x")
 
 
