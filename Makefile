@@ -39,6 +39,7 @@ bench: install
 	$(BIN)/python benchmarks/triggerer_capacity.py
 	$(BIN)/python benchmarks/airflow_overhead.py
 	$(BIN)/python benchmarks/local_backend.py
+	$(BIN)/python benchmarks/streaming.py
 
 bench-quick: install
 	$(BIN)/python benchmarks/triggerer_capacity.py --quick
