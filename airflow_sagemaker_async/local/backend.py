@@ -175,6 +175,7 @@ class LocalSageMakerAsyncBackend:
                 images=self._images,
                 time_scale=lambda: self._time_scale,
                 container_startup_timeout=self.container_startup_timeout,
+                set_time_scale=lambda value: setattr(self, "time_scale", value),
             )
             self._runtime.start()
             self._ensure_bucket(self.default_bucket)

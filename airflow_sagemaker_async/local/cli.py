@@ -1,8 +1,11 @@
 """``sagemaker-async-local``: run the local SageMaker async backend from a shell.
 
 ``sagemaker-async-local up`` starts moto and the runtime on 127.0.0.1, creates a demo endpoint (unless
-``--no-demo``), prints where everything is, logs one line per request state change, and stops cleanly
-on Ctrl-C or SIGTERM (exit code 0).
+``--no-demo``) and the endpoints of ``--model NAME=COMMAND`` (your own containers), prints where everything
+is, logs one line per request state change, and stops cleanly on Ctrl-C or SIGTERM (exit code 0).
+
+``invocations``, ``counts`` and ``time-scale`` talk to a running backend's control surface
+(:mod:`~airflow_sagemaker_async.local.control`) from another shell.
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +60,106 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument("--no-demo", action="store_true", help="do not create the demo endpoint, topics and queue")
     up.add_argument("--quiet", action="store_true", help="log warnings only (no line per request state change)")
+    up.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help="serve your own container: create the async endpoint NAME whose container is COMMAND (split as a "
+        "shell does; it serves GET /ping and POST /invocations on 127.0.0.1:$SAGEMAKER_BIND_TO_PORT); repeatable",
+    )
+    up.add_argument(
+        "--realtime-model",
+        action="append",
+        default=[],
+        metavar="NAME=COMMAND",
+        help="as --model, for a real-time endpoint (InvokeEndpoint / InvokeEndpointWithResponseStream); repeatable",
+    )
+    up.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="IMAGE=COMMAND",
+        help="serve models whose PrimaryContainer.Image is IMAGE with COMMAND, for endpoints you create yourself "
+        "(boto3, Terraform, ...); repeatable",
+    )
+    for name, help_text in (
+        ("invocations", "print the async requests the backend accepted, one JSON object a line"),
+        ("counts", "print the number of async requests by endpoint and status (JSON)"),
+        ("time-scale", "print the time scale, or set it with VALUE (requests accepted from now)"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        where = command.add_mutually_exclusive_group(required=True)
+        where.add_argument("--url", help="the backend's runtime_url (printed by 'up', and in its ready file)")
+        where.add_argument("--ready-file", type=Path, help="read runtime_url from the ready file of 'up'")
+        if name == "invocations":
+            command.add_argument("--endpoint", help="only the requests of this endpoint")
+        if name == "time-scale":
+            command.add_argument("value", nargs="?", type=float, help="the new time scale (> 0)")
     return parser
+
+
+def parse_assignment(text: str, option: str) -> tuple[str, list[str]]:
+    """Split ``NAME=COMMAND`` into the name and the command's argv (split as a POSIX shell does).
+
+    :raises ValueError: without ``=``, or with an empty name or command.
+    """
+    name, separator, command = text.partition("=")
+    argv = shlex.split(command)
+    if not separator or not name.strip() or not argv:
+        raise ValueError(f"{option} {text!r}: expected NAME=COMMAND, e.g. {option} 'my-model=python -m my_server'")
+    return name.strip(), argv
+
+
+def create_models(backend: LocalSageMakerAsyncBackend, arguments: argparse.Namespace) -> list[dict[str, Any]]:
+    """Register the ``--image`` commands and create the ``--model`` / ``--realtime-model`` endpoints.
+
+    :return: one entry per endpoint created, as written to the ready file under ``models``.
+    """
+    for text in arguments.image:
+        backend.register_container(*parse_assignment(text, "--image"))
+    models = []
+    for option, texts, is_async in (
+        ("--model", arguments.model, True),
+        ("--realtime-model", arguments.realtime_model, False),
+    ):
+        for text in texts:
+            name, argv = parse_assignment(text, option)
+            endpoint = backend.create_endpoint(name, container_command=argv, async_inference=is_async)
+            models.append(
+                {
+                    "endpoint_name": name,
+                    "image": endpoint.image,
+                    "command": argv,
+                    "async": is_async,
+                    "s3_output_path": endpoint.s3_output_path or None,
+                    "s3_failure_path": endpoint.s3_failure_path,
+                }
+            )
+    return models
+
+
+def control(arguments: argparse.Namespace) -> int:
+    """Run ``invocations`` / ``counts`` / ``time-scale`` against a running backend; return the exit code."""
+    from airflow_sagemaker_async.local.control import request
+
+    url = arguments.url or json.loads(arguments.ready_file.read_text())["runtime_url"]
+    try:
+        if arguments.command == "invocations":
+            query = f"?endpoint={urllib.parse.quote(arguments.endpoint)}" if arguments.endpoint else ""
+            for record in request(url, f"invocations{query}")["invocations"]:
+                print(json.dumps(record))
+        elif arguments.command == "counts":
+            print(json.dumps(request(url, "counts"), indent=2))
+        else:
+            body = None if arguments.value is None else {"time_scale": arguments.value}
+            print(request(url, "time-scale", body)["time_scale"])
+    except urllib.error.URLError as error:
+        print(
+            f"sagemaker-async-local {arguments.command}: the backend at {url} did not answer: {error}", file=sys.stderr
+        )
+        return 1
+    return 0
 
 
 def create_demo(backend: LocalSageMakerAsyncBackend) -> dict[str, Any]:
@@ -84,7 +189,9 @@ def create_demo(backend: LocalSageMakerAsyncBackend) -> dict[str, Any]:
     }
 
 
-def ready_document(backend: LocalSageMakerAsyncBackend, demo: dict[str, Any] | None) -> dict[str, Any]:
+def ready_document(
+    backend: LocalSageMakerAsyncBackend, demo: dict[str, Any] | None, models: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """Return what the ready file holds (see the README for its shape)."""
     return {
         "endpoint_url": backend.endpoint_url,
@@ -97,6 +204,7 @@ def ready_document(backend: LocalSageMakerAsyncBackend, demo: dict[str, Any] | N
         "time_scale": backend.time_scale,
         "pid": os.getpid(),
         "demo": demo,
+        "models": models or [],
     }
 
 
@@ -126,6 +234,10 @@ def _banner(document: dict[str, Any]) -> str:
             f"  real-time endpoints: {demo['realtime_endpoint_name']} (iris), "
             f'{demo["streaming_endpoint_name"]} (streaming text; JSON {{"inputs": ...}} or plain text)',
         ]
+    for model in document["models"]:
+        kind = "async" if model["async"] else "real-time"
+        lines.append(f"  {kind} endpoint {model['endpoint_name']}: {' '.join(model['command'])}")
+    lines.append(f"  control: sagemaker-async-local invocations|counts|time-scale --url {document['runtime_url']}")
     lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)
 
@@ -151,7 +263,8 @@ def up(arguments: argparse.Namespace) -> int:
     try:
         backend.start()
         demo = None if arguments.no_demo else create_demo(backend)
-        document = ready_document(backend, demo)
+        models = create_models(backend, arguments)
+        document = ready_document(backend, demo, models)
         if arguments.ready_file is not None:
             _write_atomically(arguments.ready_file, document)
         print(_banner(document), flush=True)
@@ -171,7 +284,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sagemaker-async-local`` console script."""
     arguments = build_parser().parse_args(argv)
     if arguments.command == "up":
+        try:
+            for option, texts in (("--model", arguments.model), ("--realtime-model", arguments.realtime_model)):
+                for text in texts:
+                    parse_assignment(text, option)
+            for text in arguments.image:
+                parse_assignment(text, "--image")
+        except ValueError as error:
+            build_parser().error(str(error))
         return up(arguments)
+    if arguments.command in ("invocations", "counts", "time-scale"):
+        return control(arguments)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

@@ -8,6 +8,7 @@ created it, and can hold it in ``Creating`` until its containers answer ``/ping`
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from moto.sagemaker.exceptions import ValidationError as MotoValidationError
 from moto.sagemaker.models import SageMakerModelBackend
+from moto.sagemaker.responses import SageMakerResponse
 from werkzeug.serving import make_server
 
 if TYPE_CHECKING:
@@ -73,7 +75,34 @@ def install_hooks() -> None:
 
         SageMakerModelBackend.create_endpoint = create_endpoint  # type: ignore[method-assign]
         SageMakerModelBackend.delete_endpoint = delete_endpoint  # type: ignore[method-assign]
+        _answer_unsupported_calls_as_aws_does()
         _hooks_installed = True
+
+
+def _answer_unsupported_calls_as_aws_does() -> None:
+    """Answer a SageMaker call moto does not implement (``UpdateEndpoint``, ...) as AWS answers an unknown one.
+
+    moto raises ``NotImplementedError``, which its server turns into an HTML 500 page that botocore retries and
+    then reports as an unparsable error. AWS answers an operation it does not know with 400
+    ``UnknownOperationException`` in the JSON protocol; botocore raises that as a ``ClientError`` at once.
+    """
+    original = SageMakerResponse.call_action
+
+    def call_action(self: SageMakerResponse) -> Any:
+        try:
+            return original(self)
+        except NotImplementedError:
+            operation = self._get_action()
+            body = {
+                "__type": "UnknownOperationException",
+                "message": f"{operation} is not emulated by the local SageMaker backend (sagemaker-async-local). "
+                "See its README, 'Not emulated'; e.g. instead of UpdateEndpoint, delete the endpoint and create "
+                "it again with the new endpoint config.",
+            }
+            headers = {"Content-Type": "application/x-amz-json-1.1", "x-amzn-ErrorType": "UnknownOperationException"}
+            return 400, headers, json.dumps(body)
+
+    SageMakerResponse.call_action = call_action  # type: ignore[method-assign,assignment]
 
 
 def register_listener(account_id: str, region_name: str, listener: EndpointListener) -> None:

@@ -28,6 +28,7 @@ from aiobotocore.session import get_session
 from aiohttp import web
 from multidict import CIMultiDict
 
+from airflow_sagemaker_async.local.control import CONTROL_PREFIX, control_routes
 from airflow_sagemaker_async.local.endpoints import EndpointRuntime, EndpointSpec, RuntimeContext
 from airflow_sagemaker_async.local.notifications import endpoint_test_notification
 from airflow_sagemaker_async.local.realtime import ModelFailure, RealtimeEndpoint, model_error_response
@@ -69,6 +70,8 @@ class RuntimeServer:
     :param images: image name → (command argv, environment); read when an endpoint is created.
     :param time_scale: returns the current time scale (read when a request is accepted).
     :param container_startup_timeout: seconds a container gets to answer ``/ping``.
+    :param set_time_scale: changes the time scale, for the control surface's ``PUT /_local/time-scale``
+        (:mod:`~airflow_sagemaker_async.local.control`); without it that answers 400.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class RuntimeServer:
         images: dict[str, tuple[list[str], dict[str, str]]],
         time_scale: Callable[[], float],
         container_startup_timeout: float,
+        set_time_scale: Callable[[float], None] | None = None,
     ) -> None:
         self._moto_url = moto_url
         self._region_name = region_name
@@ -90,6 +94,7 @@ class RuntimeServer:
         self._secret_key = secret_key
         self._images = images
         self._time_scale = time_scale
+        self._set_time_scale = set_time_scale
         self._container_startup_timeout = container_startup_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -175,6 +180,7 @@ class RuntimeServer:
         app.router.add_post("/endpoints/{name}/async-invocations", self._invoke_endpoint_async)
         app.router.add_post("/endpoints/{name}/invocations", self._invoke_endpoint)
         app.router.add_post("/endpoints/{name}/invocations-response-stream", self._invoke_endpoint_with_response_stream)
+        app.router.add_routes(control_routes(self))
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         self._runner = runner
@@ -223,8 +229,9 @@ class RuntimeServer:
             spec = await self._describe(name)
             if spec.image not in self._images:
                 raise ImageNotRegisteredError(
-                    f"Image '{spec.image}' of model {spec.model_name} is not registered with the local backend; "
-                    f"call backend.register_container('{spec.image}', [command, ...]) before creating the endpoint."
+                    f"Image '{spec.image}' of model {spec.model_name} is not registered with the local backend. "
+                    f"Start it with 'sagemaker-async-local up --image {spec.image}=COMMAND' (from Python: "
+                    f"backend.register_container('{spec.image}', [command, ...])), then create the endpoint again."
                 )
             command, environment = self._images[spec.image]
             assert self._context is not None
@@ -324,16 +331,29 @@ class RuntimeServer:
 
     def records(self, endpoint_name: str | None) -> list[InvocationRecord]:
         """Return snapshots of every accepted request (of one endpoint, or of all)."""
+        return list(self.call(self.snapshot_records(endpoint_name), timeout=30))
 
-        async def snapshot() -> list[InvocationRecord]:
-            runtimes = [
-                runtime
-                for runtime in [*self._retired, *self._endpoints.values()]
-                if endpoint_name is None or runtime.spec.endpoint_name == endpoint_name
-            ]
-            return [invocation.snapshot() for runtime in runtimes for invocation in runtime.invocations]
+    async def snapshot_records(self, endpoint_name: str | None) -> list[InvocationRecord]:
+        """Return snapshots of every accepted request (of one endpoint, or of all); on the runtime's loop."""
+        runtimes = [
+            runtime
+            for runtime in [*self._retired, *self._endpoints.values()]
+            if endpoint_name is None or runtime.spec.endpoint_name == endpoint_name
+        ]
+        return [invocation.snapshot() for runtime in runtimes for invocation in runtime.invocations]
 
-        return list(self.call(snapshot(), timeout=30))
+    def get_time_scale(self) -> float:
+        """Return the time scale applied to requests accepted now."""
+        return self._time_scale()
+
+    def set_time_scale(self, value: float) -> None:
+        """Change the time scale for requests accepted from now.
+
+        :raises ValueError: when ``value`` is not positive, or the owner gave no way to change it.
+        """
+        if self._set_time_scale is None:
+            raise ValueError("this runtime's time scale is fixed")
+        self._set_time_scale(value)
 
     def busy(self) -> bool:
         """Tell whether any endpoint has a request not yet finished and notified."""
@@ -368,6 +388,8 @@ class RuntimeServer:
     async def _signature_middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if request.path.startswith(CONTROL_PREFIX):  # the local control surface, not a SageMaker API
+            return await handler(request)
         body = await request.read()
         headers: CIMultiDict[str] = CIMultiDict()
         for key in dict.fromkeys(request.headers.keys()):
