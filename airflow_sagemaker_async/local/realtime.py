@@ -250,16 +250,23 @@ class RealtimeEndpoint:
             )
             await response.prepare(http_request)
             parts = 0
+            # One PayloadPart per HTTP chunk of the container: aiohttp may hand a large chunk over in pieces
+            # (end_of_http_chunk False), which are joined first. A body that is not chunked gives a part per read.
+            chunked = upstream.headers.get("Transfer-Encoding", "").lower() == "chunked"
+            pending = bytearray()
             try:
                 while True:
                     remaining = deadline - asyncio.get_running_loop().time()
                     if remaining <= 0:
                         raise asyncio.TimeoutError
-                    data, _ = await asyncio.wait_for(upstream.content.readchunk(), remaining)
-                    if not data:
-                        break
-                    parts += 1
-                    await response.write(encode_payload_part(data))
+                    data, end_of_chunk = await asyncio.wait_for(upstream.content.readchunk(), remaining)
+                    if not data and not end_of_chunk:
+                        break  # the end of the body
+                    pending += data
+                    if pending and (end_of_chunk or not chunked):
+                        parts += 1
+                        await response.write(encode_payload_part(bytes(pending)))
+                        pending.clear()
             except asyncio.TimeoutError:
                 await response.write(
                     encode_exception(
