@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install test lint typecheck pytest demo demo-ui bench bench-quick constraints clean
+.PHONY: install test lint typecheck pytest test-oldest package-check demo demo-ui bench bench-quick constraints constraints-oldest clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo ">> creating $(VENV) and installing airflow-sagemaker-async[test,bench] (pinned by constraints.txt)"
@@ -29,6 +29,22 @@ pytest: install
 
 test: lint typecheck pytest
 
+# The fast tests (not e2e, not slow) on the oldest supported set (constraints-oldest.txt), in a venv of their own.
+# tests/local is left out: the local backend imports no Airflow, and moto / aiohttp are the same in both sets.
+OLDEST := .venv-oldest
+$(OLDEST)/.installed-stamp: pyproject.toml constraints-oldest.txt
+	@echo ">> creating $(OLDEST) with the oldest supported set (constraints-oldest.txt)"
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip --disable-pip-version-check install -q -c constraints-oldest.txt -e ".[test]"
+	@touch $@
+
+test-oldest: $(OLDEST)/.installed-stamp
+	$(OLDEST)/bin/pytest -m "not e2e and not slow" --ignore=tests/local
+
+# Build the sdist and the wheel, check them, install the wheel alone into a fresh venv (.ci/package-check).
+package-check: install
+	.ci/package-check
+
 demo: install
 	$(BIN)/python scripts/run_demo.py
 
@@ -48,5 +64,10 @@ constraints: install
 	@echo "# Pinned versions CI and \`make\` install (Python 3.11). Regenerate: make constraints" > constraints.txt
 	$(PIP) freeze --exclude-editable | grep -v '^airflow-sagemaker-async' >> constraints.txt
 
+constraints-oldest: $(OLDEST)/.installed-stamp
+	@head -4 constraints-oldest.txt > constraints-oldest.txt.new
+	$(OLDEST)/bin/python -m pip --disable-pip-version-check freeze --exclude-editable | grep -v '^airflow-sagemaker-async' >> constraints-oldest.txt.new
+	mv constraints-oldest.txt.new constraints-oldest.txt
+
 clean:
-	rm -rf $(VENV) .airflow .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST) .airflow .demo .pytest_cache .mypy_cache .ruff_cache
