@@ -241,7 +241,7 @@ def test_output_larger_than_max_output_bytes_is_a_clear_error() -> None:
 
 
 def test_no_object_by_max_wait_seconds_is_a_timeout_naming_both_locations() -> None:
-    op = operator(input_data=CSV_ROWS, content_type="text/csv", custom_attributes="sleep=3", max_wait_seconds=0.5)
+    op = operator(input_data=CSV_ROWS, content_type="text/csv", custom_attributes="sleep=10", max_wait_seconds=0.5)
 
     with pytest.raises(SageMakerAsyncInferenceTimeout) as info:
         run(op)

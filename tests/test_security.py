@@ -52,7 +52,7 @@ def test_credentials_and_custom_attributes_appear_nowhere(capfd: pytest.CaptureF
     with pytest.raises(SageMakerAsyncInferenceError) as failed:
         run(operator(input_data="1,2\n", inference_id="sec-bad", **params))
     seen += [str(failed.value), json.dumps(failed.value.outcome)]
-    slow = {**params, "custom_attributes": "sleep=2"}
+    slow = {**params, "custom_attributes": "sleep=10"}  # far past max_wait_seconds, even on a loaded machine
     with pytest.raises(SageMakerAsyncInferenceTimeout) as timed_out:
         run(operator(input_data=CSV_ROWS, inference_id="sec-slow", max_wait_seconds=0.3, **slow))
     seen += [str(timed_out.value), json.dumps(timed_out.value.outcome)]
