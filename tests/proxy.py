@@ -46,10 +46,15 @@ class Fault:
 
 
 class Proxy:
-    """Start with ``with Proxy(upstream_url) as proxy: proxy.url ...``."""
+    """Start with ``with Proxy(upstream_url) as proxy: proxy.url ...``.
 
-    def __init__(self, upstream: str) -> None:
+    ``record=False`` keeps no :class:`Seen` (a long soak would hold every body); ``count`` still counts requests.
+    """
+
+    def __init__(self, upstream: str, *, record: bool = True) -> None:
         self.upstream = upstream.rstrip("/")
+        self.record = record
+        self.count = 0
         self.seen: list[Seen] = []
         self.faults: list[Fault] = []
         self.delay = 0.0  # seconds every forwarded request is held before it goes upstream
@@ -102,7 +107,9 @@ class Proxy:
 
     def _fault_for(self, seen: Seen) -> Fault | None:
         with self._lock:
-            self.seen.append(seen)
+            self.count += 1
+            if self.record:
+                self.seen.append(seen)
             for fault in self.faults:
                 if (fault.times is None or fault.hits < fault.times) and fault.match(seen):
                     fault.hits += 1
