@@ -217,8 +217,10 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
         ) as inbox:
             yield inbox
 
-    async def _check(self, watch: Watch, shared: SharedClient) -> WatchEvent | None:
-        for target in watch.targets:
+    async def _check(self, watch: Watch, shared: SharedClient, named: set[str] | None = None) -> WatchEvent | None:
+        # The locations a notification named first: a Failed one is confirmed with one HEAD, not two.
+        targets = sorted(watch.targets, key=lambda t: t.uri not in named) if named else watch.targets
+        for target in targets:
             event = watch.observe(target, await self._head(shared, target.bucket, target.key))
             if event is not None:
                 return event
@@ -264,7 +266,8 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
                         return watch.expired_event()
                 if any(not hint.expired for hint in hints):
                     # A hint, not the truth: S3 decides.
-                    if (event := await self._check(watch, shared)) is not None:
+                    named = {location for hint in hints for location in hint.locations}
+                    if (event := await self._check(watch, shared, named)) is not None:
                         self.log.info("Inference %s: woken by a notification, confirmed in S3", self.inference_id)
                         return event
                     self.log.info(
