@@ -1,0 +1,697 @@
+"""
+One batch task vs ``.expand`` of the single operator, under a real Airflow, against the local backend.
+
+    .venv/bin/python benchmarks/batch.py            # batch 10,000, expand 100, watch 10,000 for 60 s (~15 min)
+    .venv/bin/python benchmarks/batch.py --quick    # batch 1,000, expand 20, watch 1,000 for 30 s (~6 min)
+    .venv/bin/python benchmarks/batch.py --m 1000   # the issue's 1,000 mapped inputs (about an hour on 2 cores)
+
+The local backend (``sagemaker-async-local up``) runs in its own process, with an endpoint of its bundled iris
+model created here with boto3 (``bench-iris``: 2 instances x 8 concurrent invocations, no SNS notifications,
+which nothing here reads). Airflow runs as separate processes on 127.0.0.1 (``AirflowCluster``: scheduler with
+the LocalExecutor, dag-processor, triggerer, api-server; SQLite), every setting at its default,
+``[sagemaker_async] min_deferral_seconds`` included. The DAGs are ``benchmarks/dags/sagemaker_async_batch_bench.py``;
+their inputs are N tiny CSV objects (one iris flower each) that this script uploads under one prefix first.
+
+``.expand`` costs about 1.5 s of CPU per mapped task instance here (a task process that parses the DAG
+file, imports the provider and builds its clients; a second one when it defers), so 1,000 of them take about
+an hour of wall time on 2 cores; the default of 100 keeps the whole run near 15 minutes, and CPU per input does
+not depend on M.
+
+Phases, one after the other in the same cluster:
+
+1. **idle**: 30 s with nothing to do (what each component costs when idle; ``--idle-seconds``).
+2. **batch**: all N objects through one ``SageMakerInvokeEndpointAsyncBatchOperator`` (``input_prefix``, the
+   fast iris model, defaults: ``max_in_flight`` 1,000).
+3. **expand**: the first M objects through ``SageMakerInvokeEndpointAsyncOperator.partial(...).expand(
+   input_location=...)`` (defaults: fast-event guard, poll schedule).
+4. **watch**: all N objects through the batch operator with a slow model (``custom_attributes="sleep=60"``) and
+   ``max_in_flight=N``: once the trigger watches N pending items, the triggerer's CPU over one minute
+   (``--watch-seconds``). The run is abandoned afterwards (the cluster and the backend are stopped).
+
+Measured:
+
+- **wall**: trigger (REST ``POST dagRuns``) -> the run's state ``success`` (REST, polled every 2 s: the
+  api-server's CPU includes these requests, hence the ratio is also given without the api-server);
+- **submissions/s**: the batch task's own log lines (``sent <n> items in <s> s``), summed over its waves;
+- **CPU** of each component: a sampler thread reads, every 0.5 s, each component's process tree with psutil:
+  the sum over live processes of user + system + children's user + system (a task process that ended and was
+  reaped by its LocalExecutor worker is in the worker's children's times). A phase's CPU is the difference
+  between its end and its start. *worker* = the scheduler's tree minus the scheduler process itself (the
+  LocalExecutor's workers, their supervisors and the task processes);
+- **peak RSS**: the largest RSS sampled of each component's main process and of any one process in its tree;
+- **S3 requests per check**: the triggerer alone reaches S3 through a recording proxy (``tests/proxy.py``) in
+  this process (its ``aws_default`` points at the proxy; every other component's at moto itself). Requests
+  are counted by kind (LIST = ``GET ?list-type=2``, HEAD, GET of ``state.json`` once per trigger run); a check
+  LISTs the pending blocks in order (output, then failure, per block), so a LIST that does not follow the
+  previous one in that order starts a new check (:func:`s3_checks`).
+
+Output: a Markdown table on stdout, ``benchmarks/results/batch.json`` and ``benchmarks/results/batch.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import boto3
+import psutil
+from _common import BENCHMARKS_DIR, REPO_DIR, RESULTS_DIR, fmt, markdown_table, write_json
+from botocore.config import Config
+
+from airflow_sagemaker_async.local.harness import (
+    COMPONENTS,
+    AirflowCluster,
+    AirflowProcess,
+    BackendProcess,
+    HarnessError,
+    airflow_environment,
+    free_port,
+    wait_for,
+)
+
+sys.path.insert(0, str(REPO_DIR))  # the recording proxy of the tests
+from tests.proxy import Proxy
+
+if TYPE_CHECKING:
+    from tests.proxy import Fault, Seen
+
+BATCH_DAG = "sagemaker_async_bench_batch"
+EXPAND_DAG = "sagemaker_async_bench_expand"
+WATCH_DAG = "sagemaker_async_bench_watch"
+INPUT_KEY_PREFIX = "bench-batch/inputs"
+#: The benchmark's endpoint: the bundled iris model without SNS notifications (nothing here reads them).
+ENDPOINT_NAME = "bench-iris"
+IRIS_IMAGE = "sagemaker-async-local/iris:latest"
+#: One flower per input object, cycling (all well-formed: every item should end Completed).
+ROWS = ("5.1,3.5,1.4,0.2\n", "6.7,3.0,5.2,2.3\n", "5.9,3.0,4.2,1.5\n")
+SAMPLE_SECONDS = 0.5
+#: How often the run's state is asked of the REST API (each request costs the api-server some CPU, measured too).
+POLL_SECONDS = 2.0
+#: Silence between two checks of the trigger, seconds (its requests within a check follow each other).
+CHECK_GAP_SECONDS = 0.8
+SENT = re.compile(r"sent (\d+) items in ([0-9.]+) s")
+TARGET_BATCH_SECONDS = 300
+TARGET_TRIGGERER_CORE_PERCENT = 5.0
+TARGET_CPU_RATIO = 20.0
+
+
+# -- what the triggerer asks S3 ---------------------------------------------------------------------------------
+
+
+class TimedProxy(Proxy):
+    """The tests' recording proxy, with the time each request arrived (``time.monotonic()``)."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.arrived: list[float] = []
+
+    def _fault_for(self, seen: Seen) -> Fault | None:
+        self.arrived.append(time.monotonic())  # same order as ``seen`` (one event loop thread)
+        return super()._fault_for(seen)
+
+    def window(self, start: float, end: float) -> list[tuple[float, str, str]]:
+        """Return ``(arrival, kind, prefix)`` of the requests between ``start`` and ``end`` (LIST, HEAD, GET ...)."""
+        requests = list(zip(self.arrived, self.requests(), strict=False))
+        return [(at, _kind(seen), _prefix(seen)) for at, seen in requests if start <= at < end]
+
+
+def _kind(seen: Seen) -> str:
+    if seen.method == "GET" and "list-type=2" in seen.query:
+        return "LIST"
+    return seen.method
+
+
+def _prefix(seen: Seen) -> str:
+    return urllib.parse.parse_qs(seen.query).get("prefix", [""])[0]
+
+
+def _list_order(prefix: str) -> tuple[int, int]:
+    """``(block, 0 for output / 1 for failure)`` of a batch LIST prefix ``.../<tag>-<block:04d>``."""
+    block = re.search(r"-(\d{4})$", prefix)
+    return (int(block.group(1)) if block else -1, 1 if "/failure/" in f"/{prefix}" else 0)
+
+
+def s3_checks(requests: list[tuple[float, str, str]]) -> dict[str, Any]:
+    """
+    Count the triggerer's requests by kind, and its checks.
+
+    A check LISTs the pending blocks in order, output before failure (``batch.list_requests``): a LIST that does
+    not come after the previous one in that order, or the first after the trigger read its state (GET), starts a
+    new check. Also counted: bursts of LIST/HEAD separated by more than CHECK_GAP_SECONDS (a cross-check).
+    """
+    counts: dict[str, int] = {}
+    checks, previous = 0, None
+    for _, kind, prefix in requests:
+        counts[kind] = counts.get(kind, 0) + 1
+        if kind == "GET":
+            previous = None
+        elif kind == "LIST":
+            order = _list_order(prefix)
+            if previous is None or order <= previous:
+                checks += 1
+            previous = order
+    polls = sorted(at for at, kind, _ in requests if kind in {"LIST", "HEAD"})
+    bursts = sum(
+        1 for before, after in zip([-math.inf, *polls], polls, strict=False) if after - before > CHECK_GAP_SECONDS
+    )
+    return {
+        "requests": counts,
+        "checks": checks,
+        "per_check": (len(polls) / checks) if checks else None,
+        "bursts": bursts,
+    }
+
+
+# -- CPU and RSS of each component ------------------------------------------------------------------------------
+
+
+@dataclass
+class Usage:
+    """CPU seconds of each component's tree at one moment (and of the scheduler process alone)."""
+
+    at: float
+    cpu: dict[str, float]
+
+
+@dataclass
+class Sampler:
+    """Samples every component's process tree every 0.5 s in a thread: CPU (cumulative) and peak RSS."""
+
+    roots: dict[str, int]
+    latest: Usage | None = None
+    peak_root_rss: dict[str, int] = field(default_factory=dict)
+    peak_any_rss: dict[str, tuple[int, str]] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.sample()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_SECONDS):
+            self.sample()
+
+    def sample(self) -> Usage:
+        """Read every tree now; return (and keep) the cumulative CPU of each component."""
+        cpu: dict[str, float] = {}
+        for name, pid in self.roots.items():
+            total = 0.0
+            try:
+                root = psutil.Process(pid)
+                members = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                members = []
+            for member in members:
+                try:
+                    with member.oneshot():
+                        times = member.cpu_times()
+                        rss = member.memory_info().rss
+                        label = " ".join(member.cmdline())[:90] or member.name()
+                except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                    continue
+                total += times.user + times.system + times.children_user + times.children_system
+                with self._lock:
+                    if member.pid == pid:
+                        cpu[f"{name} (process)"] = times.user + times.system
+                        self.peak_root_rss[name] = max(self.peak_root_rss.get(name, 0), rss)
+                    if rss > self.peak_any_rss.get(name, (0, ""))[0]:
+                        self.peak_any_rss[name] = (rss, label)
+            cpu[name] = total
+        usage = Usage(time.monotonic(), cpu)
+        with self._lock:
+            self.latest = usage
+        return usage
+
+
+def cpu_between(before: Usage, after: Usage) -> dict[str, float]:
+    """CPU seconds of each component between two samples, with ``worker`` split off the scheduler."""
+    delta = {name: after.cpu.get(name, 0.0) - before.cpu.get(name, 0.0) for name in after.cpu}
+    scheduler_alone = delta.pop("scheduler (process)", 0.0)
+    components = {name: value for name, value in delta.items() if not name.endswith("(process)")}
+    components["worker"] = components.pop("scheduler", 0.0) - scheduler_alone
+    components["scheduler"] = scheduler_alone
+    components["total"] = sum(value for name, value in components.items())
+    return components
+
+
+# -- the run ----------------------------------------------------------------------------------------------------
+
+
+def client(ready: dict[str, Any], service: str) -> Any:
+    """Return a boto3 client of ``service`` on the backend's moto server."""
+    return boto3.client(
+        service,
+        endpoint_url=ready["endpoint_url"],
+        region_name=ready["region_name"],
+        aws_access_key_id=ready["aws_access_key_id"],
+        aws_secret_access_key=ready["aws_secret_access_key"],
+        config=Config(max_pool_connections=16),
+    )
+
+
+def create_endpoint(ready: dict[str, Any], bucket: str, instances: int, concurrency: int) -> None:
+    """Create the benchmark's async endpoint (bundled iris, no notifications) with boto3; wait for ``InService``."""
+    sagemaker = client(ready, "sagemaker")
+    model, config = f"{ENDPOINT_NAME}-model", f"{ENDPOINT_NAME}-config"
+    sagemaker.create_model(
+        ModelName=model,
+        ExecutionRoleArn=f"arn:aws:iam::{ready['account_id']}:role/sagemaker-async-local",
+        PrimaryContainer={"Image": IRIS_IMAGE},
+    )
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=config,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": model,
+                "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": instances,
+            }
+        ],
+        AsyncInferenceConfig={
+            "ClientConfig": {"MaxConcurrentInvocationsPerInstance": concurrency},
+            "OutputConfig": {
+                "S3OutputPath": f"s3://{bucket}/{ENDPOINT_NAME}/output",
+                "S3FailurePath": f"s3://{bucket}/{ENDPOINT_NAME}/failure",
+            },
+        },
+    )
+    sagemaker.create_endpoint(EndpointName=ENDPOINT_NAME, EndpointConfigName=config)
+    wait_for(
+        f"{ENDPOINT_NAME} to be InService",
+        lambda: sagemaker.describe_endpoint(EndpointName=ENDPOINT_NAME)["EndpointStatus"] == "InService",
+        120,
+    )
+
+
+def upload_inputs(ready: dict[str, Any], bucket: str, count: int) -> float:
+    """PUT ``count`` tiny CSV objects under the input prefix (16 threads); return the seconds it took."""
+    started = time.perf_counter()
+    s3 = client(ready, "s3")
+
+    def put(index: int) -> None:
+        key = f"{INPUT_KEY_PREFIX}/{index:05d}.csv"
+        s3.put_object(Bucket=bucket, Key=key, Body=ROWS[index % len(ROWS)].encode(), ContentType="text/csv")
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(put, range(count)))
+    return time.perf_counter() - started
+
+
+def start_cluster(cluster: AirflowCluster, triggerer_env: dict[str, str]) -> None:
+    """Start the components as ``start_components`` does, the triggerer with its own connection (the proxy)."""
+    for name, command in COMPONENTS:
+        arguments = [argument.format(port=cluster.port) for argument in command]
+        if name == "triggerer":
+            cluster.processes[name] = AirflowProcess(name, arguments, triggerer_env, cluster.log_dir)
+        else:
+            cluster.start(name, *arguments)
+    wait_for("the api-server to answer", cluster.answers, 240, cluster, interval=1)
+    wait_for("the admin password", cluster.password_file().exists, 60, cluster)
+    cluster.login()
+
+
+def run_dag(cluster: AirflowCluster, sampler: Sampler, dag_id: str, timeout: float) -> dict[str, Any]:
+    """Trigger ``dag_id``, wait for its end; return its run id, state, wall seconds and CPU by component."""
+    before = sampler.sample()
+    started = time.monotonic()
+    run_id = cluster.trigger(dag_id)
+    state = wait_for(
+        f"{dag_id} to finish",
+        lambda: (s := cluster.run_state(dag_id, run_id)) in {"success", "failed"} and s,
+        timeout,
+        cluster,
+        interval=POLL_SECONDS,
+    )
+    wall = time.monotonic() - started
+    after = sampler.sample()
+    return {"run_id": run_id, "state": state, "wall_s": wall, "cpu_s": cpu_between(before, after)}
+
+
+def task_logs(cluster: AirflowCluster, dag_id: str, run_id: str, task_id: str, pattern: str) -> str:
+    """Return the text of the task's log files matching ``pattern`` (attempts, or their triggers' logs)."""
+    folder = cluster.task_log_dir(dag_id, run_id, task_id)
+    return "".join(path.read_text(errors="replace") for path in sorted(folder.glob(pattern)))
+
+
+def submissions(log: str) -> dict[str, float]:
+    """Sum the batch task's ``sent <n> items in <s> s`` lines: items, seconds, items per second."""
+    waves = [(int(n), float(s)) for n, s in SENT.findall(log)]
+    items, seconds = sum(n for n, _ in waves), sum(s for _, s in waves)
+    return {"items": items, "seconds": seconds, "per_s": items / seconds if seconds else None, "waves": len(waves)}
+
+
+def watch_phase(cluster: AirflowCluster, sampler: Sampler, proxy: TimedProxy, n: int, seconds: float) -> dict[str, Any]:
+    """Trigger the slow batch; once its trigger watches ``n`` items, measure the triggerer for ``seconds``."""
+    before_all = sampler.sample()
+    started = time.monotonic()
+    run_id = cluster.trigger(WATCH_DAG)
+    watching = re.compile(rf"Watching batch \w+: {n} in flight")
+    wait_for(
+        f"the watch trigger to watch {n} items",
+        lambda: watching.search(task_logs(cluster, WATCH_DAG, run_id, "score", "attempt=*.log.trigger.*.log")),
+        900,
+        cluster,
+        interval=1,
+    )
+    deferred_after = time.monotonic() - started
+    submitted = sampler.sample()
+    window_start = time.monotonic()
+    time.sleep(seconds)
+    after = sampler.sample()
+    window = time.monotonic() - window_start
+    cpu = cpu_between(submitted, after)
+    attempt_log = task_logs(cluster, WATCH_DAG, run_id, "score", "attempt=*.log")
+    return {
+        "run_id": run_id,
+        "items": n,
+        "submit_and_defer_s": deferred_after,
+        "submissions": submissions(attempt_log),
+        "worker_cpu_until_deferred_s": cpu_between(before_all, submitted)["worker"],
+        "window_s": window,
+        "cpu_s": cpu,
+        "triggerer_cpu_s_per_min": cpu["triggerer"] * 60 / window,
+        "triggerer_core_percent": cpu["triggerer"] / window * 100,
+        "s3": s3_checks(proxy.window(window_start, window_start + window)),
+        "state_at_end": cluster.run_state(WATCH_DAG, run_id),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="batch 1,000, expand 20, watch 30 s")
+    parser.add_argument("--n", type=int, help="batch items (default 10,000; 1,000 with --quick)")
+    parser.add_argument("--m", type=int, help="mapped single-operator inputs (default 100; 20 with --quick)")
+    parser.add_argument("--watch-seconds", type=float, help="triggerer measurement window (default 60; 30 quick)")
+    parser.add_argument("--watch-sleep", type=float, default=60.0, help="model sleep in the watch phase, s")
+    parser.add_argument("--idle-seconds", type=float, default=30.0, help="idle measurement, s; default 30")
+    parser.add_argument("--instances", type=int, default=2, help="endpoint instances (model processes); default 2")
+    parser.add_argument("--concurrency", type=int, default=8, help="invocations per instance at once; default 8")
+    parser.add_argument("--skip-watch", action="store_true", help="skip the watch phase")
+    parser.add_argument("--out-dir", default=str(RESULTS_DIR), help="default benchmarks/results")
+    parser.add_argument("--report-only", action="store_true", help="print the tables and draw the chart of batch.json")
+    args = parser.parse_args(argv)
+    if args.report_only:
+        report(json.loads((Path(args.out_dir) / "batch.json").read_text()), Path(args.out_dir))
+        return 0
+    n = args.n or (1_000 if args.quick else 10_000)
+    m = args.m or (20 if args.quick else 100)
+    watch_seconds = args.watch_seconds or (30.0 if args.quick else 60.0)
+
+    out_dir = Path(args.out_dir)
+    work_dir = out_dir / "batch"
+    shutil.rmtree(work_dir, ignore_errors=True)
+    started = time.perf_counter()
+    document: dict[str, Any] = {
+        "benchmark": "batch",
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "settings": {
+            "n": n,
+            "m": m,
+            "watch_seconds": watch_seconds,
+            "watch_sleep_s": args.watch_sleep,
+            "endpoint": {"name": ENDPOINT_NAME, "instances": args.instances, "concurrency": args.concurrency},
+        },
+        "machine": {"cpus": psutil.cpu_count(), "load_average_at_start": list(psutil.getloadavg())},
+    }
+    print(f"local backend, {n} input objects ...", file=sys.stderr, flush=True)
+    with BackendProcess(work_dir, quiet=True) as backend, TimedProxy(backend.ready["endpoint_url"]) as proxy:
+        ready = backend.ready
+        bucket = ready["demo"]["bucket"]
+        create_endpoint(ready, bucket, args.instances, args.concurrency)
+        extra = {
+            "SAGEMAKER_ASYNC_ENDPOINT": ENDPOINT_NAME,
+            "SAGEMAKER_ASYNC_BENCH_INPUT_PREFIX": f"s3://{bucket}/{INPUT_KEY_PREFIX}",
+            "SAGEMAKER_ASYNC_BENCH_EXPAND_M": str(m),
+            "SAGEMAKER_ASYNC_BENCH_WATCH_SLEEP": f"{args.watch_sleep:g}",
+            "SAGEMAKER_ASYNC_BENCH_WATCH_IN_FLIGHT": str(n),
+        }
+        env = airflow_environment(
+            work_dir / "airflow-home",
+            ready=ready,
+            dags_folder=BENCHMARKS_DIR / "dags",
+            api_port=free_port(),
+            extra=extra,
+        )
+        triggerer_env = dict(env)
+        triggerer_env["AIRFLOW_CONN_AWS_DEFAULT"] = ready["airflow_conn_aws_default"].replace(
+            ready["endpoint_url"], proxy.url
+        )
+        with ThreadPoolExecutor(1) as uploader, AirflowCluster(env) as cluster:
+            upload = uploader.submit(upload_inputs, ready, bucket, n)
+            cluster.migrate_db()
+            print("airflow components ...", file=sys.stderr, flush=True)
+            start_cluster(cluster, triggerer_env)
+            wait_for(
+                "the dag-processor to parse the benchmark DAGs",
+                lambda: all(cluster.dag_count(d) == 1 for d in (BATCH_DAG, EXPAND_DAG, WATCH_DAG)),
+                240,
+                cluster,
+                interval=1,
+            )
+            document["upload_s"] = upload.result()
+            sampler = Sampler({name: process.pid for name, process in cluster.processes.items()})
+            sampler.start()
+            try:
+                print(f"idle {args.idle_seconds:g} s ...", file=sys.stderr, flush=True)
+                before = sampler.sample()
+                time.sleep(args.idle_seconds)
+                idle = cpu_between(before, sampler.sample())
+                document["idle"] = {
+                    "seconds": args.idle_seconds,
+                    "cpu_s": idle,
+                    "cpu_s_per_min": {k: v * 60 / args.idle_seconds for k, v in idle.items()},
+                }
+
+                print(f"batch of {n} ...", file=sys.stderr, flush=True)
+                mark = time.monotonic()
+                batch = run_dag(cluster, sampler, BATCH_DAG, 900)
+                summary = cluster.xcom(BATCH_DAG, batch["run_id"], "score") if batch["state"] == "success" else None
+                attempts = task_logs(cluster, BATCH_DAG, batch["run_id"], "score", "attempt=*.log")
+                s3 = s3_checks(proxy.window(mark, time.monotonic()))
+                s3["trigger_runs"] = s3["requests"].get("GET", 0)  # each run reads state.json once
+                batch.update(
+                    items=n,
+                    summary=summary,
+                    submissions=submissions(attempts),
+                    s3=s3,
+                    triggerer_cpu_s_per_min=batch["cpu_s"]["triggerer"] * 60 / batch["wall_s"],
+                )
+                document["batch"] = batch
+
+                print(f".expand over {m} inputs ...", file=sys.stderr, flush=True)
+                expand = run_dag(cluster, sampler, EXPAND_DAG, 1800)
+                states = cluster.task_states(EXPAND_DAG, expand["run_id"]) if m <= 100 else {}
+                expand.update(items=m, task_states_sample=sorted({str(s) for s in states.values()}))
+                document["expand"] = expand
+
+                if not args.skip_watch:
+                    print(f"watch: {n} pending items, {watch_seconds:g} s ...", file=sys.stderr, flush=True)
+                    document["watch"] = watch_phase(cluster, sampler, proxy, n, watch_seconds)
+            finally:
+                sampler.stop()
+                document["peak_rss_mb"] = {
+                    name: {
+                        "process": sampler.peak_root_rss.get(name, 0) / 2**20,
+                        "largest_in_tree": sampler.peak_any_rss.get(name, (0, ""))[0] / 2**20,
+                        "largest_is": sampler.peak_any_rss.get(name, (0, ""))[1],
+                    }
+                    for name in sampler.roots
+                }
+                document["wall_s"] = time.perf_counter() - started
+                document["machine"]["load_average_at_end"] = list(psutil.getloadavg())
+                write_json(out_dir / "batch.json", document)
+    report(document, out_dir)
+    return 0 if document["batch"]["state"] == "success" and document["expand"]["state"] == "success" else 1
+
+
+# -- report -----------------------------------------------------------------------------------------------------
+
+
+def report(document: dict[str, Any], out_dir: Path) -> None:
+    """Print the tables, add the derived figures and targets to the JSON, draw the chart."""
+    batch, expand, watch = document["batch"], document["expand"], document.get("watch")
+    per_input_batch = batch["cpu_s"]["total"] / batch["items"]
+    per_input_expand = expand["cpu_s"]["total"] / expand["items"]
+    ratio = per_input_expand / per_input_batch if per_input_batch else None
+    without_api = [(run["cpu_s"]["total"] - run["cpu_s"]["api-server"]) / run["items"] for run in (batch, expand)]
+    document["derived"] = {
+        "cpu_per_input_batch_s": per_input_batch,
+        "cpu_per_input_expand_s": per_input_expand,
+        "cpu_per_input_ratio": ratio,
+        "cpu_per_input_ratio_without_api_server": without_api[1] / without_api[0] if without_api[0] else None,
+    }
+    document["targets"] = {
+        "cpu_per_input_ratio_ge_20": ratio is not None and ratio >= TARGET_CPU_RATIO,
+        "batch_within_300_s": batch["state"] == "success" and batch["wall_s"] <= TARGET_BATCH_SECONDS,
+        "watch_triggerer_lt_5_percent": watch is not None
+        and watch["triggerer_core_percent"] < TARGET_TRIGGERER_CORE_PERCENT,
+    }
+    write_json(out_dir / "batch.json", document)
+
+    components = ("worker", "scheduler", "triggerer", "dag-processor", "api-server", "total")
+    rows = [
+        [
+            f"batch of {batch['items']:,}",
+            batch["state"],
+            f"{batch['wall_s']:,.1f} ({batch['items'] / batch['wall_s']:,.0f} inputs/s)",
+            fmt(batch["submissions"]["per_s"], 0),
+            *(fmt(batch["cpu_s"][c], 1) for c in components),
+            fmt(per_input_batch * 1000, 2),
+        ],
+        [
+            f".expand over {expand['items']:,}",
+            expand["state"],
+            f"{expand['wall_s']:,.1f} ({expand['items'] / expand['wall_s']:,.2f} inputs/s)",
+            "-",
+            *(fmt(expand["cpu_s"][c], 1) for c in components),
+            fmt(per_input_expand * 1000, 2),
+        ],
+    ]
+    print("\n### Batch vs .expand (same Airflow, same run)\n")
+    print(
+        markdown_table(
+            ["run", "state", "wall s", "submissions/s", *(f"{c} CPU s" for c in components), "CPU ms per input"],
+            rows,
+        )
+    )
+    summary = batch.get("summary") or {}
+    s3 = batch["s3"]
+    print(
+        f"\nBatch summary: counts {summary.get('counts')}, invocations {summary.get('invocations')}, deferrals "
+        f"{summary.get('deferrals')}; submitted {batch['submissions']['items']:,} items in "
+        f"{batch['submissions']['seconds']:.1f} s over {batch['submissions']['waves']} waves. Triggerer S3 "
+        f"requests {s3['requests']} over {s3.get('trigger_runs')} trigger runs, {s3.get('checks')} checks "
+        f"({fmt(s3['per_check'], 1)} LIST/HEAD per check)."
+    )
+    print(
+        f"**CPU per input, .expand / batch: {fmt(ratio, 1)}x** (target >= {TARGET_CPU_RATIO:g}x); without the "
+        f"api-server (which also answers this script's polling): "
+        f"{fmt(document['derived']['cpu_per_input_ratio_without_api_server'], 1)}x"
+    )
+
+    if watch is not None:
+        idle = document["idle"]["cpu_s_per_min"]["triggerer"]
+        print(f"\n### Triggerer watching {watch['items']:,} pending items (slow model)\n")
+        print(
+            markdown_table(
+                ["what", "value"],
+                [
+                    ["submit + first check + defer (wall s)", fmt(watch["submit_and_defer_s"], 1)],
+                    ["submissions/s", fmt(watch["submissions"]["per_s"], 0)],
+                    ["worker CPU until deferred (s)", fmt(watch["worker_cpu_until_deferred_s"], 1)],
+                    ["window (s)", fmt(watch["window_s"], 1)],
+                    ["triggerer CPU per minute of watching (s)", fmt(watch["triggerer_cpu_s_per_min"], 2)],
+                    ["... as % of one core", fmt(watch["triggerer_core_percent"], 2, " %")],
+                    ["idle triggerer, CPU per minute (s)", fmt(idle, 2)],
+                    ["S3 requests in the window", str(watch["s3"]["requests"])],
+                    ["checks in the window", str(watch["s3"].get("checks"))],
+                    ["S3 requests per check", fmt(watch["s3"]["per_check"], 1)],
+                    ["bound 2 x ceil(pending / 1,000) + 2", str(2 * math.ceil(watch["items"] / 1000) + 2)],
+                ],
+            )
+        )
+
+    print("\n### Peak RSS (MB)\n")
+    print(
+        markdown_table(
+            ["component", "main process", "largest process in its tree", "which"],
+            [
+                [name, fmt(rss["process"], 0), fmt(rss["largest_in_tree"], 0), f"`{rss['largest_is'][:60]}`"]
+                for name, rss in document["peak_rss_mb"].items()
+            ],
+        )
+    )
+    print("\n### Targets\n")
+    print(
+        markdown_table(
+            ["target", "result", "met"],
+            [
+                [
+                    f"batch of {batch['items']:,} within {TARGET_BATCH_SECONDS} s",
+                    f"{batch['wall_s']:.0f} s",
+                    "yes" if document["targets"]["batch_within_300_s"] else "no",
+                ],
+                [
+                    "triggerer < 5 % of a core watching all pending",
+                    "-" if watch is None else f"{watch['triggerer_core_percent']:.2f} %",
+                    "yes" if document["targets"]["watch_triggerer_lt_5_percent"] else "no",
+                ],
+                [
+                    "CPU per input .expand / batch >= 20x",
+                    f"{fmt(ratio, 1)}x",
+                    "yes" if document["targets"]["cpu_per_input_ratio_ge_20"] else "no",
+                ],
+            ],
+        )
+    )
+    _chart(document, out_dir / "batch.png")
+    print(f"\nJSON: {out_dir / 'batch.json'}  chart: {out_dir / 'batch.png'}")
+    print(f"Total wall time: {document['wall_s']:,.0f} s; machine {document['machine']}")
+
+
+def _chart(document: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batch, expand, watch = document["batch"], document["expand"], document.get("watch")
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(15, 4.5))
+    labels = [f"batch\n{batch['items']:,} inputs", f".expand\n{expand['items']:,} inputs"]
+    per_input = [batch["cpu_s"]["total"] / batch["items"] * 1000, expand["cpu_s"]["total"] / expand["items"] * 1000]
+    left.bar(labels, per_input, color=["tab:blue", "tab:orange"])
+    for x, value in enumerate(per_input):
+        left.annotate(f"{value:,.1f} ms", (x, value), ha="center", va="bottom", fontsize=9)
+    left.set_yscale("log")
+    left.set_ylabel("CPU ms per input, all Airflow processes (log)")
+    left.set_title(f"CPU per input: .expand / batch = {document['derived']['cpu_per_input_ratio']:.0f}x")
+    middle.bar(labels, [batch["wall_s"], expand["wall_s"]], color=["tab:blue", "tab:orange"])
+    middle.axhline(TARGET_BATCH_SECONDS, color="red", linestyle="--", label="target for the batch: 300 s")
+    middle.set_ylabel("wall s (trigger -> success)")
+    middle.set_title("Wall time")
+    middle.legend(fontsize=8)
+    idle = document["idle"]["cpu_s_per_min"]["triggerer"] / 60 * 100
+    bars = {"triggerer idle": idle}
+    if watch is not None:
+        bars[f"watching {watch['items']:,}\npending"] = watch["triggerer_core_percent"]
+    right.bar(list(bars), list(bars.values()), color="tab:green")
+    right.axhline(TARGET_TRIGGERER_CORE_PERCENT, color="red", linestyle="--", label="target: 5 % of one core")
+    right.set_ylabel("% of one core")
+    right.set_title("Triggerer CPU")
+    right.legend(fontsize=8)
+    figure.suptitle("Batch operator vs .expand of the single operator, real Airflow (LocalExecutor), local backend")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    # SIGTERM unwinds the with blocks, so the backend and every Airflow process are stopped too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        sys.exit(main())
+    except HarnessError as error:
+        print(f"benchmark failed: {error}", file=sys.stderr)
+        sys.exit(2)
