@@ -231,6 +231,20 @@ def report_sensor(run: DagRunRecord, log_file: Path) -> tuple[list[str], list[st
     return lines, problems
 
 
+def report_push(run: DagRunRecord, log_file: Path) -> tuple[list[str], list[str]]:
+    """Lines and problems of ``example_sagemaker_async_push``."""
+    problems: list[str] = []
+    check_states(run, {"predict": "success", "log_predictions": "success"}, problems)
+    outcome = run.xcom("predict")
+    lines = describe_outcome(outcome) if outcome else []
+    log = log_file.read_text(errors="replace")
+    woken = "woken by a notification" in log
+    lines.append(f"    detected {'through the SQS notification' if woken else 'by a poll (before the notification)'}")
+    expect(problems, "notifications https://" in log or "notifications http://" in log, "the trigger had no queue")
+    expect(problems, run.xcom("log_predictions") == ["setosa", "versicolor", "virginica"], "unexpected labels")
+    return lines, problems
+
+
 def report_realtime(run: DagRunRecord, log_file: Path) -> tuple[list[str], list[str]]:
     """Lines and problems of ``example_sagemaker_realtime``."""
     problems: list[str] = []
@@ -286,6 +300,12 @@ EXAMPLES: list[tuple[str, dict[str, Any] | None, str, Reporter]] = [
     ),
     ("example_sagemaker_async_failure", None, "a malformed payload, handled two ways", report_failure),
     ("example_sagemaker_async_sensor", {"custom_attributes": "sleep=2"}, "submit, then a sensor waits", report_sensor),
+    (
+        "example_sagemaker_async_push",
+        {"custom_attributes": "sleep=3"},
+        "woken by the endpoint's SNS notification through SQS",
+        report_push,
+    ),
     ("example_sagemaker_realtime", None, "24 iris flowers, one real-time call", report_realtime),
     ("example_sagemaker_streaming", None, "a text generation streamed into S3", report_streaming),
 ]

@@ -335,8 +335,8 @@ def airflow_environment(
     :param ready: the backend's ready document (:attr:`BackendProcess.ready`, or
         :func:`~airflow_sagemaker_async.local.cli.ready_document` of a backend in this process): sets
         ``AIRFLOW_CONN_AWS_DEFAULT``, the ``AWS_*`` credentials and region (boto3 outside the connection stays
-        away from real accounts and the metadata service) and, with a demo, ``SAGEMAKER_ASYNC_ENDPOINT`` and
-        ``SAGEMAKER_ASYNC_BUCKET``. Default none.
+        away from real accounts and the metadata service) and, with a demo, ``SAGEMAKER_ASYNC_ENDPOINT``,
+        ``SAGEMAKER_ASYNC_BUCKET`` and ``SAGEMAKER_ASYNC_NOTIFICATION_QUEUE_URL``. Default none.
     :param dags_folder: ``[core] dags_folder``, default Airflow's (``<home>/dags``).
     :param api_port: set up a cluster (:class:`AirflowCluster`): LocalExecutor, the simple auth manager with
         the user ``admin``, DAGs unpaused at creation, the api-server on 127.0.0.1:``api_port`` and the
@@ -377,6 +377,8 @@ def airflow_environment(
         if ready.get("demo"):
             env["SAGEMAKER_ASYNC_ENDPOINT"] = ready["demo"]["endpoint_name"]
             env["SAGEMAKER_ASYNC_BUCKET"] = ready["demo"]["bucket"]
+            if queue_url := ready["demo"].get("notification_queue_url"):
+                env["SAGEMAKER_ASYNC_NOTIFICATION_QUEUE_URL"] = queue_url
     if api_port is not None:
         env.update(
             {
