@@ -32,14 +32,15 @@ test: lint typecheck pytest
 # The fast tests (not e2e, not slow) on the oldest supported set (constraints-oldest.txt), in a venv of their own.
 # tests/local is left out: the local backend imports no Airflow, and moto / aiohttp are the same in both sets.
 OLDEST := .venv-oldest
-$(OLDEST)/.installed-stamp: pyproject.toml constraints-oldest.txt
-	@echo ">> creating $(OLDEST) with the oldest supported set (constraints-oldest.txt)"
-	$(PYTHON) -m venv $(OLDEST)
-	$(OLDEST)/bin/python -m pip --disable-pip-version-check install -q -c constraints-oldest.txt -e ".[test]"
+$(OLDEST)/.installed-stamp: pyproject.toml constraints-oldest.txt | $(STAMP)
+	@echo ">> creating $(OLDEST) with the oldest supported set (constraints-oldest.txt), with uv"
+	rm -rf $(OLDEST)
+	$(BIN)/uv venv --quiet --python "$$($(PYTHON) -c 'import sys; print(sys.executable)')" $(OLDEST)
+	$(BIN)/uv pip install --quiet --python $(OLDEST)/bin/python -c constraints-oldest.txt -e ".[test]"
 	@touch $@
 
 test-oldest: $(OLDEST)/.installed-stamp
-	$(OLDEST)/bin/pytest -m "not e2e and not slow" --ignore=tests/local
+	$(OLDEST)/bin/pytest -m "not e2e and not slow" --ignore=tests/local --durations=10
 
 # Build the sdist and the wheel, check them, install the wheel alone into a fresh venv (.ci/package-check).
 package-check: install
@@ -66,7 +67,7 @@ constraints: install
 
 constraints-oldest: $(OLDEST)/.installed-stamp
 	@head -4 constraints-oldest.txt > constraints-oldest.txt.new
-	$(OLDEST)/bin/python -m pip --disable-pip-version-check freeze --exclude-editable | grep -v '^airflow-sagemaker-async' >> constraints-oldest.txt.new
+	$(BIN)/uv pip freeze --python $(OLDEST)/bin/python --exclude-editable | grep -v '^airflow-sagemaker-async' >> constraints-oldest.txt.new
 	mv constraints-oldest.txt.new constraints-oldest.txt
 
 clean:
