@@ -8,8 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from airflow.providers.amazon.aws.hooks.s3 import S3Hook
-from airflow.triggers.base import BaseTrigger, TriggerEvent
+from airflow.triggers.base import TriggerEvent
 
 from airflow_sagemaker_async.batch import (
     BatchNames,
@@ -21,20 +20,17 @@ from airflow_sagemaker_async.batch import (
     read_listing,
     reconcile,
 )
-from airflow_sagemaker_async.clients import SharedClient, client_key, shared_s3_clients
 from airflow_sagemaker_async.layout import join_s3, s3_uri, split_s3_uri
 from airflow_sagemaker_async.receiver import subscribe_notifications
 from airflow_sagemaker_async.records import FAILED
-from airflow_sagemaker_async.validation import check_poll_schedule, check_queue_url
+from airflow_sagemaker_async.triggers import S3ResultTrigger
 from airflow_sagemaker_async.watch import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
-    DEFAULT_PUSH_MAX_POLL_INTERVAL,
     PollSchedule,
     Probe,
     isoformat,
     read_head_error,
-    read_head_response,
     utcnow,
 )
 
@@ -42,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from airflow_sagemaker_async.batch import PendingItem
+    from airflow_sagemaker_async.clients import SharedClient
     from airflow_sagemaker_async.receiver import Inbox
     from airflow_sagemaker_async.records import BatchEvent
 
@@ -53,7 +50,7 @@ PROGRESS_LOG_SECONDS: Final = 30.0
 PUSH_SETTLE_SECONDS: Final = 1.0
 
 
-class SageMakerAsyncBatchInferenceTrigger(BaseTrigger):
+class SageMakerAsyncBatchInferenceTrigger(S3ResultTrigger):
     """
     Wait until few enough items of a batch are in flight, watching their results by LIST, not by HEAD.
 
@@ -111,45 +108,32 @@ class SageMakerAsyncBatchInferenceTrigger(BaseTrigger):
         verify: bool | str | None = None,
         botocore_config: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            not_before=not_before,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            notification_queue_url=notification_queue_url,
+            aws_conn_id=aws_conn_id,
+            region_name=region_name,
+            verify=verify,
+            botocore_config=botocore_config,
+        )
         self.batch_tag = batch_tag
         self.state_location = state_location
         self.output_dir = output_dir
         self.failure_dir = failure_dir
         self.low_water = int(low_water)
-        self.not_before = datetime.fromisoformat(not_before).isoformat() if not_before else None
-        self.notification_queue_url = check_queue_url(notification_queue_url) if notification_queue_url else None
-        if max_poll_interval is None:
-            max_poll_interval = (
-                DEFAULT_PUSH_MAX_POLL_INTERVAL if self.notification_queue_url else DEFAULT_MAX_POLL_INTERVAL
-            )
-        self.poll_interval, self.max_poll_interval = check_poll_schedule(poll_interval, max_poll_interval)
-        self.aws_conn_id = aws_conn_id
-        self.region_name = region_name
-        self.verify = verify
-        self.botocore_config = botocore_config
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the classpath (derived from the class) and the JSON-primitive kwargs (never a list of items)."""
-        kwargs: dict[str, Any] = {
-            "batch_tag": self.batch_tag,
-            "state_location": self.state_location,
-            "output_dir": self.output_dir,
-            "failure_dir": self.failure_dir,
-            "low_water": self.low_water,
-            "poll_interval": self.poll_interval,
-            "max_poll_interval": self.max_poll_interval,
-            "aws_conn_id": self.aws_conn_id,
-        }
-        for name in ("not_before", "notification_queue_url", "region_name", "verify", "botocore_config"):
-            if (value := getattr(self, name)) is not None:
-                kwargs[name] = value
-        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
-
-    def hook(self) -> S3Hook:
-        """Return the S3 hook built from the four AWS parameters, unchanged."""
-        return S3Hook(
-            aws_conn_id=self.aws_conn_id, region_name=self.region_name, verify=self.verify, config=self.botocore_config
+        return self._serialized(
+            {
+                "batch_tag": self.batch_tag,
+                "state_location": self.state_location,
+                "output_dir": self.output_dir,
+                "failure_dir": self.failure_dir,
+                "low_water": self.low_water,
+            }
         )
 
     async def _read_state(self, shared: SharedClient) -> BatchState:
@@ -182,23 +166,13 @@ class SageMakerAsyncBatchInferenceTrigger(BaseTrigger):
             if not token:
                 return found
 
-    async def _head(self, shared: SharedClient, uri: str) -> Any:
-        bucket, key = split_s3_uri(uri)
-        try:
-            async with shared.limit:
-                return read_head_response(await shared.client.head_object(Bucket=bucket, Key=key))
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            return read_head_error(error)
-
     async def _find(self, shared: SharedClient, names: BatchNames, pending: list[PendingItem]) -> dict[int, Found]:
         found: dict[int, Found] = {}
         for status, prefix in list_requests(names, (item.index for item in pending)):
             read_listing(names, found, status, await self._list(shared, prefix))
         for item in head_requests(pending, found):
             assert item.failure_location is not None  # head_requests keeps only those with one
-            if (await self._head(shared, item.failure_location)).probe is Probe.FOUND:
+            if (await self._head(shared, *split_s3_uri(item.failure_location))).probe is Probe.FOUND:
                 merge_found(found, item.index, Found(FAILED, item.failure_location, None))
         return found
 
@@ -233,9 +207,8 @@ class SageMakerAsyncBatchInferenceTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Check until few enough items are in flight or a deadline passes; yield one event and return."""
-        key = client_key(self.aws_conn_id, self.region_name, self.verify, self.botocore_config)
         async with AsyncExitStack() as stack:
-            shared = await stack.enter_async_context(shared_s3_clients.acquire(key, self.hook().get_async_conn))
+            shared = await stack.enter_async_context(self._s3_client())
             # Subscribed before the first check: a result written in between is seen by one or the other.
             inbox = await stack.enter_async_context(self._inbox())
             state = await self._read_state(shared)

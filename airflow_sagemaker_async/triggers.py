@@ -31,10 +31,87 @@ if TYPE_CHECKING:
     from airflow_sagemaker_async.receiver import Inbox
     from airflow_sagemaker_async.records import WatchEvent
 
-__all__ = ["SageMakerAsyncInferenceTrigger"]
+__all__ = ["S3ResultTrigger", "SageMakerAsyncInferenceTrigger"]
 
 
-class SageMakerAsyncInferenceTrigger(BaseTrigger):
+class S3ResultTrigger(BaseTrigger):
+    """
+    What the triggers of this package share: the wait's common parameters and the event loop's S3 client.
+
+    Keeps the four AWS parameters as received (passed unchanged to :class:`S3Hook`), the fast-event guard
+    (``not_before``), the notification queue and the poll schedule (ceiling 300 s by default with a queue,
+    30 s without); builds the serialised kwargs (classpath derived from the class, unset optional values
+    left out so defaults apply, as the amazon provider does); opens the shared aiobotocore S3 client
+    (:mod:`airflow_sagemaker_async.clients`) and HEADs through it.
+    """
+
+    def __init__(
+        self,
+        *,
+        not_before: str | None,
+        poll_interval: float,
+        max_poll_interval: float | None,
+        notification_queue_url: str | None,
+        aws_conn_id: str | None,
+        region_name: str | None,
+        verify: bool | str | None,
+        botocore_config: dict[str, Any] | None,
+    ) -> None:
+        super().__init__()
+        self.not_before = datetime.fromisoformat(not_before).isoformat() if not_before else None
+        self.notification_queue_url = check_queue_url(notification_queue_url) if notification_queue_url else None
+        if max_poll_interval is None:
+            max_poll_interval = (
+                DEFAULT_PUSH_MAX_POLL_INTERVAL if self.notification_queue_url else DEFAULT_MAX_POLL_INTERVAL
+            )
+        self.poll_interval, self.max_poll_interval = check_poll_schedule(poll_interval, max_poll_interval)
+        self.aws_conn_id = aws_conn_id
+        self.region_name = region_name
+        self.verify = verify
+        self.botocore_config = botocore_config
+
+    def _serialized(self, own: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Return the classpath and ``own`` kwargs plus the shared ones (unset optional values left out)."""
+        kwargs = {
+            **own,
+            "poll_interval": self.poll_interval,
+            "max_poll_interval": self.max_poll_interval,
+            "aws_conn_id": self.aws_conn_id,
+        }
+        for name in ("not_before", "notification_queue_url", "region_name", "verify", "botocore_config"):
+            if (value := getattr(self, name)) is not None:
+                kwargs[name] = value
+        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
+
+    def hook(self) -> S3Hook:
+        """Return the S3 hook built from the four AWS parameters, unchanged."""
+        return S3Hook(
+            aws_conn_id=self.aws_conn_id,
+            region_name=self.region_name,
+            verify=self.verify,
+            config=self.botocore_config,
+        )
+
+    @asynccontextmanager
+    async def _s3_client(self) -> AsyncIterator[SharedClient]:
+        # One client per event loop and connection, shared with the other triggers (see clients.py).
+        # get_async_conn resolves the connection in a thread (sync_to_async): nothing blocks the loop.
+        key = client_key(self.aws_conn_id, self.region_name, self.verify, self.botocore_config)
+        async with shared_s3_clients.acquire(key, self.hook().get_async_conn) as shared:
+            yield shared
+
+    async def _head(self, shared: SharedClient, bucket: str, key: str) -> ProbeResult:
+        try:
+            async with shared.limit:  # build and sign the request only when a pooled connection can take it
+                response = await shared.client.head_object(Bucket=bucket, Key=key)
+            return read_head_response(response)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            return read_head_error(error)
+
+
+class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
     """
     Wait for an asynchronous inference's result object without holding a worker slot.
 
@@ -104,24 +181,22 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
         verify: bool | str | None = None,
         botocore_config: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            not_before=not_before,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            notification_queue_url=notification_queue_url,
+            aws_conn_id=aws_conn_id,
+            region_name=region_name,
+            verify=verify,
+            botocore_config=botocore_config,
+        )
         self.inference_id = inference_id
         self.output_location = output_location
         self.failure_location = failure_location
         self.deadline = datetime.fromisoformat(deadline).isoformat()
         self.endpoint_name = endpoint_name
         self.submitted_at = submitted_at
-        self.not_before = datetime.fromisoformat(not_before).isoformat() if not_before else None
-        self.notification_queue_url = check_queue_url(notification_queue_url) if notification_queue_url else None
-        if max_poll_interval is None:
-            max_poll_interval = (
-                DEFAULT_PUSH_MAX_POLL_INTERVAL if self.notification_queue_url else DEFAULT_MAX_POLL_INTERVAL
-            )
-        self.poll_interval, self.max_poll_interval = check_poll_schedule(poll_interval, max_poll_interval)
-        self.aws_conn_id = aws_conn_id
-        self.region_name = region_name
-        self.verify = verify
-        self.botocore_config = botocore_config
 
     @classmethod
     def continuing(
@@ -155,49 +230,16 @@ class SageMakerAsyncInferenceTrigger(BaseTrigger):
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Return the classpath (derived from the class) and the JSON-primitive kwargs."""
-        kwargs: dict[str, Any] = {
-            "inference_id": self.inference_id,
-            "output_location": self.output_location,
-            "failure_location": self.failure_location,
-            "deadline": self.deadline,
-            "endpoint_name": self.endpoint_name,
-            "submitted_at": self.submitted_at,
-            "poll_interval": self.poll_interval,
-            "max_poll_interval": self.max_poll_interval,
-            "aws_conn_id": self.aws_conn_id,
-        }
-        # As the amazon provider does: hook parameters left unset stay out, so defaults apply.
-        for name in ("not_before", "notification_queue_url", "region_name", "verify", "botocore_config"):
-            if (value := getattr(self, name)) is not None:
-                kwargs[name] = value
-        return f"{type(self).__module__}.{type(self).__qualname__}", kwargs
-
-    def hook(self) -> S3Hook:
-        """Return the S3 hook built from the four AWS parameters, unchanged."""
-        return S3Hook(
-            aws_conn_id=self.aws_conn_id,
-            region_name=self.region_name,
-            verify=self.verify,
-            config=self.botocore_config,
+        return self._serialized(
+            {
+                "inference_id": self.inference_id,
+                "output_location": self.output_location,
+                "failure_location": self.failure_location,
+                "deadline": self.deadline,
+                "endpoint_name": self.endpoint_name,
+                "submitted_at": self.submitted_at,
+            }
         )
-
-    @asynccontextmanager
-    async def _s3_client(self) -> AsyncIterator[SharedClient]:
-        # One client per event loop and connection, shared with the other triggers (see clients.py).
-        # get_async_conn resolves the connection in a thread (sync_to_async): nothing blocks the loop.
-        key = client_key(self.aws_conn_id, self.region_name, self.verify, self.botocore_config)
-        async with shared_s3_clients.acquire(key, self.hook().get_async_conn) as shared:
-            yield shared
-
-    async def _head(self, shared: SharedClient, bucket: str, key: str) -> ProbeResult:
-        try:
-            async with shared.limit:  # build and sign the request only when a pooled connection can take it
-                response = await shared.client.head_object(Bucket=bucket, Key=key)
-            return read_head_response(response)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:
-            return read_head_error(error)
 
     @asynccontextmanager
     async def _inbox(self) -> AsyncIterator[Inbox | None]:
