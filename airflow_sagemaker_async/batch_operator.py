@@ -8,6 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
@@ -79,11 +80,17 @@ DEFAULT_RETRIES = {"mode": "adaptive", "max_attempts": 10}
 
 @dataclass(frozen=True)
 class _Input:
-    """One item to send: from S3 (``location``) or inline (``payload``, uploaded first when too large)."""
+    """One item to send: from S3 (``location``) or inline (``record``, serialised when sent; uploaded when large)."""
 
     location: str | None
-    payload: bytes | None
+    record: Any
     content_type: str | None
+
+    def payload(self) -> tuple[bytes | None, str | None]:
+        """Return ``(payload, content_type)``: the serialised record (``None`` for an S3 input)."""
+        if self.location is not None:
+            return None, self.content_type
+        return serialize_input_data(self.record, self.content_type)
 
 
 class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntimeHook]):
@@ -155,8 +162,8 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     :param aws_conn_id: Airflow AWS connection, default ``aws_default``.
     :param region_name: AWS region, default from the connection.
     :param verify: whether / how to verify SSL certificates, default from the connection.
-    :param botocore_config: botocore ``Config`` parameters as a dict; default retries
-        ``{"mode": "adaptive", "max_attempts": 10}``.
+    :param botocore_config: botocore ``Config`` parameters as a dict; submissions default to retries
+        ``{"mode": "adaptive", "max_attempts": 10}`` and a connection pool as large as ``submit_concurrency``.
 
     Needs, beyond InvokeEndpointAsync: ``sagemaker:DescribeEndpoint`` and ``sagemaker:DescribeEndpointConfig``
     (to find the endpoint's output and failure paths before the first request), ``s3:ListBucket`` on the
@@ -256,8 +263,6 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             poll_interval, max_poll_interval, push=self.notification_queue_url is not None
         )
         self.min_deferral_seconds = min_deferral(min_deferral_seconds)
-        if not self.botocore_config:
-            self.botocore_config = {"retries": dict(DEFAULT_RETRIES)}
         self._check_parameters(only_rendered=True)
 
     # -- parameters and inputs -------------------------------------------------------------------------
@@ -302,40 +307,53 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     def _s3(self) -> Any:
         return S3Hook(**self._hook_parameters).conn
 
-    def _inputs(self, s3: Any, pinned: list[str] | None) -> list[_Input]:
-        """Resolve and check every input before any request (``pinned``: an earlier try's input_prefix listing)."""
+    @cached_property
+    def _submitter(self) -> SageMakerRuntimeHook:
+        """
+        Return the runtime hook that submits.
+
+        Adaptive retries and a pool for every submitting thread unless ``botocore_config`` says otherwise; the
+        S3 hooks and the trigger keep ``botocore_config`` as given (so the trigger shares the event loop's S3
+        client with the other triggers of the connection).
+        """
+        config = {"retries": dict(DEFAULT_RETRIES), "max_pool_connections": max(10, self.submit_concurrency)}
+        return SageMakerRuntimeHook(**{**self._hook_parameters, "config": {**config, **(self.botocore_config or {})}})
+
+    def _inputs(self, s3: Any, pinned: list[str] | None, *, check: bool) -> list[_Input]:
+        """
+        Resolve the inputs (``pinned``: an earlier try's input_prefix listing).
+
+        :param check: check every input (the first ``execute`` of a try, before any request); a resume skips it.
+        """
         content_type = self.content_type
         if self.input_records is not None:
-            records = _as_list(self.input_records, "input_records")
-            inputs = []
-            for index, record in enumerate(records):
+            inputs = [_Input(None, record, content_type) for record in _as_list(self.input_records, "input_records")]
+            for index, item in enumerate(inputs if check else ()):
                 try:
-                    payload, item_type = serialize_input_data(record, content_type)
+                    payload, _ = item.payload()
                 except SageMakerAsyncParameterError as error:
                     raise SageMakerAsyncParameterError(
                         f"input_records[{index}]: {error}", parameter="input_records"
                     ) from error
-                if len(payload) > MAX_INLINE_BODY_BYTES and self.input_s3_prefix is None:
+                if payload is not None and len(payload) > MAX_INLINE_BODY_BYTES and self.input_s3_prefix is None:
                     raise SageMakerAsyncParameterError(
                         f"input_records[{index}] is {len(payload)} bytes once serialised, more than the "
                         f"{MAX_INLINE_BODY_BYTES} bytes InvokeEndpointAsync accepts inline, and no input_s3_prefix "
                         "was given. Pass input_s3_prefix='s3://bucket/prefix' (the task needs s3:PutObject there).",
                         parameter="input_records",
                     )
-                inputs.append(_Input(None, payload, item_type))
         else:
             if self.input_locations is not None:
                 locations = _as_list(self.input_locations, "input_locations")
             else:
                 locations = pinned if pinned is not None else _list_objects(s3, self.input_prefix or "")
-            inputs = []
-            for index, location in enumerate(locations):
+            inputs = [_Input(location, None, content_type) for location in locations]
+            for index, location in enumerate(locations if check else ()):
                 try:
                     check_input_location(location)
                 except SageMakerAsyncParameterError as error:
                     name = "input_locations" if self.input_locations is not None else "input_prefix"
                     raise SageMakerAsyncParameterError(f"{name}[{index}]: {error}", parameter=name) from error
-                inputs.append(_Input(location, None, content_type))
         if not inputs:
             source = (
                 "input_prefix"
@@ -376,7 +394,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             pinned = [
                 json.loads(line) for line in _get_text(s3, join_s3(names.state_dir(), "inputs.jsonl")).splitlines()
             ]
-        inputs = self._inputs(s3, pinned)
+        inputs = self._inputs(s3, pinned, check=True)
         if state is None:
             state = BatchState(
                 tag=tag,
@@ -432,7 +450,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             event["ended"],
             event["pending"],
         )
-        return self._advance(s3, names, state, self._inputs(s3, pinned), fields)
+        return self._advance(s3, names, state, self._inputs(s3, pinned, check=False), fields)
 
     def _names(self, fields: dict[str, Any], tag: str, dag_id: str, task_id: str) -> BatchNames:
         sagemaker: Any = AwsBaseHook(client_type="sagemaker", **self._hook_parameters).conn
@@ -479,7 +497,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             self._record(s3, names, state)
             if state.next_index < state.total and len(state.pending) <= low:
                 self._submit_wave(s3, names, state, inputs, fields)
-                self._record(s3, names, state)  # the check on the worker before deferring
+                self._await_fast_results(s3, names, state, low)
                 if state.next_index < state.total and len(state.pending) <= low:
                     continue  # fast results: the next wave goes out without a deferral
             if state.done:
@@ -516,6 +534,22 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             delay = schedule.next_delay()
             if delay:
                 time.sleep(delay)
+
+    def _await_fast_results(self, s3: Any, names: BatchNames, state: BatchState, low: int) -> None:
+        """
+        Check on the worker before deferring: once, and on for up to ``min_deferral_seconds``.
+
+        A deferral costs at least ``min_deferral_seconds`` (the fast-event guard) plus a task start, so a wave
+        that reaches the low-water mark sooner is followed by the next one without a deferral.
+        """
+        until = time.monotonic() + self.min_deferral_seconds
+        target = low if state.next_index < state.total else 0
+        while True:
+            self._record(s3, names, state)
+            remaining = until - time.monotonic()
+            if len(state.pending) <= target or remaining <= 0:
+                return
+            time.sleep(min(self.poll_interval, remaining))
 
     def _find(self, s3: Any, names: BatchNames, items: list[PendingItem] | list[int]) -> dict[int, Found]:
         """Return the results S3 holds for ``items`` (LIST per block of 1,000; HEAD for odd failure keys)."""
@@ -587,6 +621,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         started = time.monotonic()
         sent: list[PendingItem] = []
         error: ClientError | None = None
+        refused: list[ManifestLine] = []
         with ThreadPoolExecutor(self.submit_concurrency) as pool:
             futures = [pool.submit(self._send, s3, names, index, inputs[index], fields) for index in to_send]
             for index, future in zip(to_send, futures, strict=True):
@@ -597,19 +632,20 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                         error = error or failure
                         continue
                     self.log.warning("Batch %s: InvokeEndpointAsync refused item %d: %s", state.tag, index, failure)
-                    refused = self._pending(
+                    item = self._pending(
                         names, index, location=inputs[index].location, submitted=utcnow(), fields=fields
                     )
                     reason = f"InvokeEndpointAsync refused it: {failure}"
-                    self._write_part(
-                        s3, names, state, [refused.ended(FAILED, completed_at=None, failure_reason=reason)]
-                    )
+                    refused.append(item.ended(FAILED, completed_at=None, failure_reason=reason))
         state.pending += sent
         state.submitted += len(sent)
         state.next_index = (candidates[-1] + 1) if candidates else state.next_index
         if error is not None:
-            # Every item sent is recorded in flight; a retry of the task sends the others (after a LIST).
+            # Every item sent is recorded in flight; a retry of the task sends the others (after a LIST),
+            # the refused ones included: they are recorded once the retry's answer for them is final.
             state.next_index = min(set(to_send) - {item.index for item in sent})
+        elif refused:
+            self._write_part(s3, names, state, refused)
         _put(s3, names.state_location(), state.to_json().encode())
         if error is not None:
             self.log.error(
@@ -654,17 +690,18 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
 
     def _send(self, s3: Any, names: BatchNames, index: int, item: _Input, fields: dict[str, Any]) -> PendingItem:
         """Send one item (uploading a large inline payload first); return it in flight."""
-        location, body = item.location, item.payload
+        location = item.location
+        body, content_type = item.payload()
         if body is not None and len(body) > MAX_INLINE_BODY_BYTES:
             bucket, prefix = parse_s3_uri(self.input_s3_prefix or "", "input_s3_prefix")
             key = join_s3(prefix, names.tag, f"{index:07d}.input")
             s3.put_object(Bucket=bucket, Key=key, Body=body)
             location, body = s3_uri(bucket, key), None
-        submission = self.hook.invoke_endpoint_async(
+        submission = self._submitter.invoke_endpoint_async(
             endpoint_name=fields["endpoint_name"],
             input_location=location,
             body=body,
-            content_type=item.content_type,
+            content_type=content_type,
             accept=fields.get("accept"),
             custom_attributes=fields.get("custom_attributes"),
             inference_id=names.inference_id(index),
