@@ -12,6 +12,7 @@ error is also an ``AirflowFailException``: the task fails without retries, since
         ├── SageMakerAsyncInferenceTimeout                   deadline passed, no object at either location
         ├── SageMakerModelError                              real-time / streaming: the model answered an error
         ├── SageMakerResponseStreamError                     the response stream broke; what arrived is kept
+        ├── SageMakerAsyncBatchFailed                        a batch ended over its failure policy
         └── SageMakerAsyncOutputError                        the output exists but cannot be handed over
             ├── SageMakerAsyncOutputTooLarge                 larger than ``max_output_bytes``
             ├── SageMakerAsyncOutputMissing                  gone between detection and download
@@ -28,9 +29,10 @@ from typing import TYPE_CHECKING
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 if TYPE_CHECKING:
-    from airflow_sagemaker_async.records import Outcome
+    from airflow_sagemaker_async.records import BatchSummary, Outcome
 
 __all__ = [
+    "SageMakerAsyncBatchFailed",
     "SageMakerAsyncError",
     "SageMakerAsyncInferenceError",
     "SageMakerAsyncInferenceTimeout",
@@ -175,3 +177,17 @@ class SageMakerAsyncOutputMissing(SageMakerAsyncOutputError):
 
 class SageMakerAsyncOutputDecodeError(SageMakerAsyncOutputError):
     """The output object is not valid UTF-8 text or JSON as ``output_format`` asked."""
+
+
+class SageMakerAsyncBatchFailed(SageMakerAsyncError):
+    """
+    A batch ended with more failed (or timed-out) items than ``max_failed_items`` / ``max_failed_fraction`` allow.
+
+    Raised after every item has ended, with the manifest and the summary already written.
+
+    :param summary: the :class:`~airflow_sagemaker_async.records.BatchSummary` the task would have returned.
+    """
+
+    def __init__(self, message: str, *, summary: BatchSummary) -> None:
+        super().__init__(message)
+        self.summary = summary
