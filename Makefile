@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install test lint typecheck pytest test-oldest package-check demo demo-ui bench bench-quick constraints constraints-oldest clean
+.PHONY: install test lint typecheck pytest test-oldest package-check demo demo-ui bench bench-quick bench-batch constraints constraints-oldest clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo ">> creating $(VENV) and installing airflow-sagemaker-async[test,bench] (pinned by constraints.txt)"
@@ -60,6 +60,10 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python benchmarks/triggerer_capacity.py --quick
+
+# One batch task of 10,000 vs .expand of the single operator under a real Airflow (about 15 minutes).
+bench-batch: install
+	$(BIN)/python benchmarks/batch.py
 
 constraints: install
 	@echo "# Pinned versions CI and \`make\` install (Python 3.11). Regenerate: make constraints" > constraints.txt
