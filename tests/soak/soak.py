@@ -18,7 +18,7 @@ seconds after the DAG run is triggered (repeated every ``storm_period`` in the f
 
 - ``runtime_throttle``: InvokeEndpointAsync answered 400 ThrottlingException / 429 TooManyRequestsException;
 - ``s3_slowdown``: Airflow's S3 requests answered 503 SlowDown; ``s3_reset`` / ``sqs_reset``: connections reset;
-- ``backend_s3_outage``: the backend's own S3 / SNS (the runtime's clients) reset for a few seconds;
+- ``backend_s3_outage``: the backend's own S3 / SNS (the runtime's clients) reset, three times 4 s;
 - notifications: the endpoint's topics feed a raw relay queue; the relay drops, duplicates and delays (minutes)
   some on their way to the triggerers' queue;
 - ``worker_kill``: the ``score`` task process SIGKILLed while the backend's invocation count for the batch rises
@@ -107,14 +107,14 @@ class Profile:
 SHORT = Profile(0.2, 150, 500, (30, 90), 30, 900, None, 45)
 FULL = Profile(1.0, 600, 1000, (60, 180), 60, 2400, 300, 90)
 
-#: Fault windows: name -> (start, end) seconds after the batch's first invocation (mod storm_period when set).
+#: Fault windows: name -> spans (start, end) in seconds after the batch's first invocation (mod storm_period
+#: when set). The backend's S3 goes down three times: the first may fall in the gap of the killed try's retry.
 WINDOWS = {
-    "runtime_throttle": (0.0, 30.0),
-    "s3_slowdown": (10.0, 40.0),
-    "backend_s3_outage": (15.0, 19.0),
-    "s3_reset": (45.0, 60.0),
-    "sqs_reset": (45.0, 60.0),
-    "notification_faults": (0.0, 10_000.0),
+    "runtime_throttle": ((0.0, 30.0),),
+    "s3_slowdown": ((10.0, 40.0),),
+    "backend_s3_outage": ((15.0, 19.0), (35.0, 39.0), (55.0, 59.0)),
+    "s3_reset": ((45.0, 60.0),),
+    "sqs_reset": ((45.0, 60.0),),
 }
 
 
@@ -170,10 +170,9 @@ class Clock:
         elapsed = self.now()
         if elapsed is None:
             return False
-        start, end = WINDOWS[name]
-        if self.period and name != "notification_faults":
+        if self.period:
             elapsed %= self.period
-        return start <= elapsed < end
+        return any(start <= elapsed < end for start, end in WINDOWS[name])
 
 
 def service_of(seen: Seen) -> str:
@@ -786,7 +785,7 @@ def render(report: dict[str, Any]) -> str:
             for kill in value:
                 out.append(f"   kill: {kill}")
         else:
-            out.append(f"   {name}: {value}")
+            out.append(f"   {name}: {value}" + (" (not injected this run)" if value == 0 else ""))
     out.append(f"-- requests through the proxies: {report.get('requests')}")
     out.append("-- triggerer event-loop lag (Airflow's watchdog, 0.1 s ticks logged when > 50 ms late):")
     for name, lag in report.get("lag", {}).items():
