@@ -103,7 +103,7 @@ def test_every_fast_task_instance_succeeds_on_its_first_try_with_the_default_gua
 
 
 def test_fast_triggers_deferred_and_were_held_by_the_guard(cluster: AirflowCluster, run: dict[str, Any]) -> None:
-    # Without a deferral this test would prove nothing about the race: the batch and most mapped tasks defer,
+    # Without a deferral this test would prove nothing about the race: most mapped tasks defer,
     # and their triggers hold the event until min_deferral_seconds after the deferral.
     trigger_logs = {
         task_id: "".join(
@@ -113,8 +113,10 @@ def test_fast_triggers_deferred_and_were_held_by_the_guard(cluster: AirflowClust
         for task_id in ("infer", "score")
     }
 
-    assert "fast-event guard" in trigger_logs["score"]
     assert "fast-event guard" in trigger_logs["infer"]
+    # The batch keeps checking on the worker for up to min_deferral_seconds after a wave: with a fast model it
+    # ends without a deferral (nothing for the race to hit); when it did defer, its trigger held the event too.
+    assert not trigger_logs["score"] or "fast-event guard" in trigger_logs["score"]
 
 
 def test_no_state_mismatch_in_airflow_event_log(cluster: AirflowCluster, run: dict[str, Any]) -> None:
