@@ -111,13 +111,16 @@ def test_a_retry_after_the_worker_died_sends_only_the_missing_items(
     sagemaker_async_backend: Any, batch_endpoint: str, s3: Any
 ) -> None:
     ti = StandInTaskInstance(task_id="score", run_id="retry-after-kill")
-    first = batch(batch_endpoint, input_records=[GOOD_ROW] * 300, max_in_flight=100)
+    # A 2 s model: the worker's check finds nothing yet, so the first try defers after wave 1.
+    first = batch(batch_endpoint, input_records=[GOOD_ROW] * 300, max_in_flight=100, custom_attributes="sleep=2")
     with pytest.raises(TaskDeferred):
         first.execute({"ti": ti})  # wave 1 (100 items) out, then the worker "dies" while deferred
     sagemaker_async_backend.wait_idle(timeout=60)
 
     ti.try_number = 2
-    summary = run_batch(batch(batch_endpoint, input_records=[GOOD_ROW] * 300, max_in_flight=100), ti)
+    summary = run_batch(
+        batch(batch_endpoint, input_records=[GOOD_ROW] * 300, max_in_flight=100, custom_attributes="sleep=2"), ti
+    )
 
     invoked = invocation_ids(sagemaker_async_backend, batch_endpoint, summary["batch_tag"])
     assert summary["counts"]["Completed"] == 300
@@ -130,7 +133,7 @@ def test_a_retry_after_a_death_before_the_state_was_written_finds_results_by_lis
     sagemaker_async_backend: Any, batch_endpoint: str, s3: Any
 ) -> None:
     ti = StandInTaskInstance(task_id="score", run_id="retry-lost-state")
-    first = batch(batch_endpoint, input_records=[GOOD_ROW] * 150, max_in_flight=100)
+    first = batch(batch_endpoint, input_records=[GOOD_ROW] * 150, max_in_flight=100, custom_attributes="sleep=2")
     with pytest.raises(TaskDeferred) as deferred:
         first.execute({"ti": ti})
     sagemaker_async_backend.wait_idle(timeout=60)
@@ -140,7 +143,9 @@ def test_a_retry_after_a_death_before_the_state_was_written_finds_results_by_lis
     sent_by_first_try = len(invocation_ids(sagemaker_async_backend, batch_endpoint, kwargs_tag(deferred.value)))
 
     ti.try_number = 2
-    summary = run_batch(batch(batch_endpoint, input_records=[GOOD_ROW] * 150, max_in_flight=100), ti)
+    summary = run_batch(
+        batch(batch_endpoint, input_records=[GOOD_ROW] * 150, max_in_flight=100, custom_attributes="sleep=2"), ti
+    )
 
     invoked = invocation_ids(sagemaker_async_backend, batch_endpoint, summary["batch_tag"])
     assert sent_by_first_try >= 100

@@ -69,12 +69,15 @@ async def test_object_at_failure_location_yields_failure_event(
 
 @pytest.mark.asyncio
 async def test_object_written_while_waiting_is_detected(
-    s3: Any, bucket: str, moto_url: str, aws_connection: Any
+    s3: Any, bucket: str, s3_proxy: Any, aws_connection: Any
 ) -> None:
-    aws_connection(moto_url)
+    aws_connection(s3_proxy.url)
     trigger = make_trigger(bucket)
     task = asyncio.ensure_future(collect(trigger))
-    await asyncio.sleep(0.5)
+    for _ in range(200):  # until the first check (two HEADs) is done, however loaded the machine
+        if len(s3_proxy.requests("HEAD")) >= 2:
+            break
+        await asyncio.sleep(0.1)
     assert not task.done()
     await asyncio.to_thread(s3.put_object, Bucket=bucket, Key="out/abc.out", Body=b"x")
 
