@@ -302,7 +302,8 @@ EXAMPLES: list[tuple[str, dict[str, Any] | None, str, Reporter]] = [
     ("example_sagemaker_async_sensor", {"custom_attributes": "sleep=2"}, "submit, then a sensor waits", report_sensor),
     (
         "example_sagemaker_async_push",
-        {"custom_attributes": "sleep=3"},
+        # Long enough for the poll schedule (0.5 s growing 1.5x, up to 300 s with a queue) to fall behind.
+        {"custom_attributes": "sleep=8"},
         "woken by the endpoint's SNS notification through SQS",
         report_push,
     ),
