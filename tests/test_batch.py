@@ -111,15 +111,15 @@ def test_a_retry_after_the_worker_died_sends_only_the_missing_items(
     sagemaker_async_backend: Any, batch_endpoint: str, s3: Any
 ) -> None:
     ti = StandInTaskInstance(task_id="score", run_id="retry-after-kill")
-    # A 2 s model: the worker's check finds nothing yet, so the first try defers after wave 1.
-    first = batch(batch_endpoint, input_records=[GOOD_ROW] * 300, max_in_flight=100, custom_attributes="sleep=2")
+    # A 5 s model: the worker's check finds nothing yet, so the first try defers after wave 1.
+    first = batch(batch_endpoint, input_records=[GOOD_ROW] * 300, max_in_flight=100, custom_attributes="sleep=5")
     with pytest.raises(TaskDeferred):
         first.execute({"ti": ti})  # wave 1 (100 items) out, then the worker "dies" while deferred
     sagemaker_async_backend.wait_idle(timeout=60)
 
     ti.try_number = 2
     summary = run_batch(
-        batch(batch_endpoint, input_records=[GOOD_ROW] * 300, max_in_flight=100, custom_attributes="sleep=2"), ti
+        batch(batch_endpoint, input_records=[GOOD_ROW] * 300, max_in_flight=100, custom_attributes="sleep=5"), ti
     )
 
     invoked = invocation_ids(sagemaker_async_backend, batch_endpoint, summary["batch_tag"])
@@ -133,7 +133,7 @@ def test_a_retry_after_a_death_before_the_state_was_written_finds_results_by_lis
     sagemaker_async_backend: Any, batch_endpoint: str, s3: Any
 ) -> None:
     ti = StandInTaskInstance(task_id="score", run_id="retry-lost-state")
-    first = batch(batch_endpoint, input_records=[GOOD_ROW] * 150, max_in_flight=100, custom_attributes="sleep=2")
+    first = batch(batch_endpoint, input_records=[GOOD_ROW] * 150, max_in_flight=100, custom_attributes="sleep=5")
     with pytest.raises(TaskDeferred) as deferred:
         first.execute({"ti": ti})
     sagemaker_async_backend.wait_idle(timeout=60)
@@ -144,7 +144,7 @@ def test_a_retry_after_a_death_before_the_state_was_written_finds_results_by_lis
 
     ti.try_number = 2
     summary = run_batch(
-        batch(batch_endpoint, input_records=[GOOD_ROW] * 150, max_in_flight=100, custom_attributes="sleep=2"), ti
+        batch(batch_endpoint, input_records=[GOOD_ROW] * 150, max_in_flight=100, custom_attributes="sleep=5"), ti
     )
 
     invoked = invocation_ids(sagemaker_async_backend, batch_endpoint, summary["batch_tag"])
@@ -159,7 +159,7 @@ def test_a_trigger_rebuilt_mid_wait_reaches_the_same_result(
     sagemaker_async_backend: Any, batch_endpoint: str, s3: Any
 ) -> None:
     ti = StandInTaskInstance(task_id="score", run_id="rebuilt-trigger")
-    op = batch(batch_endpoint, input_records=[GOOD_ROW] * 40, custom_attributes="sleep=2", max_in_flight=40)
+    op = batch(batch_endpoint, input_records=[GOOD_ROW] * 40, custom_attributes="sleep=5", max_in_flight=40)
     context: Any = {"ti": ti}
     with pytest.raises(TaskDeferred) as deferred:
         op.execute(context)
@@ -274,7 +274,7 @@ def test_with_a_notification_queue_results_wake_the_trigger_long_before_its_next
     op = batch(
         "batch-push-iris",
         input_records=records,
-        custom_attributes="sleep=2",  # nothing is done at the worker's check: the trigger has to wait
+        custom_attributes="sleep=5",  # nothing is done at the worker's check: the trigger has to wait
         notification_queue_url=queue_url,
         poll_interval=120,  # the first poll would come after 96-120 s: only a notification ends it sooner
         max_poll_interval=600,

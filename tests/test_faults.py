@@ -92,7 +92,7 @@ def test_the_same_trigger_event_twice_gives_one_outcome() -> None:
         content_type="text/csv",
         output_format="json",
         inference_id="twice",
-        custom_attributes="sleep=1",
+        custom_attributes="sleep=5",
     )
     context: Any = {"ti": StandInTaskInstance()}
     with pytest.raises(TaskDeferred) as deferred:
@@ -112,7 +112,7 @@ def test_output_deleted_between_detection_and_download_is_a_clear_error(s3: Any)
         content_type="text/csv",
         output_format="json",
         inference_id="deleted",
-        custom_attributes="sleep=1",
+        custom_attributes="sleep=5",
     )
     context: Any = {"ti": StandInTaskInstance()}
     with pytest.raises(TaskDeferred) as deferred:

@@ -296,7 +296,7 @@ def test_links_are_persisted_for_the_endpoint_and_output_object() -> None:
 
 def test_deferral_passes_no_kwargs_so_the_event_alone_resumes_the_task() -> None:
     # dag.test() of Airflow 3.3.2 resumes with the event only (apache/airflow#69942).
-    op = operator(input_data=CSV_ROWS, content_type="text/csv", inference_id="no-kwargs", custom_attributes="sleep=2")
+    op = operator(input_data=CSV_ROWS, content_type="text/csv", inference_id="no-kwargs", custom_attributes="sleep=5")
     context: Any = {"ti": StandInTaskInstance()}
 
     with pytest.raises(TaskDeferred) as info:

@@ -37,7 +37,7 @@ def test_a_result_already_there_is_finished_on_the_worker_without_deferring(runt
 
 def test_the_deferral_carries_not_before_min_deferral_seconds_after_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIRFLOW__SAGEMAKER_ASYNC__MIN_DEFERRAL_SECONDS", "7")
-    op = operator(input_data=CSV_ROWS, content_type="text/csv", inference_id="guard-kwarg", custom_attributes="sleep=2")
+    op = operator(input_data=CSV_ROWS, content_type="text/csv", inference_id="guard-kwarg", custom_attributes="sleep=5")
     before = utcnow()
 
     with pytest.raises(TaskDeferred) as info:
