@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -55,7 +56,8 @@ def run_batch(
     op: SageMakerInvokeEndpointAsyncBatchOperator, ti: StandInTaskInstance | None = None, *, stop_after: int = 1000
 ) -> dict[str, Any]:
     """Execute, and carry every deferral on through a trigger rebuilt from its kwargs, until the task returns."""
-    context: Any = {"ti": ti or StandInTaskInstance(task_id=op.task_id, run_id=f"run-{id(op)}")}
+    # A fresh run id per call: id(op) recurs once an earlier operator is freed, and a recurring run id is a retry.
+    context: Any = {"ti": ti or StandInTaskInstance(task_id=op.task_id, run_id=f"run-{uuid.uuid4().hex}")}
     step: Any = lambda: op.execute(context)  # noqa: E731
     for _ in range(stop_after):
         try:
