@@ -19,6 +19,8 @@ from moto.sagemaker.models import SageMakerModelBackend
 from moto.sagemaker.responses import SageMakerResponse
 from werkzeug.serving import make_server
 
+from airflow_sagemaker_async.local import moto_speedups
+
 if TYPE_CHECKING:
     from moto.sagemaker.models import FakeEndpoint
     from werkzeug.serving import BaseWSGIServer
@@ -182,7 +184,8 @@ class MotoServer:
         return f"http://{self._host}:{self._server.server_port}"
 
     def start(self) -> None:
-        """Bind and serve in a background thread; returns once the socket listens."""
+        """Bind and serve in a background thread; returns once the socket listens (installs :mod:`.moto_speedups`)."""
+        moto_speedups.install()
         app = DomainDispatcherApplication(create_backend_app)
         self._server = make_server(self._host, 0, app, threaded=True, request_handler=_QuietRequestHandler)
         self._thread = threading.Thread(
