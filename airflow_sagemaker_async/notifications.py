@@ -28,7 +28,8 @@ routed to at least one wait of this receiver          delete (acted upon)
 ``TestNotification``                                  delete
 stale: older than :data:`STALE_AFTER_SECONDS` (300 s,  delete (every wait has safety-polled since; a
 the safety-poll ceiling) or received more than        wait still alive finds the object by its next
-:data:`STALE_AFTER_RECEIVES` (30) times               HEAD)
+:data:`STALE_AFTER_RECEIVES` (30) times               safety checks, which take the locations in
+                                                      turn)
 for nobody here, not stale                            release: visible again for the other triggerers
                                                       after :func:`release_visibility` seconds (0 the
                                                       first time, then 1, 2, 4 ... up to 20 s, so an

@@ -127,8 +127,10 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
     SuccessTopic and ErrorTopic wakes the wait within about a second of the result
     (:mod:`airflow_sagemaker_async.receiver`, one long-polling receiver per event loop, queue and connection,
     shared by every wait on it). A notification is only a hint: the trigger HEADs its own locations before it
-    yields. The polling above goes on as a safety net with a ceiling of 300 s by default (a lost notification
-    costs latency, never the outcome), back to at most 30 s while the queue fails. An ``Expired``
+    yields. The polling above goes on as a safety net with a ceiling of 300 s by default, each safety check
+    HEADing one location in turn (:meth:`~airflow_sagemaker_async.watch.Watch.safety_targets`; a lost
+    notification costs latency, never the outcome), back to at most 30 s and both locations while the queue
+    fails. An ``Expired``
     notification for this inference ends the wait at once with ``TimedOut`` and ``expired`` set (SageMaker
     writes no object for an expired request; see :mod:`airflow_sagemaker_async.notifications` for why this
     one message is trusted).
@@ -259,9 +261,13 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
         ) as inbox:
             yield inbox
 
-    async def _check(self, watch: Watch, shared: SharedClient, named: set[str] | None = None) -> WatchEvent | None:
+    async def _check(
+        self, watch: Watch, shared: SharedClient, named: set[str] | None = None, *, one: bool = False
+    ) -> WatchEvent | None:
         # The locations a notification named first: a Failed one is confirmed with one HEAD, not two.
         targets = sorted(watch.targets, key=lambda t: t.uri not in named) if named else watch.targets
+        if one and not named:
+            targets = watch.safety_targets()
         for target in targets:
             event = watch.observe(target, await self._head(shared, target.bucket, target.key))
             if event is not None:
@@ -277,9 +283,12 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
         """Check at the poll schedule, and whenever a notification names this inference; return the final event."""
         loop = asyncio.get_running_loop()
         submitted_at = datetime.fromisoformat(self.submitted_at) if self.submitted_at else None
+        first = True
         while True:
-            if (event := await self._check(watch, shared)) is not None:
+            safety = not first and inbox is not None and inbox.healthy
+            if (event := await self._check(watch, shared, one=safety)) is not None:
                 return event
+            first = False
             self._fit_ceiling(watch, inbox)
             delay = watch.next_delay()
             if delay is None:

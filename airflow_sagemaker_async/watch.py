@@ -211,6 +211,7 @@ class Watch:
     checks: int = 0
     forbidden_seen: bool = False
     transient_errors: int = 0
+    safety_checks: int = 0
     _schedule: PollSchedule = field(init=False)
     _targets: tuple[Target, ...] = field(init=False)
 
@@ -228,6 +229,19 @@ class Watch:
     def targets(self) -> tuple[Target, ...]:
         """The locations to HEAD, output first."""
         return self._targets
+
+    def safety_targets(self) -> tuple[Target, ...]:
+        """
+        Return the one location a safety check looks at while notifications arrive: output, failure, output ...
+
+        With push healthy, a notification ends the wait and the safety checks only cover a lost one: each
+        location is still looked at every other check, for half the HEADs. (A check counts once in ``checks``.)
+        """
+        target = self._targets[self.safety_checks % len(self._targets)]
+        self.safety_checks += 1
+        if target is not self._targets[0]:
+            self.checks += 1  # observe() counts a check at the output's HEAD
+        return (target,)
 
     def observe(self, target: Target, result: ProbeResult) -> WatchEvent | None:
         """Take one HEAD answer; return the final :class:`~.records.WatchEvent` if it ends the wait, else ``None``."""

@@ -9,6 +9,7 @@ by a notification, not by polling.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import os
@@ -365,6 +366,35 @@ async def test_dropped_notification_costs_latency_only_safety_polling_finds_the_
     event, _ = await task
 
     assert event["status"] == "Completed"
+
+
+@pytest.mark.asyncio
+async def test_with_a_healthy_queue_each_safety_check_heads_one_location_in_turn_and_finds_a_lost_failure(
+    sagemaker_async_backend: LocalSageMakerAsyncBackend,
+    bare_queue: str,
+    bucket: str,
+    s3: Any,
+    s3_proxy: Any,
+    aws_connection: Any,
+) -> None:
+    aws_connection(s3_proxy.url)
+    answer = manual_answer(bucket)
+    output, failure = (f"/{bucket}/{key_of(answer[k])}" for k in ("OutputLocation", "FailureLocation"))
+    task = asyncio.ensure_future(run_trigger(trigger_for(answer, bare_queue, poll_interval=0.3, max_poll_interval=0.3)))
+    for _ in range(300):  # the first check (both locations) and four safety checks, however loaded the machine
+        if len(s3_proxy.requests("HEAD")) >= 6:
+            break
+        await asyncio.sleep(0.1)
+    assert not task.done()
+    await asyncio.to_thread(s3.put_object, Bucket=bucket, Key=key_of(answer["FailureLocation"]), Body=b"{}")
+
+    event, _ = await task  # no notification: it was lost
+
+    paths = [request.path for request in s3_proxy.requests("HEAD")]
+    assert event["status"] == "Failed"
+    assert paths[:2] == [output, failure], "the first check looks at both"
+    assert all(a != b for a, b in itertools.pairwise(paths[2:])), f"safety checks alternate: {paths}"
+    assert event["checks"] == len(paths) - 1
 
 
 @pytest.mark.asyncio

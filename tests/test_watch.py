@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from airflow_sagemaker_async.layout import DEADLINE_MARGIN_SECONDS, compute_deadline
-from airflow_sagemaker_async.watch import BACKOFF_FACTOR, JITTER_LOW, Watch, utcnow, watch_sync
+from airflow_sagemaker_async.watch import BACKOFF_FACTOR, JITTER_LOW, Probe, ProbeResult, Watch, utcnow, watch_sync
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -135,3 +135,16 @@ def test_a_final_event_is_held_until_not_before_and_no_longer() -> None:
     assert watch.hold(now=T0 + timedelta(seconds=4)) == 6
     assert watch.hold(now=T0 + timedelta(seconds=11)) == 0
     assert make_watch().hold(now=T0) == 0
+
+
+@pytest.mark.parametrize("failure_location", ["s3://b/fail/x-error.out", None])
+def test_safety_checks_take_one_location_in_turn_and_count_once_each(failure_location: str | None) -> None:
+    watch = Watch(inference_id="a", output_location="s3://b/out/x.out", failure_location=failure_location, deadline=T0)
+    seen = []
+    for _ in range(5):
+        (target,) = watch.safety_targets()
+        seen.append(target.kind)
+        assert watch.observe(target, ProbeResult(Probe.ABSENT)) is None
+
+    assert seen == (["output", "failure"] * 3)[:5] if failure_location else ["output"] * 5
+    assert watch.checks == 5
