@@ -61,7 +61,7 @@ bench: install
 bench-quick: install
 	$(BIN)/python benchmarks/triggerer_capacity.py --quick
 
-# 10,000 inferences through batch and push under combined faults, real Airflow (about 30 minutes).
+# 10,000 inferences through batch and push under combined faults, real Airflow (about 10 minutes).
 soak: install
 	$(BIN)/python -m tests.soak.soak --items 10000
 

@@ -3,6 +3,7 @@ Push vs poll: N concurrent waits on one event loop, woken by SageMaker's notific
 
     .venv/bin/python benchmarks/push_vs_poll.py                # N = 1,000 and 10,000, poll and push (~20 min here)
     .venv/bin/python benchmarks/push_vs_poll.py --n 1000       # one N (~5 min)
+    .venv/bin/python benchmarks/push_vs_poll.py --n 10000 --modes push --push-ceiling 600   # another safety ceiling
 
 Modes, side by side in the same run (same backend, same N, fresh worker process each):
 
@@ -153,7 +154,7 @@ async def _worker(args: argparse.Namespace) -> None:
     dwell = _record_queue_dwell()
     delivered = _record_deliveries()
     keys = _keys(args.run_id, args.n)
-    ceiling = CEILINGS[args.mode]
+    ceiling = args.ceiling or CEILINGS[args.mode]
     deadline = (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat()
     triggers = [
         SageMakerAsyncInferenceTrigger(
@@ -343,6 +344,8 @@ def _run_one(args: argparse.Namespace, ready: dict[str, Any], setup: dict[str, s
     command += ["--topic-arn", setup["topic_arn"], "--window", str(args.window)]
     command += ["--detect-budget", str(args.detect_budget), "--completions", str(args.completions)]
     command += ["--result-file", str(result_file), "--writes-file", str(writes_file)]
+    if mode == "push" and args.push_ceiling:
+        command += ["--ceiling", str(args.push_ceiling)]
     env = airflow_environment(work_dir / "airflow-home", ready=ready)
     budget = args.window + max(20.0, min(n, args.completions) / 50) + args.detect_budget + 600
     with log_file.open("w") as log:
@@ -473,6 +476,7 @@ def main() -> int:
     worker.add_argument("--window", type=float, default=60.0)
     worker.add_argument("--detect-budget", type=float, default=120.0)
     worker.add_argument("--completions", type=int, default=1000)
+    worker.add_argument("--ceiling", type=float)
     writer = sub.add_parser("_writer")
     for name in ("--mode", "--run-id", "--endpoint-url", "--topic-arn", "--writes-file"):
         writer.add_argument(name, required=True)
@@ -484,6 +488,9 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=60.0, help="seconds of steady state measured, default 60")
     parser.add_argument("--detect-budget", type=float, default=120.0, help="seconds after the writes, default 120")
     parser.add_argument("--completions", type=int, default=1000, help="inferences completed per run, default 1000")
+    parser.add_argument(
+        "--push-ceiling", type=float, help="push's safety-poll ceiling, s (push_max_poll_interval); default 300"
+    )
     parser.add_argument("--out-dir", default=str(RESULTS_DIR))
     args = parser.parse_args()
     if args.command == "_worker":

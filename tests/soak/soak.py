@@ -1,7 +1,7 @@
 """
 Soak under faults (issue #14): one batch of N inputs through push, with everything failing at once, nothing lost.
 
-    .venv/bin/python -m tests.soak.soak --items 10000   # the full soak (make soak), < 30 min on 2 cores
+    .venv/bin/python -m tests.soak.soak --items 10000   # the full soak (make soak), about 9 min on 2 cores
     .venv/bin/python -m tests.soak.soak --items 1000    # the short one (tests/soak/test_soak.py, CI)
 
 **What runs.** The local backend in this process (moto + the runtime), its model containers
