@@ -264,10 +264,13 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
     async def _check(
         self, watch: Watch, shared: SharedClient, named: set[str] | None = None, *, one: bool = False
     ) -> WatchEvent | None:
-        # The locations a notification named first: a Failed one is confirmed with one HEAD, not two.
-        targets = sorted(watch.targets, key=lambda t: t.uri not in named) if named else watch.targets
-        if one and not named:
+        if named:
+            # The locations a notification named first: a Failed one is confirmed with one HEAD, not two.
+            targets = tuple(sorted(watch.targets, key=lambda t: t.uri not in named))
+        elif one:
             targets = watch.safety_targets()
+        else:
+            targets = watch.targets
         for target in targets:
             event = watch.observe(target, await self._head(shared, target.bucket, target.key))
             if event is not None:
@@ -283,12 +286,11 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
         """Check at the poll schedule, and whenever a notification names this inference; return the final event."""
         loop = asyncio.get_running_loop()
         submitted_at = datetime.fromisoformat(self.submitted_at) if self.submitted_at else None
-        first = True
         while True:
-            safety = not first and inbox is not None and inbox.healthy
+            # After the first check, and while notifications arrive, a safety check HEADs one location.
+            safety = watch.checks > 0 and inbox is not None and inbox.healthy
             if (event := await self._check(watch, shared, one=safety)) is not None:
                 return event
-            first = False
             self._fit_ceiling(watch, inbox)
             delay = watch.next_delay()
             if delay is None:

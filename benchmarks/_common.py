@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from airflow_sagemaker_async.local.harness import HarnessError
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCHMARKS_DIR.parent
@@ -49,3 +53,18 @@ def write_json(path: Path, document: Any) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(document, indent=2, default=str) + "\n")
     temporary.replace(path)
+
+
+def run_script(main: Callable[[], int]) -> NoReturn:
+    """
+    Run a benchmark's ``main`` and exit with its status.
+
+    SIGTERM unwinds the ``with`` blocks, so the backend and every Airflow process are stopped too; a
+    :class:`~airflow_sagemaker_async.local.harness.HarnessError` ends with its message and status 2.
+    """
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        sys.exit(main())
+    except HarnessError as error:
+        print(f"benchmark failed: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -55,7 +55,6 @@ import json
 import math
 import re
 import shutil
-import signal
 import sys
 import threading
 import time
@@ -68,7 +67,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 import psutil
-from _common import BENCHMARKS_DIR, REPO_DIR, RESULTS_DIR, fmt, markdown_table, write_json
+from _common import BENCHMARKS_DIR, REPO_DIR, RESULTS_DIR, fmt, markdown_table, run_script, write_json
 from botocore.config import Config
 
 from airflow_sagemaker_async.local.harness import (
@@ -76,7 +75,6 @@ from airflow_sagemaker_async.local.harness import (
     AirflowCluster,
     AirflowProcess,
     BackendProcess,
-    HarnessError,
     airflow_environment,
     free_port,
     wait_for,
@@ -688,10 +686,4 @@ def _chart(document: dict[str, Any], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    # SIGTERM unwinds the with blocks, so the backend and every Airflow process are stopped too.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        sys.exit(main())
-    except HarnessError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

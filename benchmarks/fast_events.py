@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import signal
 import sys
 import time
 import urllib.parse
@@ -32,12 +31,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from _common import REPO_DIR, RESULTS_DIR, markdown_table, write_json
+from _common import REPO_DIR, RESULTS_DIR, markdown_table, run_script, write_json
 
 from airflow_sagemaker_async.local.harness import (
     AirflowCluster,
     BackendProcess,
-    HarnessError,
     airflow_environment,
     free_port,
     wait_for,
@@ -173,10 +171,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # SIGTERM unwinds the with blocks, so the backend and every Airflow process are stopped too.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
-    try:
-        sys.exit(main())
-    except HarnessError as error:
-        print(f"benchmark failed: {error}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)

@@ -16,25 +16,26 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 import boto3
+from _common import markdown_table
 
 from airflow_sagemaker_async.local import moto_speedups
 from airflow_sagemaker_async.local.control_plane import MotoServer
-from benchmarks._common import markdown_table
 
 
-def _round_cpu_ms(sqs: object, url: str, rounds: int) -> float:
+def _round_cpu_ms(sqs: Any, url: str, rounds: int) -> float:
     started = time.process_time()
     for _ in range(rounds):
-        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)  # type: ignore[attr-defined]
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
         entries = [
             {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
             for i, m in enumerate(got.get("Messages", []))
         ]
         if entries:
-            sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)  # type: ignore[attr-defined]
-        sqs.send_message(QueueUrl=url, MessageBody="{}")  # type: ignore[attr-defined]
+            sqs.change_message_visibility_batch(QueueUrl=url, Entries=entries)
+        sqs.send_message(QueueUrl=url, MessageBody="{}")
     return (time.process_time() - started) * 1000 / rounds
 
 
