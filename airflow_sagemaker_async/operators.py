@@ -8,7 +8,7 @@ from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
-from airflow.providers.common.compat.sdk import mask_secret
+from airflow.sdk.log import mask_secret
 from botocore.exceptions import ClientError
 
 from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
-from airflow.providers.common.compat.sdk import mask_secret
+from airflow.sdk.log import mask_secret
 from botocore.eventstream import EventStreamBuffer
 from botocore.exceptions import ClientError
 
