@@ -19,6 +19,7 @@ _EXPORTS = {
     "SageMakerInvokeEndpointOperator": "realtime",
     "SageMakerInvokeEndpointWithResponseStreamOperator": "streaming",
     "SageMakerModelError": "exceptions",
+    "SageMakerEndpointReadTimeout": "exceptions",
     "SageMakerResponseStreamError": "exceptions",
     "SageMakerInvokeEndpointAsyncBatchOperator": "batch_operator",
     "SageMakerAsyncBatchInferenceTrigger": "batch_trigger",
@@ -49,6 +50,7 @@ __all__ = [
     "SageMakerAsyncOutputMissing",
     "SageMakerAsyncOutputTooLarge",
     "SageMakerAsyncParameterError",
+    "SageMakerEndpointReadTimeout",
     "SageMakerInvokeEndpointAsyncBatchOperator",
     "SageMakerInvokeEndpointAsyncOperator",
     "SageMakerInvokeEndpointOperator",
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
         SageMakerAsyncOutputMissing,
         SageMakerAsyncOutputTooLarge,
         SageMakerAsyncParameterError,
+        SageMakerEndpointReadTimeout,
         SageMakerModelError,
         SageMakerResponseStreamError,
     )

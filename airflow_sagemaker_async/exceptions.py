@@ -11,6 +11,7 @@ error is also an ``AirflowFailException``: the task fails without retries, since
         ├── SageMakerAsyncInferenceError                     the model failed: object at the failure location
         ├── SageMakerAsyncInferenceTimeout                   deadline passed, no object at either location
         ├── SageMakerModelError                              real-time / streaming: the model answered an error
+        ├── SageMakerEndpointReadTimeout                     real-time / streaming: no answer within read_timeout
         ├── SageMakerResponseStreamError                     the response stream broke; what arrived is kept
         ├── SageMakerAsyncBatchFailed                        a batch ended over its failure policy
         └── SageMakerAsyncOutputError                        the output exists but cannot be handed over
@@ -41,6 +42,7 @@ __all__ = [
     "SageMakerAsyncOutputMissing",
     "SageMakerAsyncOutputTooLarge",
     "SageMakerAsyncParameterError",
+    "SageMakerEndpointReadTimeout",
     "SageMakerModelError",
     "SageMakerResponseStreamError",
 ]
@@ -123,6 +125,23 @@ class SageMakerModelError(SageMakerAsyncError):
         self.original_message = original_message
         self.log_stream_arn = log_stream_arn
         self.log_url = log_url
+
+
+class SageMakerEndpointReadTimeout(SageMakerAsyncError):
+    """
+    InvokeEndpoint / InvokeEndpointWithResponseStream got no answer within the client's ``read_timeout``.
+
+    The request was sent, so the model may have run (and may still be running): it was not sent again, since
+    the API has no idempotency token. The message names the timeout and ``botocore_config`` ``read_timeout``.
+
+    :param endpoint_name: the endpoint invoked.
+    :param read_timeout: the client's ``read_timeout``, seconds.
+    """
+
+    def __init__(self, message: str, *, endpoint_name: str, read_timeout: float | None) -> None:
+        super().__init__(message)
+        self.endpoint_name = endpoint_name
+        self.read_timeout = read_timeout
 
 
 class SageMakerResponseStreamError(SageMakerAsyncError):

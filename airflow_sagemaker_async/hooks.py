@@ -1,11 +1,26 @@
-"""SageMakerRuntimeHook: the ``sagemaker-runtime`` client, nothing else."""
+"""
+SageMakerRuntimeHook: the ``sagemaker-runtime`` client, nothing else.
+
+The client is botocore's, configured so that a synchronous call never runs the model twice:
+
+- ``read_timeout`` defaults to :data:`MODEL_READ_TIMEOUT_SECONDS` (70 s, the InvokeEndpoint API reference's
+  advice for a model near its 60 s limit) when neither ``botocore_config`` nor the connection sets one;
+- :func:`no_retry_once_sent` vetoes botocore's retry of InvokeEndpoint and InvokeEndpointWithResponseStream
+  when the attempt may have reached the model (a read timeout, a connection dropped after sending, a 5xx other
+  than 503). botocore's retry configuration (``mode``, ``max_attempts``) cannot say "not this error for this
+  operation", so the veto is a handler on the client's own event ``needs-retry.sagemaker-runtime.<operation>``,
+  which botocore asks before its retry handler (more specific events first; the first answer that is not
+  ``None`` decides).
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+from botocore.config import Config
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker_runtime import SageMakerRuntimeClient
@@ -14,7 +29,54 @@ if TYPE_CHECKING:
         InvokeEndpointWithResponseStreamOutputTypeDef,
     )
 
-__all__ = ["AsyncInferenceSubmission", "SageMakerRuntimeHook"]
+__all__ = [
+    "MODEL_READ_TIMEOUT_SECONDS",
+    "NOT_RETRIED_ONCE_SENT",
+    "AsyncInferenceSubmission",
+    "SageMakerRuntimeHook",
+    "no_retry_once_sent",
+]
+
+#: Default ``read_timeout`` (seconds) of the client: the model has 60 s to answer, and the InvokeEndpoint API
+#: reference advises an SDK socket timeout of 70 s for a model taking 50-60 s (botocore's default is 60 s).
+MODEL_READ_TIMEOUT_SECONDS: Final = 70
+#: Operations that run the model synchronously, with no idempotency token: a retry is a second inference.
+NOT_RETRIED_ONCE_SENT: Final = ("InvokeEndpoint", "InvokeEndpointWithResponseStream")
+#: The one 5xx retried: SageMaker refused the request (ServiceUnavailable) before routing it to the model.
+_RETRIED_SERVER_STATUS: Final = 503
+
+
+def no_retry_once_sent(response: Any = None, caught_exception: Exception | None = None, **_: Any) -> bool | None:
+    """
+    Answer botocore's ``needs-retry`` event for InvokeEndpoint*: never retry an attempt that may have run the model.
+
+    ``False`` (do not retry) when the attempt may have reached the model, ``None`` (let botocore's retry mode
+    decide) when it cannot have.
+
+    Not retried (``False``): a read timeout or a connection closed or broken after the request was sent
+    (``ReadTimeoutError``, ``ConnectionClosedError``, any ``HTTPClientError``), and a 5xx answer other than 503
+    (``InternalFailure`` 500, 502, 504, ``InternalDependencyException`` 530), which may come after the model
+    ran. Left to botocore (``None``): a connection never made (``EndpointConnectionError``,
+    ``ConnectTimeoutError``, ``ProxyConnectionError``, ``SSLError``), throttling and ``ModelNotReadyException``
+    (429), ``ServiceUnavailable`` (503), and every other answer (botocore retries no other 4xx).
+
+    .. seealso::
+        - https://docs.aws.amazon.com/sagemaker/latest/APIReference/API_runtime_InvokeEndpoint.html (errors)
+        - ``botocore/endpoint.py`` ``Endpoint._needs_retry`` (the event and how its answers are read)
+    """
+    if caught_exception is not None:
+        return None if isinstance(caught_exception, BotocoreConnectionError) else False
+    if response is None:
+        return None
+    status = int(getattr(response[0], "status_code", 0) or 0)
+    if status >= 500 and status != _RETRIED_SERVER_STATUS:
+        return False
+    return None
+
+
+def with_model_read_timeout(config: Config) -> Config:
+    """Return ``config`` with ``read_timeout`` :data:`MODEL_READ_TIMEOUT_SECONDS` unless it sets one itself."""
+    return Config(read_timeout=MODEL_READ_TIMEOUT_SECONDS).merge(config)
 
 
 @dataclass(frozen=True)
@@ -59,6 +121,36 @@ class SageMakerRuntimeHook(AwsBaseHook):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["client_type"] = "sagemaker-runtime"
         super().__init__(*args, **kwargs)
+
+    def get_client_type(
+        self, region_name: str | None = None, config: Config | None = None, deferrable: bool = False
+    ) -> Any:
+        """
+        Return the ``sagemaker-runtime`` client: ``read_timeout`` 70 s unless set, no retry once a call is sent.
+
+        ``read_timeout`` (seconds) comes from ``config``, else from the hook's ``botocore_config`` / the
+        connection's ``config_kwargs``, else :data:`MODEL_READ_TIMEOUT_SECONDS`. :func:`no_retry_once_sent` is
+        registered for InvokeEndpoint and InvokeEndpointWithResponseStream, whatever the retry mode.
+        """
+        client: Any = super().get_client_type(
+            region_name=region_name,
+            config=with_model_read_timeout(config if config is not None else self.config),
+            deferrable=deferrable,
+        )
+        service = client.meta.service_model.service_id.hyphenize()
+        for operation in NOT_RETRIED_ONCE_SENT:
+            client.meta.events.register(
+                f"needs-retry.{service}.{operation}",
+                no_retry_once_sent,
+                unique_id=f"airflow-sagemaker-async-no-retry-once-sent-{operation}",
+            )
+        return client
+
+    @property
+    def read_timeout(self) -> float | None:
+        """The client's ``read_timeout``, seconds (builds the client if not built yet)."""
+        client: Any = self.conn
+        return cast("float | None", client.meta.config.read_timeout)
 
     def invoke_endpoint_async(
         self,
@@ -143,8 +235,8 @@ class SageMakerRuntimeHook(AwsBaseHook):
         """
         Invoke a real-time endpoint and return its answer (the response ``Body`` is a botocore ``StreamingBody``).
 
-        Parameters left ``None`` are not sent. Not idempotent: botocore's retries of 5xx and throttling
-        answers may run the model more than once.
+        Parameters left ``None`` are not sent. Not idempotent, so retried only when the attempt cannot have
+        reached the model (throttling, 503, no connection; see :func:`no_retry_once_sent`).
 
         :param endpoint_name: name of a real-time endpoint (no AsyncInferenceConfig).
         :param body: the payload, at most 6,291,456 bytes (the service model's limit; sensitive).
@@ -206,7 +298,8 @@ class SageMakerRuntimeHook(AwsBaseHook):
 
         Parameters left ``None`` are not sent. The response ``Body`` is botocore's ``EventStream`` of
         ``PayloadPart`` events; iterating it raises ``botocore.exceptions.EventStreamError`` on a
-        ``ModelStreamError`` or ``InternalStreamFailure`` event. Close it when done. Not idempotent.
+        ``ModelStreamError`` or ``InternalStreamFailure`` event. Close it when done. Not idempotent, so
+        retried only when the attempt cannot have reached the model (see :func:`no_retry_once_sent`).
 
         :param endpoint_name: name of a real-time endpoint whose container supports streaming.
         :param body: the payload, at most 6,291,456 bytes (sensitive).

@@ -21,11 +21,12 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 
 from airflow_sagemaker_async.exceptions import (
     SageMakerAsyncOutputTooLarge,
     SageMakerAsyncParameterError,
+    SageMakerEndpointReadTimeout,
     SageMakerModelError,
 )
 from airflow_sagemaker_async.hooks import SageMakerRuntimeHook
@@ -45,7 +46,7 @@ from airflow_sagemaker_async.validation import (
 from airflow_sagemaker_async.watch import isoformat, utcnow
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
@@ -105,6 +106,39 @@ def model_error(error: ClientError, endpoint_name: str, operation: str) -> SageM
         log_stream_arn=arn,
         log_url=url,
     )
+
+
+def read_timeout_error(endpoint_name: str, operation: str, read_timeout: float | None) -> SageMakerEndpointReadTimeout:
+    """Turn botocore's ``ReadTimeoutError`` into :class:`SageMakerEndpointReadTimeout`: the timeout and what to set."""
+    timeout = f"{read_timeout:g} s" if read_timeout is not None else "its read_timeout"
+    return SageMakerEndpointReadTimeout(
+        f"{operation} on endpoint {endpoint_name}: no answer within the client's read_timeout of {timeout}. "
+        f"The request was sent once and not retried ({operation} has no idempotency token), so the model may "
+        "have run. A model has up to 60 s to answer: leave read_timeout unset (70 s, AWS's advice) or set "
+        "botocore_config={'read_timeout': 70} or more on the operator (or config_kwargs in the connection's "
+        "extra); or make the model answer sooner.",
+        endpoint_name=endpoint_name,
+        read_timeout=read_timeout,
+    )
+
+
+def call_endpoint(call: Callable[..., Any], *, operation: str, read_timeout: float | None, **request: Any) -> Any:
+    """
+    Call ``call(**request)`` once (InvokeEndpoint or its streaming variant) and type its errors.
+
+    :raises SageMakerModelError: the model answered an error (``ModelError``).
+    :raises SageMakerEndpointReadTimeout: no answer within ``read_timeout`` seconds (not retried).
+    :raises botocore.exceptions.ClientError: any other refusal, unchanged.
+    """
+    endpoint_name = request["endpoint_name"]
+    try:
+        return call(**request)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ModelError":
+            raise model_error(error, endpoint_name, operation) from error
+        raise
+    except ReadTimeoutError as error:
+        raise read_timeout_error(endpoint_name, operation, read_timeout) from error
 
 
 class RealtimeRequestMixin:
@@ -265,14 +299,16 @@ class SageMakerInvokeEndpointOperator(RealtimeRequestMixin, AwsBaseOperator[Sage
     :param aws_conn_id: Airflow AWS connection, default ``aws_default``; ``None`` uses boto3's default chain.
     :param region_name: AWS region, default from the connection.
     :param verify: whether / how to verify SSL certificates, default from the connection.
-    :param botocore_config: botocore ``Config`` parameters as a dict. botocore retries 5xx and throttling
-        answers, which may run the model again; ``{"retries": {"total_max_attempts": 1}}`` prevents it.
+    :param botocore_config: botocore ``Config`` parameters as a dict. ``read_timeout`` defaults to 70 s (AWS's
+        advice for a model near the 60 s limit). botocore retries only what cannot have reached the model
+        (throttling, 503, no connection); a read timeout or another 5xx is never retried (README "Retries").
 
     :raises SageMakerAsyncParameterError: at construction for a static bad value, at ``execute`` (before
         any AWS call) for a templated one, and for an ``input_location`` object over the limit (before it is
         downloaded).
     :raises SageMakerModelError: the model answered an error (``ModelError``): its status, its message and
         the CloudWatch link to its logs.
+    :raises SageMakerEndpointReadTimeout: no answer within ``read_timeout``; the model may have run once.
     :raises botocore.exceptions.ClientError: other refusals (``ValidationError`` for an unknown endpoint or an
         async endpoint, throttling after botocore's retries, ...).
 
@@ -383,12 +419,13 @@ class SageMakerInvokeEndpointOperator(RealtimeRequestMixin, AwsBaseOperator[Sage
         )
         self.hook.conn  # noqa: B018 - the client first: invoked_at / completed_at time the call alone
         invoked_at, started = utcnow(), time.monotonic()
-        try:
-            response = self.hook.invoke_endpoint(body=payload, **fields)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ModelError":
-                raise model_error(error, endpoint_name, self.operation) from error
-            raise
+        response = call_endpoint(
+            self.hook.invoke_endpoint,
+            operation=self.operation,
+            read_timeout=self.hook.read_timeout,
+            body=payload,
+            **fields,
+        )
         SageMakerEndpointLink.persist(
             context=context,
             operator=self,

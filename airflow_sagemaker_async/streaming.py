@@ -27,7 +27,6 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
 from botocore.eventstream import EventStreamBuffer
-from botocore.exceptions import ClientError
 
 from airflow_sagemaker_async.exceptions import (
     SageMakerAsyncOutputTooLarge,
@@ -40,8 +39,8 @@ from airflow_sagemaker_async.links import SageMakerEndpointLink
 from airflow_sagemaker_async.outcome import DEFAULT_MAX_OUTPUT_BYTES, decode_output
 from airflow_sagemaker_async.realtime import (
     RealtimeRequestMixin,
+    call_endpoint,
     check_output_format,
-    model_error,
     realtime_lineage,
 )
 from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_WITH_RESPONSE_STREAM
@@ -339,10 +338,13 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
     :param aws_conn_id: Airflow AWS connection, default ``aws_default``; ``None`` uses boto3's default chain.
     :param region_name: AWS region, default from the connection.
     :param verify: whether / how to verify SSL certificates, default from the connection.
-    :param botocore_config: botocore ``Config`` parameters as a dict.
+    :param botocore_config: botocore ``Config`` parameters as a dict. ``read_timeout`` (seconds to the first
+        part and between two parts) defaults to 70 s; the call is never retried once it may have reached the
+        model (README "Retries").
 
     :raises SageMakerAsyncParameterError: a bad parameter, before any AWS call.
     :raises SageMakerModelError: the model answered an error before streaming (``ModelError``).
+    :raises SageMakerEndpointReadTimeout: no first part within ``read_timeout`` (not retried).
     :raises SageMakerResponseStreamError: the stream ended with ``ModelStreamError`` / ``InternalStreamFailure``;
         the parts received are kept and the error says where.
     :raises botocore.exceptions.ClientError: other refusals (``ValidationError`` for an unknown or async
@@ -486,12 +488,13 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
         s3_client = self._s3_hook().conn if self.output_location is not None else None
         invoked_at = utcnow()
         progress = _Progress(self.log, endpoint_name, self.progress_interval)
-        try:
-            response = self.hook.invoke_endpoint_with_response_stream(body=payload, **fields)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") == "ModelError":
-                raise model_error(error, endpoint_name, self.operation) from error
-            raise
+        response = call_endpoint(
+            self.hook.invoke_endpoint_with_response_stream,
+            operation=self.operation,
+            read_timeout=self.hook.read_timeout,
+            body=payload,
+            **fields,
+        )
         SageMakerEndpointLink.persist(
             context=context,
             operator=self,

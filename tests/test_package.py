@@ -28,6 +28,7 @@ EXPECTED = {
     "SageMakerAsyncOutputMissing",
     "SageMakerAsyncOutputTooLarge",
     "SageMakerAsyncParameterError",
+    "SageMakerEndpointReadTimeout",
     "SageMakerInvokeEndpointAsyncOperator",
     "SageMakerInvokeEndpointOperator",
     "SageMakerInvokeEndpointWithResponseStreamOperator",

@@ -12,17 +12,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from airflow_sagemaker_async.exceptions import (
     SageMakerAsyncOutputTooLarge,
     SageMakerAsyncParameterError,
+    SageMakerEndpointReadTimeout,
     SageMakerModelError,
 )
+from airflow_sagemaker_async.hooks import MODEL_READ_TIMEOUT_SECONDS, SageMakerRuntimeHook, no_retry_once_sent
 from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
 from airflow_sagemaker_async.realtime import SageMakerInvokeEndpointOperator, log_stream_url
 from airflow_sagemaker_async.rules import INVOKE_ENDPOINT, field_rules
 from airflow_sagemaker_async.validation import MAX_REALTIME_BODY_BYTES
+from tests.proxy import Fault
 
 RECORDER_COMMAND = [sys.executable, str(Path(__file__).with_name("recording_container.py"))]
 INVOKE_PATH = "/endpoints/rt-recorder/invocations"
@@ -263,3 +267,77 @@ def test_real_time_endpoint_invoked_async_is_a_validation_error() -> None:
         op.execute({"ti": StandInTaskInstance()})  # type: ignore[arg-type]
 
     assert error.value.response["Error"]["Code"] == "ValidationError"
+
+
+def test_a_model_answering_just_past_the_read_timeout_is_invoked_once_and_the_error_says_what_to_set(
+    runtime_proxy: Any,
+) -> None:
+    op = operator(
+        endpoint_name="rt-iris",
+        input_data="5.1,3.5,1.4,0.2",
+        content_type="text/csv",
+        custom_attributes="sleep=1.6",  # answers 0.6 s after the client gave up
+        botocore_config={"read_timeout": 1, "retries": {"mode": "standard", "max_attempts": 5}},
+    )
+
+    with pytest.raises(SageMakerEndpointReadTimeout) as raised:
+        run(op)
+
+    assert len(runtime_proxy.requests("POST", "/endpoints/rt-iris/invocations")) == 1  # the model ran once
+    assert raised.value.read_timeout == 1
+    assert "read_timeout of 1 s" in str(raised.value)
+    assert "botocore_config={'read_timeout': 70}" in str(raised.value)
+
+
+def test_read_timeout_defaults_to_70_seconds_and_a_set_one_is_kept() -> None:
+    assert SageMakerRuntimeHook().read_timeout == MODEL_READ_TIMEOUT_SECONDS == 70
+    assert SageMakerRuntimeHook(config=Config(read_timeout=5, connect_timeout=3)).read_timeout == 5
+    assert SageMakerRuntimeHook(config=Config(connect_timeout=3)).conn.meta.config.connect_timeout == 3
+
+
+def invoke_fault(status: int, error_type: str) -> Fault:
+    return Fault(
+        match=lambda r: r.method == "POST" and "/invocations" in r.path,
+        status=status,
+        body=json.dumps({"message": f"injected {error_type}"}).encode(),
+        headers={"x-amzn-ErrorType": error_type, "Content-Type": "application/json"},
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type"),
+    [(503, "ServiceUnavailable"), (400, "ThrottlingException")],
+)
+def test_answers_that_prove_the_model_was_not_reached_are_retried(
+    runtime_proxy: Any, status: int, error_type: str
+) -> None:
+    runtime_proxy.add_fault(invoke_fault(status, error_type))
+
+    outcome = run(operator(input_data="x", botocore_config={"retries": {"mode": "standard", "max_attempts": 3}}))
+
+    assert outcome["output_bytes"] > 0
+    assert len(runtime_proxy.requests("POST", INVOKE_PATH)) == 2
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type"), [(500, "InternalFailure"), (502, "BadGateway"), (530, "InternalDependencyException")]
+)
+@pytest.mark.parametrize("mode", ["standard", "legacy", "adaptive"])
+def test_a_5xx_that_may_follow_the_model_is_not_retried_in_any_retry_mode(
+    runtime_proxy: Any, status: int, error_type: str, mode: str
+) -> None:
+    runtime_proxy.add_fault(invoke_fault(status, error_type))
+
+    with pytest.raises(ClientError) as raised:
+        run(operator(input_data="x", botocore_config={"retries": {"mode": mode, "max_attempts": 3}}))
+
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == status
+    assert len(runtime_proxy.requests("POST", INVOKE_PATH)) == 1
+
+
+def test_no_retry_once_sent_leaves_connection_failures_to_botocore_and_vetoes_read_timeouts() -> None:
+    from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+
+    assert no_retry_once_sent(caught_exception=EndpointConnectionError(endpoint_url="http://x")) is None
+    assert no_retry_once_sent(caught_exception=ConnectTimeoutError(endpoint_url="http://x")) is None
+    assert no_retry_once_sent(caught_exception=ReadTimeoutError(endpoint_url="http://x")) is False
