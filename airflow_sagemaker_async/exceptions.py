@@ -105,8 +105,11 @@ class SageMakerModelError(SageMakerAsyncError):
     :param endpoint_name: the endpoint invoked.
     :param original_status_code: the HTTP status the model answered (``OriginalStatusCode``), if SageMaker said.
     :param original_message: the model's own error body (``OriginalMessage``), if SageMaker said.
-    :param log_stream_arn: the CloudWatch log stream of the container (``LogStreamArn``), if SageMaker said.
-    :param log_url: the CloudWatch console link to that log stream, if known.
+    :param log_stream_arn: ``LogStreamArn`` as SageMaker sent it: the endpoint's CloudWatch log group
+        (``arn:aws:logs:REGION:ACCOUNT:log-group:/aws/sagemaker/Endpoints/NAME``) or a stream, if SageMaker said.
+    :param log_url: the CloudWatch console link to that group or stream, if known.
+    :param sagemaker_message: SageMaker's own ``Message`` (with its console link), if sent.
+    :param error_code: ``ErrorCode`` (e.g. ``CLIENT_ERROR_FROM_MODEL``), if sent.
     """
 
     def __init__(
@@ -118,6 +121,8 @@ class SageMakerModelError(SageMakerAsyncError):
         original_message: str | None,
         log_stream_arn: str | None,
         log_url: str | None,
+        sagemaker_message: str | None = None,
+        error_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.endpoint_name = endpoint_name
@@ -125,6 +130,8 @@ class SageMakerModelError(SageMakerAsyncError):
         self.original_message = original_message
         self.log_stream_arn = log_stream_arn
         self.log_url = log_url
+        self.sagemaker_message = sagemaker_message
+        self.error_code = error_code
 
 
 class SageMakerEndpointReadTimeout(SageMakerAsyncError):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any, ClassVar, Final
-from urllib.parse import quote
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
@@ -31,7 +30,7 @@ from airflow_sagemaker_async.exceptions import (
 )
 from airflow_sagemaker_async.hooks import SageMakerRuntimeHook
 from airflow_sagemaker_async.lineage import LineageRecord, operator_lineage
-from airflow_sagemaker_async.links import SageMakerEndpointLink
+from airflow_sagemaker_async.links import SageMakerEndpointLink, cloudwatch_logs_url
 from airflow_sagemaker_async.outcome import DEFAULT_MAX_OUTPUT_BYTES, decode_output
 from airflow_sagemaker_async.rules import INVOKE_ENDPOINT, field_rules
 from airflow_sagemaker_async.submission import default_inference_id, serialize_input_data
@@ -61,51 +60,42 @@ _S3_DEFAULT_CONTENT_TYPE: Final = "binary/octet-stream"
 _MAX_MESSAGE_CHARS: Final = 1000
 
 
-def log_stream_url(log_stream_arn: str) -> str | None:
-    """
-    Return the CloudWatch console link of a log stream ARN (``LogStreamArn`` of a ModelError), or ``None``.
-
-    ``arn:aws:logs:REGION:ACCOUNT:log-group:GROUP:log-stream:STREAM`` becomes
-    ``https://REGION.console.aws.amazon.com/cloudwatch/home?region=REGION#logsV2:log-groups/log-group/...``.
-    """
-    parts = log_stream_arn.split(":")
-    if len(parts) < 9 or parts[2] != "logs" or parts[5] != "log-group" or parts[7] != "log-stream":
-        return None
-    partition, region, group, stream = parts[1], parts[3], parts[6], ":".join(parts[8:])
-    domain = {"aws-cn": "console.amazonaws.cn", "aws-us-gov": "console.amazonaws-us-gov.com"}.get(
-        partition, "console.aws.amazon.com"
-    )
-
-    def encode(value: str) -> str:  # the console's double encoding of path parts
-        return quote(quote(value, safe=""), safe="").replace("%", "$")
-
-    return (
-        f"https://{region}.{domain}/cloudwatch/home?region={region}"
-        f"#logsV2:log-groups/log-group/{encode(group)}/log-events/{encode(stream)}"
-    )
-
-
 def model_error(error: ClientError, endpoint_name: str, operation: str) -> SageMakerModelError:
-    """Turn botocore's ``ModelError`` into :class:`SageMakerModelError`: the model's message and its log link."""
+    """
+    Turn botocore's ``ModelError`` into :class:`SageMakerModelError`.
+
+    The message quotes the model's own body (``OriginalMessage``) and SageMaker's (``Message``, which carries
+    AWS's console link), each cut at 1,000 characters, and the CloudWatch link built from ``LogStreamArn`` (the
+    endpoint's log group, or a stream). ``ErrorCode`` (e.g. ``CLIENT_ERROR_FROM_MODEL``) is kept on the error.
+    """
     response: dict[str, Any] = dict(error.response)
     status = response.get("OriginalStatusCode")
     original = response.get("OriginalMessage")
+    sagemaker_message = response.get("Error", {}).get("Message") or response.get("Message")
     arn = response.get("LogStreamArn")
-    url = log_stream_url(arn) if arn else None
-    quoted = str(original or response.get("Error", {}).get("Message") or "(no message)")
-    if len(quoted) > _MAX_MESSAGE_CHARS:
-        quoted = f"{quoted[:_MAX_MESSAGE_CHARS]}... [{len(quoted) - _MAX_MESSAGE_CHARS} more characters]"
-    where = f" Its logs: {url}" if url else (f" Its log stream: {arn}." if arn else "")
+    url = cloudwatch_logs_url(arn) if arn else None
+    quoted = _cut(str(original)) if original else "(no message)"
+    said = f" SageMaker said: {_cut(str(sagemaker_message))}" if sagemaker_message else ""
+    where = f" Its logs: {url}" if url else (f" Its logs: {arn}." if arn else "")
+    code = response.get("ErrorCode")
+    detail = ", ".join(part for part in (f"HTTP {status}" if status is not None else "", code or "") if part)
     return SageMakerModelError(
-        f"{operation} on endpoint {endpoint_name}: the model answered an error"
-        f"{f' (HTTP {status})' if status is not None else ''}: {quoted}.{where} Fix the payload (4xx) or "
-        "the model (5xx); nothing was retried.",
+        f"{operation} on endpoint {endpoint_name}: the model answered an error{f' ({detail})' if detail else ''}: "
+        f"{quoted}.{said}{where} Fix the payload (4xx) or the model (5xx); nothing was retried.",
         endpoint_name=endpoint_name,
         original_status_code=int(status) if status is not None else None,
         original_message=original,
         log_stream_arn=arn,
         log_url=url,
+        sagemaker_message=sagemaker_message,
+        error_code=code,
     )
+
+
+def _cut(text: str) -> str:
+    if len(text) <= _MAX_MESSAGE_CHARS:
+        return text
+    return f"{text[:_MAX_MESSAGE_CHARS]}... [{len(text) - _MAX_MESSAGE_CHARS} more characters]"
 
 
 def read_timeout_error(endpoint_name: str, operation: str, read_timeout: float | None) -> SageMakerEndpointReadTimeout:

@@ -22,8 +22,9 @@ from airflow_sagemaker_async.exceptions import (
     SageMakerModelError,
 )
 from airflow_sagemaker_async.hooks import MODEL_READ_TIMEOUT_SECONDS, SageMakerRuntimeHook, no_retry_once_sent
+from airflow_sagemaker_async.links import cloudwatch_logs_url
 from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
-from airflow_sagemaker_async.realtime import SageMakerInvokeEndpointOperator, log_stream_url
+from airflow_sagemaker_async.realtime import SageMakerInvokeEndpointOperator
 from airflow_sagemaker_async.rules import INVOKE_ENDPOINT, field_rules
 from airflow_sagemaker_async.validation import MAX_REALTIME_BODY_BYTES
 from tests.proxy import Fault
@@ -213,29 +214,58 @@ def test_location_output_format_needs_an_output_location() -> None:
         operator(input_data="x", output_format="location")
 
 
-def test_model_error_is_typed_with_the_models_message_and_its_log_link(runtime_proxy: Any) -> None:
+def test_model_error_is_typed_with_the_models_message_sagemakers_message_and_the_log_group_link(
+    runtime_proxy: Any,
+) -> None:
     with pytest.raises(SageMakerModelError) as raised:
         run(operator(endpoint_name="rt-iris", input_data="not,iris", content_type="text/csv"))
 
     error = raised.value
     assert error.original_status_code == 400
     assert "Row 1 must hold exactly 4 numbers" in (error.original_message or "")
-    assert error.log_stream_arn.startswith("arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/")
-    assert error.log_url is not None
-    assert error.log_url.startswith("https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#logsV2")
+    assert error.log_stream_arn == "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/rt-iris"
+    assert error.log_url == (
+        "https://us-east-1.console.aws.amazon.com/cloudwatch/home?region=us-east-1#logsV2:log-groups/log-group/"
+        "$252Faws$252Fsagemaker$252FEndpoints$252Frt-iris"
+    )
+    assert "Received client error (400) from primary" in (error.sagemaker_message or "")
     assert "rt-iris" in str(error)
     assert "HTTP 400" in str(error)
     assert error.log_url in str(error)
+    assert f"SageMaker said: {error.sagemaker_message}" in str(error)  # AWS's own text and console link kept
     assert len(runtime_proxy.requests("POST")) == 1  # botocore does not retry a ModelError
 
 
-def test_log_stream_url_double_encodes_the_group_and_stream() -> None:
-    url = log_stream_url("arn:aws:logs:eu-west-1:1:log-group:/aws/sagemaker/Endpoints/e:log-stream:AllTraffic/i-1")
-
-    assert url == (
-        "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#logsV2:log-groups/log-group/"
-        "$252Faws$252Fsagemaker$252FEndpoints$252Fe/log-events/AllTraffic$252Fi-1"
-    )
+@pytest.mark.parametrize(
+    ("arn", "url"),
+    [
+        (
+            "arn:aws:logs:eu-west-1:1:log-group:/aws/sagemaker/Endpoints/e",
+            "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#logsV2:log-groups/log-group/"
+            "$252Faws$252Fsagemaker$252FEndpoints$252Fe",
+        ),
+        (
+            "arn:aws:logs:eu-west-1:1:log-group:/aws/sagemaker/Endpoints/e:*",
+            "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#logsV2:log-groups/log-group/"
+            "$252Faws$252Fsagemaker$252FEndpoints$252Fe",
+        ),
+        (
+            "arn:aws:logs:eu-west-1:1:log-group:/aws/sagemaker/Endpoints/e:log-stream:AllTraffic/i-1",
+            "https://eu-west-1.console.aws.amazon.com/cloudwatch/home?region=eu-west-1#logsV2:log-groups/log-group/"
+            "$252Faws$252Fsagemaker$252FEndpoints$252Fe/log-events/AllTraffic$252Fi-1",
+        ),
+        (
+            "arn:aws-cn:logs:cn-north-1:1:log-group:/aws/sagemaker/Endpoints/e",
+            "https://cn-north-1.console.amazonaws.cn/cloudwatch/home?region=cn-north-1#logsV2:log-groups/log-group/"
+            "$252Faws$252Fsagemaker$252FEndpoints$252Fe",
+        ),
+        ("arn:aws:s3:::bucket/key", None),
+        ("arn:aws:logs:eu-west-1:1:log-group:/g:something-else:x", None),
+        ("not an arn", None),
+    ],
+)
+def test_cloudwatch_logs_url_opens_the_log_group_or_the_stream(arn: str, url: str | None) -> None:
+    assert cloudwatch_logs_url(arn) == url
 
 
 def test_answer_larger_than_max_output_bytes_is_a_clear_error() -> None:

@@ -2,10 +2,15 @@
 
 A real-time endpoint (an endpoint config without ``AsyncInferenceConfig``) has no queue: each request goes
 straight to a container (round robin over the instances) and the answer goes back on the same HTTP
-exchange. A model that answers a non-2xx status becomes a 424 ``ModelError`` with ``OriginalStatusCode``,
-``OriginalMessage`` and ``LogStreamArn``, as SageMaker does. A streamed answer is re-framed as an AWS event
-stream: one ``PayloadPart`` per HTTP chunk of the container, then, if the container drops the connection or
-runs past the time limit, a ``ModelStreamError`` (``StreamBroken`` / ``ModelInvocationTimeExceeded``).
+exchange. A model that answers a non-2xx status becomes a 424 ``ModelError`` in AWS's shape: ``Message``
+(with the console link), ``OriginalStatusCode``, ``OriginalMessage``, ``ErrorCode`` (``CLIENT_ERROR_FROM_MODEL``
+for a 4xx; AWS documents no code for a 5xx, so none is sent) and ``LogStreamArn``, which names the endpoint's
+log **group**, as real SageMaker sends it.
+
+A streamed answer is re-framed as an AWS event stream: one ``PayloadPart`` per HTTP chunk of the container,
+split into parts of at most :data:`~airflow_sagemaker_async.local.eventstream.MAX_PAYLOAD_PART_BYTES` (AWS's
+event-stream encoder caps a message at 16 MiB), then, if the container drops the connection or runs past the
+time limit, a ``ModelStreamError`` (``StreamBroken`` / ``ModelInvocationTimeExceeded``).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import aiohttp
 from aiohttp import web
 
 from airflow_sagemaker_async.local.containers import ContainerProcess
-from airflow_sagemaker_async.local.eventstream import CONTENT_TYPE, encode_exception, encode_payload_part
+from airflow_sagemaker_async.local.eventstream import CONTENT_TYPE, encode_exception, encode_payload_parts
 from airflow_sagemaker_async.local.request_model import RequestValidationError
 
 if TYPE_CHECKING:
@@ -57,12 +62,20 @@ _WIRE: Final = {
 class ModelFailure(Exception):
     """The container answered an error (or none): answered as a 424 ``ModelError``."""
 
-    def __init__(self, message: str, original_status_code: int, original_message: str, log_stream_arn: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        original_status_code: int,
+        original_message: str,
+        log_stream_arn: str,
+        error_code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.original_status_code = original_status_code
         self.original_message = original_message
         self.log_stream_arn = log_stream_arn
+        self.error_code = error_code
 
 
 class RealtimeEndpoint:
@@ -115,11 +128,14 @@ class RealtimeEndpoint:
         await asyncio.gather(*(container.stop() for container in self.containers), return_exceptions=True)
 
     def log_stream_arn(self, container: ContainerProcess) -> str:
-        """Return the CloudWatch log stream ARN of ``container``, named as SageMaker does (``<variant>/<instance>``)."""
-        instance = container.name.rsplit("/", 1)[-1]
+        """Return ``LogStreamArn`` as SageMaker sends it: the endpoint's log group, not a container's stream.
+
+        Real ModelErrors name ``arn:aws:logs:<region>:<account>:log-group:/aws/sagemaker/Endpoints/<name>``
+        (the container's stream, ``<variant>/<instance>``, is not named), so ``container`` is not used.
+        """
         return (
             f"arn:aws:logs:{self._context.region_name}:{self._account_id}:log-group:/aws/sagemaker/Endpoints/"
-            f"{self.spec.endpoint_name}:log-stream:{self.spec.variant_name}/i-local{instance}"
+            f"{self.spec.endpoint_name}"
         )
 
     def _route(self, request: RealtimeInvocationRequest) -> ContainerProcess:
@@ -163,6 +179,7 @@ class RealtimeEndpoint:
             status,
             text,
             self.log_stream_arn(container),
+            "CLIENT_ERROR_FROM_MODEL" if kind == "client" else None,
         )
 
     def _timeout(self, time_scale: float) -> float:
@@ -264,8 +281,9 @@ class RealtimeEndpoint:
                         break  # the end of the body
                     pending += data
                     if pending and (end_of_chunk or not chunked):
-                        parts += 1
-                        await response.write(encode_payload_part(bytes(pending)))
+                        for frame in encode_payload_parts(bytes(pending)):  # at most 16 MiB each, as AWS
+                            parts += 1
+                            await response.write(frame)
                         pending.clear()
             except asyncio.TimeoutError:
                 await response.write(
@@ -303,6 +321,8 @@ def model_error_response(failure: ModelFailure) -> web.Response:
         "OriginalMessage": failure.original_message,
         "LogStreamArn": failure.log_stream_arn,
     }
+    if failure.error_code is not None:
+        document["ErrorCode"] = failure.error_code
     return web.json_response(
         document, status=424, headers={"x-amzn-ErrorType": "ModelError", "x-amzn-RequestId": str(uuid.uuid4())}
     )

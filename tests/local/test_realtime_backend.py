@@ -13,10 +13,11 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, EventStreamError
 
+from airflow_sagemaker_async.local.eventstream import MAX_MESSAGE_BYTES, MAX_PAYLOAD_PART_BYTES
 from airflow_sagemaker_async.local.text_container import generate
 from airflow_sagemaker_async.streaming import read_events
-from tests.local.conftest import IRIS_ROW
-from tests.local.signing import send
+from tests.local.conftest import IRIS_ROW, TIME_SCALE
+from tests.local.signing import send, send_signed
 from tests.test_realtime import RECORDER_COMMAND
 
 
@@ -61,7 +62,7 @@ def test_the_models_response_headers_come_back_parsed(runtime: Any) -> None:
     assert answer["ClosedSessionId"] == "sess-1"
 
 
-def test_a_model_error_is_a_424_model_error_with_the_original_status_message_and_log_stream(runtime: Any) -> None:
+def test_a_model_error_is_a_424_model_error_in_aws_shape_naming_the_log_group(runtime: Any) -> None:
     with pytest.raises(ClientError) as raised:
         runtime.invoke_endpoint(EndpointName="lrt-iris", Body=b"1,2", ContentType="text/csv")
 
@@ -70,10 +71,24 @@ def test_a_model_error_is_a_424_model_error_with_the_original_status_message_and
     assert response["ResponseMetadata"]["HTTPStatusCode"] == 424
     assert response["OriginalStatusCode"] == 400
     assert "Row 1 must hold exactly 4 numbers" in response["OriginalMessage"]
-    assert response["LogStreamArn"] == (
-        "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/lrt-iris:log-stream:AllTraffic/i-local0"
-    )
+    assert response["LogStreamArn"] == "arn:aws:logs:us-east-1:123456789012:log-group:/aws/sagemaker/Endpoints/lrt-iris"
     assert "Received client error (400) from primary" in response["Error"]["Message"]
+    assert (
+        "#logEventViewer:group=/aws/sagemaker/Endpoints/lrt-iris in account 123456789012"
+        in response["Error"]["Message"]
+    )
+
+
+def test_a_model_error_carries_aws_error_code_on_the_wire(backend: Any, realtime: dict[str, Any]) -> None:
+    # botocore's service model has no ErrorCode member on ModelError, so it is read from the raw answer.
+    status, headers, document = send_signed(
+        backend, "/endpoints/lrt-iris/invocations", b"1,2", {"Content-Type": "text/csv"}
+    )
+
+    assert (status, headers["x-amzn-ErrorType"]) == (424, "ModelError")
+    assert document["ErrorCode"] == "CLIENT_ERROR_FROM_MODEL"
+    assert document["OriginalStatusCode"] == 400
+    assert document["LogStreamArn"].endswith(":log-group:/aws/sagemaker/Endpoints/lrt-iris")
 
 
 def test_a_model_slower_than_the_scaled_60_second_limit_is_a_model_error(runtime: Any) -> None:
@@ -202,3 +217,21 @@ def test_the_text_model_answers_invoke_endpoint_at_once(runtime: Any) -> None:
     )
 
     assert answer["Body"].read() == b"".join(generate("hi", 3))
+
+
+def test_a_25_mib_chunk_arrives_as_payload_parts_of_at_most_16_mib_that_botocore_parses(
+    backend: Any, runtime: Any
+) -> None:
+    size = 25 * 1024 * 1024
+    backend.time_scale = 1.0  # 25 MiB within the model's unscaled 60 s, however loaded the machine
+    try:
+        answer = runtime.invoke_endpoint_with_response_stream(
+            EndpointName="lrt-text", Body=b"big", CustomAttributes=f"tokens=1,token_bytes={size},delay=0"
+        )
+        parts = [event["PayloadPart"]["Bytes"] for event in answer["Body"]]
+    finally:
+        backend.time_scale = TIME_SCALE
+
+    assert b"".join(parts) == generate("big", 1, size)[0]
+    assert [len(part) for part in parts] == [MAX_PAYLOAD_PART_BYTES, size - MAX_PAYLOAD_PART_BYTES]
+    assert MAX_PAYLOAD_PART_BYTES < MAX_MESSAGE_BYTES == 16 * 1024 * 1024
