@@ -10,7 +10,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EventStreamError
 
 from airflow_sagemaker_async.exceptions import (
     SageMakerAsyncOutputTooLarge,
@@ -24,6 +24,7 @@ from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_WITH_RESPONSE_STREAM, 
 from airflow_sagemaker_async.streaming import (
     MIN_MULTIPART_PART_BYTES,
     SageMakerInvokeEndpointWithResponseStreamOperator,
+    read_events,
 )
 from tests.proxy import Fault
 from tests.test_realtime import RECORDER_COMMAND, StandInTaskInstance
@@ -260,3 +261,65 @@ def test_async_endpoint_streamed_is_a_validation_error() -> None:
         run(operator(endpoint_name="op-iris"))
 
     assert error.value.response["Error"]["Code"] == "ValidationError"
+
+
+class _RawStream:
+    """Stands in for the urllib3 response botocore's ``EventStream`` reads: ``stream()`` and ``close()``."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+        self.closed = False
+
+    def stream(self) -> Any:
+        yield from self.chunks
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _botocore_event_stream(chunks: list[bytes]) -> Any:
+    """botocore's own ``EventStream`` for InvokeEndpointWithResponseStream's ``Body``, reading ``chunks``."""
+    import botocore.session
+    from botocore.eventstream import EventStream
+    from botocore.parsers import EventStreamJSONParser
+
+    model = botocore.session.get_session().get_service_model("sagemaker-runtime")
+    operation = model.operation_model("InvokeEndpointWithResponseStream")
+    shape = operation.output_shape.members["Body"]
+    return EventStream(_RawStream(chunks), shape, EventStreamJSONParser(), operation.name)
+
+
+STREAM_ERROR = {"Message": "the model died", "ErrorCode": "StreamBroken"}
+
+
+def test_read_events_keeps_the_error_code_through_botocores_event_stream_and_event_stream_buffer() -> None:
+    # Pins what read_events relies on in botocore: EventStream keeps the HTTP body in ``_raw_stream`` (a private
+    # attribute) with a ``stream()`` of byte chunks, and EventStreamBuffer yields messages with ``headers`` and
+    # ``payload``. Frames are cut mid-message to check the buffer joins them. A botocore upgrade that changes
+    # either fails here, not in a user's DAG.
+    frames = (
+        encode_payload_part(b"one ") + encode_payload_part(b"two ") + encode_exception("ModelStreamError", STREAM_ERROR)
+    )
+    chunks = [frames[i : i + 7] for i in range(0, len(frames), 7)]
+
+    events = list(read_events(_botocore_event_stream(chunks)))
+
+    assert [event.data for event in events] == [b"one ", b"two ", None]
+    assert (events[-1].error_type, events[-1].error_code, events[-1].message) == (
+        "ModelStreamError",
+        "StreamBroken",
+        "the model died",
+    )
+
+
+def test_botocore_still_drops_the_error_code_so_read_events_is_still_needed() -> None:
+    # botocore parses a ModelStreamError into EventStreamError.response["Error"] = {Code, Message} only. If a
+    # botocore release starts keeping ErrorCode there, this fails: read_events could then use the public
+    # iteration instead of ``_raw_stream``.
+    stream = _botocore_event_stream([encode_payload_part(b"x"), encode_exception("ModelStreamError", STREAM_ERROR)])
+
+    with pytest.raises(EventStreamError) as raised:
+        list(stream)
+
+    assert raised.value.response["Error"] == {"Code": "ModelStreamError", "Message": "the model died"}
+    assert "StreamBroken" not in json.dumps(raised.value.response, default=str)
