@@ -155,7 +155,9 @@ class SageMakerResponseStreamError(SageMakerAsyncError):
     """
     InvokeEndpointWithResponseStream's event stream ended with ``ModelStreamError`` or ``InternalStreamFailure``.
 
-    The parts received before the error are kept where the operator was writing them.
+    The parts received before the error are kept at the ``.partial`` sibling of the operator's destination
+    (``<output_file>.partial`` or ``<output_location>.partial``): the destination itself is only ever written
+    with a whole answer.
 
     :param endpoint_name: the endpoint invoked.
     :param error_type: ``ModelStreamError`` or ``InternalStreamFailure`` (the event's exception type).
@@ -163,7 +165,8 @@ class SageMakerResponseStreamError(SageMakerAsyncError):
         or ``None`` when SageMaker sent none.
     :param parts: PayloadPart events received before the error.
     :param bytes_received: bytes those parts held.
-    :param location: where those bytes are (a local path or an S3 URI), or ``None`` when collected in memory.
+    :param location: where those bytes are (the ``.partial`` local path or S3 URI), or ``None`` when collected
+        in memory.
     :param received: the bytes themselves when collected in memory (bounded by ``max_output_bytes``), else ``None``.
     """
 

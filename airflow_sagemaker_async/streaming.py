@@ -5,20 +5,24 @@ The response of InvokeEndpointWithResponseStream is an AWS event stream of ``Pay
 early by a ``ModelStreamError`` (with an ``ErrorCode``) or an ``InternalStreamFailure`` event. Each part is
 written as it arrives to one :class:`Sink`: a local file (flushed per part), an S3 object (multipart upload,
 parts of ``multipart_part_bytes``, at least 5 MiB except the last; one PutObject when the whole answer fits
-in one part), or memory (bounded by ``max_output_bytes``, returned in the outcome). When the stream ends
-with an error, what arrived is kept (file flushed, multipart upload completed, or the object written) and
-:class:`~airflow_sagemaker_async.exceptions.SageMakerResponseStreamError` names the error code and where the
-bytes are.
+in one part), or memory (bounded by ``max_output_bytes``, returned in the outcome). A file or an S3 object
+receives the parts at its ``.partial`` sibling (:data:`PARTIAL_SUFFIX`) and reaches its final path or key only
+when the stream ended without an error, so a whole answer is all that ever appears there. When the stream
+ends with an error, what arrived stays at the ``.partial`` sibling, and
+:class:`~airflow_sagemaker_async.exceptions.SageMakerResponseStreamError` names the error code and that location.
 
 botocore parses the event stream but keeps only the code and message of an exception event, dropping
-ModelStreamError's ``ErrorCode``; :func:`read_events` therefore reads the frames with botocore's
+ModelStreamError's ``ErrorCode``, and offers no public way to the frames (its ``EventStream`` keeps the HTTP
+body in the private ``_raw_stream``). :func:`read_events` therefore reads ``_raw_stream`` with botocore's public
 ``EventStreamBuffer`` and interprets the headers itself (``:message-type``, ``:event-type``,
-``:exception-type``).
+``:exception-type``); ``tests/test_streaming.py`` pins both facts against botocore's own classes.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
@@ -27,6 +31,8 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
 from botocore.eventstream import EventStreamBuffer
+from botocore.exceptions import ClientError
+from urllib3.exceptions import ReadTimeoutError
 
 from airflow_sagemaker_async.exceptions import (
     SageMakerAsyncOutputTooLarge,
@@ -57,6 +63,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIN_MULTIPART_PART_BYTES",
+    "PARTIAL_SUFFIX",
     "FileSink",
     "MemorySink",
     "S3Sink",
@@ -65,6 +72,8 @@ __all__ = [
     "StreamEvent",
     "read_events",
 ]
+
+log = logging.getLogger(__name__)
 
 #: S3's smallest part of a multipart upload (all but the last): 5 MiB.
 MIN_MULTIPART_PART_BYTES: Final = 5 * 1024 * 1024
@@ -137,18 +146,32 @@ def read_events(stream: Any) -> Iterator[StreamEvent]:
             return
 
 
-class Sink:
-    """Where the parts go as they arrive. ``write`` each part, then ``finish`` (keep) or ``abandon`` (drop)."""
+#: Suffix of the sibling file / key that holds the parts while they arrive, and what arrived of a broken stream.
+PARTIAL_SUFFIX: Final = ".partial"
 
-    #: where the bytes are (a local path or an S3 URI), or ``None`` when kept in memory.
+
+class Sink:
+    """
+    Where the parts go as they arrive. ``write`` each part, then ``finish``, ``keep_partial`` or ``abandon``.
+
+    Partial output never looks complete: the parts go first to :attr:`partial_location` (the destination plus
+    ``.partial``); only a stream that ended without an error reaches :attr:`location`.
+    """
+
+    #: the final destination (a local path or an S3 URI), or ``None`` when kept in memory.
     location: str | None = None
+    #: where the parts are while they arrive, and what arrived of a broken stream stays (``location.partial``).
+    partial_location: str | None = None
 
     def write(self, data: bytes) -> None:
         """Keep one part."""
         raise NotImplementedError
 
     def finish(self) -> None:
-        """Make every part written so far durable (also after a stream error: partial output is kept)."""
+        """Put every part at :attr:`location`: the stream ended without an error."""
+
+    def keep_partial(self) -> None:
+        """Make the parts durable at :attr:`partial_location`, not the final one: the stream ended with an error."""
 
     def abandon(self) -> None:
         """Release what ``write`` holds after an unexpected error (e.g. abort a multipart upload)."""
@@ -185,13 +208,19 @@ class MemorySink(Sink):
 
 
 class FileSink(Sink):
-    """Append the parts to a local file (created, parent directories too; truncated), flushed after each part."""
+    """
+    Append the parts to ``<path>.partial`` (created with its parent directories; truncated), flushed per part.
+
+    :meth:`finish` renames it to ``path`` (atomic on one file system: a reader of ``path`` sees the whole
+    answer or the previous file); after a stream error it stays at ``<path>.partial``.
+    """
 
     def __init__(self, path: str) -> None:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         self.location = str(target)
-        self._file = target.open("wb")
+        self.partial_location = f"{target}{PARTIAL_SUFFIX}"
+        self._file = Path(self.partial_location).open("wb")  # noqa: SIM115 - open across write / finish
 
     def write(self, data: bytes) -> None:
         """Append and flush one part."""
@@ -199,17 +228,27 @@ class FileSink(Sink):
         self._file.flush()
 
     def finish(self) -> None:
-        """Close the file."""
+        """Close the file and move it to ``path``."""
+        self._file.close()
+        os.replace(self.partial_location or "", self.location or "")
+
+    def keep_partial(self) -> None:
+        """Close the file, left at ``<path>.partial``."""
         self._file.close()
 
     def abandon(self) -> None:
-        """Close the file, keeping what it holds."""
+        """Close the file, keeping what it holds at ``<path>.partial``."""
         self._file.close()
 
 
 class S3Sink(Sink):
     """
-    Write the parts to one S3 object: a multipart upload once a part's worth arrived, else one PutObject.
+    Write the parts to one S3 object, through ``<key>.partial`` while they arrive.
+
+    Up to one part's worth is buffered; past it the parts go to a multipart upload of ``<key>.partial``. On
+    success the answer is written to ``key`` (one PutObject, or a server-side copy of the completed upload)
+    and ``<key>.partial`` is deleted, so ``key`` (and its S3 event) only ever holds a whole answer. After a
+    stream error what arrived is written to, or completed at, ``<key>.partial``.
 
     :param client: a boto3 S3 client.
     :param uri: ``s3://bucket/key``.
@@ -219,7 +258,9 @@ class S3Sink(Sink):
 
     def __init__(self, client: Any, uri: str, part_bytes: int, content_type: str | None) -> None:
         self.location = uri
+        self.partial_location = f"{uri}{PARTIAL_SUFFIX}"
         self.bucket, self.key = parse_s3_uri(uri, "output_location")
+        self.partial_key = f"{self.key}{PARTIAL_SUFFIX}"
         self.client = client
         self.part_bytes = part_bytes
         self.extra = {"ContentType": content_type} if content_type else {}
@@ -236,30 +277,54 @@ class S3Sink(Sink):
 
     def _upload(self, data: bytes) -> None:
         if self.upload_id is None:
-            answer = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.key, **self.extra)
+            answer = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.partial_key, **self.extra)
             self.upload_id = answer["UploadId"]
         number = len(self.uploaded) + 1
         answer = self.client.upload_part(
-            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=data
+            Bucket=self.bucket, Key=self.partial_key, UploadId=self.upload_id, PartNumber=number, Body=data
         )
         self.uploaded.append({"PartNumber": number, "ETag": answer["ETag"]})
 
-    def finish(self) -> None:
-        """Complete the multipart upload with the last, shorter part; or write the whole object at once."""
-        if self.upload_id is None:
-            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer), **self.extra)
-            return
+    def _complete_partial(self) -> None:
         if self.buffer:
             self._upload(bytes(self.buffer))
             self.buffer.clear()
         self.client.complete_multipart_upload(
-            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.uploaded}
+            Bucket=self.bucket,
+            Key=self.partial_key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": self.uploaded},
         )
+
+    def finish(self) -> None:
+        """Write the whole answer to ``key``: at once, or by copying the completed upload; drop ``<key>.partial``."""
+        if self.upload_id is None:
+            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer), **self.extra)
+        else:
+            self._complete_partial()
+            # A managed copy (multipart above 5 GB); Content-Type and metadata are copied with the object.
+            self.client.copy({"Bucket": self.bucket, "Key": self.partial_key}, self.bucket, self.key)
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.partial_key)
+        except ClientError as error:  # the answer is whole at key; a stale .partial only misleads
+            log.warning(
+                "Could not delete %s after writing the whole answer to %s: %s",
+                self.partial_location,
+                self.location,
+                error,
+            )
+
+    def keep_partial(self) -> None:
+        """Write what arrived to ``<key>.partial`` (completing the multipart upload there); ``key`` is not written."""
+        if self.upload_id is None:
+            self.client.put_object(Bucket=self.bucket, Key=self.partial_key, Body=bytes(self.buffer), **self.extra)
+        else:
+            self._complete_partial()
 
     def abandon(self) -> None:
         """Abort the multipart upload, if one was started (its parts would be billed forever otherwise)."""
         if self.upload_id is not None:
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id)
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.partial_key, UploadId=self.upload_id)
 
 
 class _Progress:
@@ -323,10 +388,13 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
     :param inference_component_name: the inference component to invoke (templated).
     :param session_id: an open stateful session's id (templated).
     :param prefix_aware_id: identifier for prefix-aware routing (templated).
-    :param output_file: local path the parts are appended to, flushed per part (templated). On the worker's
+    :param output_file: local path of the answer (templated). The parts are appended to ``<path>.partial``,
+        flushed per part, which is renamed to the path once the stream ended without an error. On the worker's
         disk: use it when a later step of the same task reads it, or a shared volume.
-    :param output_location: ``s3://bucket/key`` the parts are uploaded to (templated; ``s3:PutObject``, and
-        ``s3:AbortMultipartUpload`` to clean up after an unexpected error).
+    :param output_location: ``s3://bucket/key`` of the answer (templated). The parts go to
+        ``<key>.partial`` (a multipart upload past one part), copied to the key once the stream ended without
+        an error, then deleted (``s3:PutObject``, ``s3:GetObject`` on the ``.partial`` key for the copy,
+        ``s3:DeleteObject``, and ``s3:AbortMultipartUpload`` to clean up after an unexpected error).
     :param output_format: ``"text"`` (default without a destination), ``"json"`` or ``"bytes"`` (base64
         text): the joined parts in the outcome's ``output``; ``"location"`` (default, and the only choice, with
         ``output_file`` / ``output_location``) returns only where they are.
@@ -346,7 +414,8 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
     :raises SageMakerModelError: the model answered an error before streaming (``ModelError``).
     :raises SageMakerEndpointReadTimeout: no first part within ``read_timeout`` (not retried).
     :raises SageMakerResponseStreamError: the stream ended with ``ModelStreamError`` / ``InternalStreamFailure``;
-        the parts received are kept and the error says where.
+        the parts received are kept at the ``.partial`` sibling of the destination (never at the destination
+        itself) and the error says where.
     :raises botocore.exceptions.ClientError: other refusals (``ValidationError`` for an unknown or async
         endpoint, ...).
 
@@ -510,13 +579,22 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
         sink = self._sink(endpoint_name, content_type, s3_client)
         ended: StreamEvent | None = None
         try:
-            for event in read_events(stream):
-                if event.data is None:
-                    ended = event
-                    break
-                sink.write(event.data)
-                progress.part(len(event.data))
-            sink.finish()
+            try:
+                for event in read_events(stream):
+                    if event.data is None:
+                        ended = event
+                        break
+                    sink.write(event.data)
+                    progress.part(len(event.data))
+            except ReadTimeoutError:  # urllib3's, raised between two parts (botocore's subclasses it)
+                ended = StreamEvent(
+                    error_type="ReadTimeout",
+                    message=f"no part within the client's read_timeout of {self.hook.read_timeout} s",
+                )
+            if ended is None:
+                sink.finish()
+            else:
+                sink.keep_partial()
         except BaseException:
             sink.abandon()
             raise
@@ -530,7 +608,9 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
             progress.size,
             progress.elapsed,
             f"{progress.first_part:.3f} s" if progress.first_part is not None else "none arrived",
-            f", kept at {sink.location}" if sink.location else "",
+            (f", kept at {sink.partial_location}" if ended else f", written to {sink.location}")
+            if sink.location
+            else "",
         )
         if ended is not None:
             raise self._stream_error(ended, endpoint_name, progress, sink)
@@ -571,8 +651,11 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
         self, ended: StreamEvent, endpoint_name: str, progress: _Progress, sink: Sink
     ) -> SageMakerResponseStreamError:
         code = f" ({ended.error_code})" if ended.error_code else ""
-        if sink.location:
-            kept = f"The {progress.parts} parts ({progress.size} bytes) received are kept at {sink.location}."
+        if sink.partial_location:
+            kept = (
+                f"The {progress.parts} parts ({progress.size} bytes) received are kept at {sink.partial_location} "
+                f"(incomplete); {sink.location} was not written."
+            )
         else:
             kept = (
                 f"The {progress.parts} parts ({progress.size} bytes) received are on the error's .received; "
@@ -582,6 +665,11 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
             "ModelInvocationTimeExceeded": "The model took longer than SageMaker allows; shorten the generation.",
             "StreamBroken": "The model container broke the stream; see the endpoint's CloudWatch logs.",
         }.get(ended.error_code or "", "Retry the task, or see the endpoint's CloudWatch logs.")
+        if ended.error_type == "ReadTimeout":
+            hint = (
+                "The model stopped sending parts; raise botocore_config={'read_timeout': ...} (seconds between two "
+                "parts, default 70) if it pauses longer, or see the endpoint's CloudWatch logs."
+            )
         return SageMakerResponseStreamError(
             f"The response stream of endpoint {endpoint_name} ended with {ended.error_type}{code} after "
             f"{progress.parts} parts: {ended.message or '(no message)'}. {kept} {hint}",
@@ -590,6 +678,6 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
             error_code=ended.error_code,
             parts=progress.parts,
             bytes_received=progress.size,
-            location=sink.location,
+            location=sink.partial_location,
             received=sink.data if isinstance(sink, MemorySink) else None,
         )

@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError, EventStreamError
 from airflow_sagemaker_async.exceptions import (
     SageMakerAsyncOutputTooLarge,
     SageMakerAsyncParameterError,
+    SageMakerEndpointReadTimeout,
     SageMakerModelError,
     SageMakerResponseStreamError,
 )
@@ -112,28 +113,43 @@ def test_the_text_model_is_collected_into_the_outcome_part_by_part() -> None:
     assert json.loads(json.dumps(outcome)) == outcome
 
 
-def test_a_model_error_mid_stream_keeps_the_parts_received_in_a_file(tmp_path: Path) -> None:
+def test_a_model_error_mid_stream_keeps_the_parts_received_in_a_partial_file_never_at_the_path(tmp_path: Path) -> None:
     target = tmp_path / "out" / "generation.txt"
+    partial = tmp_path / "out" / "generation.txt.partial"
 
     with pytest.raises(SageMakerResponseStreamError) as raised:
         run(operator(custom_attributes="tokens=10,fail_after=4", output_file=str(target)))
 
     error = raised.value
     assert (error.error_type, error.error_code, error.parts) == ("ModelStreamError", "StreamBroken", 4)
-    assert error.location == str(target)
-    assert target.read_bytes() == expected_text(tokens=10)[: error.bytes_received]
-    assert target.read_bytes().count(b" ") == 4
+    assert not target.exists()  # nothing at the final path looks like a whole answer
+    assert error.location == str(partial)
+    assert partial.read_bytes() == expected_text(tokens=10)[: error.bytes_received]
+    assert partial.read_bytes().count(b" ") == 4
     assert "StreamBroken" in str(error)
-    assert str(target) in str(error)
+    assert f"kept at {partial} (incomplete); {target} was not written" in str(error)
 
 
-def test_a_model_error_mid_stream_keeps_the_parts_received_in_s3(s3: Any, bucket: str) -> None:
+def test_a_whole_stream_to_a_file_is_at_the_path_with_no_partial_left(tmp_path: Path) -> None:
+    target = tmp_path / "generation.txt"
+    (tmp_path / "generation.txt.partial").write_bytes(b"left by an earlier, broken try")
+
+    outcome = run(operator(output_file=str(target)))
+
+    assert target.read_bytes() == expected_text()
+    assert outcome["output_location"] == str(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["generation.txt"]
+
+
+def test_a_model_error_mid_stream_keeps_the_parts_received_in_a_partial_s3_object(s3: Any, bucket: str) -> None:
     with pytest.raises(SageMakerResponseStreamError) as raised:
         run(operator(custom_attributes="tokens=10,fail_after=3", output_location=f"s3://{bucket}/gen.txt"))
 
     assert raised.value.parts == 3
-    assert raised.value.location == f"s3://{bucket}/gen.txt"
-    body = s3.get_object(Bucket=bucket, Key="gen.txt")["Body"].read()
+    assert raised.value.location == f"s3://{bucket}/gen.txt.partial"
+    assert f"s3://{bucket}/gen.txt was not written" in str(raised.value)
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])] == ["gen.txt.partial"]
+    body = s3.get_object(Bucket=bucket, Key="gen.txt.partial")["Body"].read()
     assert body == expected_text(tokens=10)[: raised.value.bytes_received]
     assert body.count(b" ") == 3
 
@@ -159,13 +175,13 @@ def test_a_stream_larger_than_one_multipart_part_is_uploaded_in_parts(s3: Any, b
 
     head = s3.head_object(Bucket=bucket, Key="big.txt")
     assert head["ContentLength"] == tokens * token_bytes == outcome["output_bytes"]
-    assert head["ETag"].strip('"').endswith("-3")  # S3's ETag of a three-part multipart upload
     assert head["ContentType"].startswith("text/plain")
     assert outcome["parts"] == tokens
     assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["big.txt"]  # .partial deleted
 
 
-def test_a_broken_stream_past_one_part_completes_the_multipart_upload_with_what_arrived(s3: Any, bucket: str) -> None:
+def test_a_broken_stream_past_one_part_completes_the_multipart_upload_at_the_partial_key(s3: Any, bucket: str) -> None:
     token_bytes = 64 * 1024
     with pytest.raises(SageMakerResponseStreamError) as raised:
         run(
@@ -176,10 +192,12 @@ def test_a_broken_stream_past_one_part_completes_the_multipart_upload_with_what_
             )
         )
 
-    head = s3.head_object(Bucket=bucket, Key="partial.txt")
+    head = s3.head_object(Bucket=bucket, Key="partial.txt.partial")
     assert raised.value.parts == 90
     assert head["ContentLength"] == 90 * token_bytes
     assert head["ETag"].strip('"').endswith("-2")
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["partial.txt.partial"]
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
 
 
 def test_internal_stream_failure_is_typed_and_keeps_the_parts(runtime_proxy: Any, tmp_path: Path) -> None:
@@ -198,7 +216,8 @@ def test_internal_stream_failure_is_typed_and_keeps_the_parts(runtime_proxy: Any
         run(operator(output_file=str(tmp_path / "out.txt")))
 
     assert (raised.value.error_type, raised.value.error_code) == ("InternalStreamFailure", None)
-    assert (tmp_path / "out.txt").read_bytes() == b"one two "
+    assert (tmp_path / "out.txt.partial").read_bytes() == b"one two "
+    assert not (tmp_path / "out.txt").exists()
 
 
 def test_model_error_before_the_stream_is_a_model_error() -> None:
@@ -323,3 +342,40 @@ def test_botocore_still_drops_the_error_code_so_read_events_is_still_needed() ->
 
     assert raised.value.response["Error"] == {"Code": "ModelStreamError", "Message": "the model died"}
     assert "StreamBroken" not in json.dumps(raised.value.response, default=str)
+
+
+def test_a_stream_not_started_within_the_read_timeout_is_invoked_once_and_says_what_to_set(runtime_proxy: Any) -> None:
+    runtime_proxy.delay = 1.6  # the answer starts 0.6 s after the client gave up
+    with pytest.raises(SageMakerEndpointReadTimeout, match=r"read_timeout of 1 s") as raised:
+        run(
+            operator(
+                botocore_config={"read_timeout": 1, "retries": {"mode": "standard", "max_attempts": 5}},
+            )
+        )
+
+    assert "botocore_config={'read_timeout': 70}" in str(raised.value)
+    assert len(runtime_proxy.requests("POST", STREAM_PATH)) == 1
+
+
+def test_a_model_pausing_past_the_read_timeout_mid_stream_keeps_the_parts_in_a_partial_file(
+    sagemaker_async_backend: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    connection = sagemaker_async_backend.airflow_connection()  # straight to the runtime: parts arrive as sent
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DIRECT", json.dumps(connection))
+    target = tmp_path / "slow.txt"
+
+    with pytest.raises(SageMakerResponseStreamError) as raised:
+        run(
+            operator(
+                custom_attributes="tokens=2,delay=1.6",  # a part, then 1.6 s of silence
+                output_file=str(target),
+                aws_conn_id="aws_direct",
+                botocore_config={"read_timeout": 1},
+            )
+        )
+
+    assert raised.value.error_type == "ReadTimeout"
+    assert "read_timeout" in str(raised.value)
+    assert not target.exists()
+    assert raised.value.location == f"{target}.partial"
+    assert (tmp_path / "slow.txt.partial").read_bytes() == expected_text(tokens=2)[: raised.value.bytes_received]
