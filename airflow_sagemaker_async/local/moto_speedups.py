@@ -1,5 +1,14 @@
 """
-Two speed-ups of moto's SQS for queues that hold thousands of messages: the same answers, less CPU.
+moto's SQS made safe under concurrent requests, and two speed-ups for queues that hold thousands of messages.
+
+**Serialised.** moto 5.2.5's SQS protects nothing but the wait of a long poll: two ReceiveMessage requests at
+once iterate and change the same sets (``deepcopy(queue.pending_message_groups)`` raises ``RuntimeError: Set
+changed size during iteration``, answered as a 500), which real SQS never does. :func:`install` runs every
+public method of ``SQSBackend`` (the calls of SQS requests, and of SNS deliveries to SQS) under one
+process-wide re-entrant lock, and replaces ``Queue.wait_for_messages`` (a long poll's wait, inside
+ReceiveMessage) by a wait on a condition of that lock, which releases it while waiting, so a long poll does not
+hold back SendMessage (``Queue.add_message`` notifies it). SQS calls run one at a time, as moto's own
+computation already did under the GIL.
 
 moto 5's SQS reads the clock through ``datetime`` once per message for each visibility check, and
 ReceiveMessage checks every message it returns against the queue's retention period through
@@ -16,12 +25,16 @@ soak moto's SQS took over a third of the backend's CPU.
 - ``unix_time`` / ``unix_time_millis`` as seen by ``moto.sqs.models``: ``time.time()`` when called without
   an argument (the same value moto computes from ``utcnow()``), moto's own function otherwise.
 
-Nothing else of moto changes. :class:`~airflow_sagemaker_async.local.control_plane.MotoServer` installs them
-when it starts; :func:`uninstall` restores moto's functions (``benchmarks/sqs_depth.py`` compares both).
+Nothing else of moto changes (SNS and S3 keep their own code: no concurrency failure was seen there).
+:class:`~airflow_sagemaker_async.local.control_plane.MotoServer` installs them when it starts; :func:`uninstall`
+restores moto's functions (``benchmarks/sqs_depth.py`` compares both).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -29,6 +42,7 @@ from moto.sqs import models as sqs_models
 
 if TYPE_CHECKING:
     import datetime
+    from collections.abc import Callable
 
 __all__ = ["install", "installed", "uninstall"]
 
@@ -36,7 +50,39 @@ _ORIGINALS: Final[dict[str, Any]] = {
     "retention": sqs_models.SQSBackend.is_message_valid_based_on_retention_period,
     "unix_time": sqs_models.unix_time,
     "unix_time_millis": sqs_models.unix_time_millis,
+    "wait_for_messages": sqs_models.Queue.wait_for_messages,
+    "add_message": sqs_models.Queue.add_message,
 }
+#: The public methods of moto's SQSBackend, run under :data:`_LOCK` once installed.
+_BACKEND_METHODS: Final[dict[str, Callable[..., Any]]] = {
+    name: method
+    for name, method in vars(sqs_models.SQSBackend).items()
+    if inspect.isfunction(method) and not name.startswith("_")
+}
+#: One lock for all of moto's SQS in this process (re-entrant: backend methods call each other).
+_LOCK: Final = threading.RLock()
+#: Signalled when a message is added to any queue; waiting on it releases :data:`_LOCK`.
+_MESSAGE_ADDED: Final = threading.Condition(_LOCK)
+
+
+def _serialised(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def serialised(*args: Any, **kwargs: Any) -> Any:
+        with _LOCK:
+            return method(*args, **kwargs)
+
+    return serialised
+
+
+def _wait_for_messages(self: Any, timeout: int) -> None:
+    with _MESSAGE_ADDED:  # re-entered from receive_message: wait_for releases the lock fully while waiting
+        _MESSAGE_ADDED.wait_for(lambda: self.messages, timeout=timeout)
+
+
+def _add_message(self: Any, message: Any) -> None:
+    with _MESSAGE_ADDED:
+        _ORIGINALS["add_message"](self, message)
+        _MESSAGE_ADDED.notify_all()
 
 
 def _unix_time(dt: datetime.datetime | None = None) -> float:
@@ -60,7 +106,11 @@ def _is_message_valid_based_on_retention_period(self: Any, queue_name: str, mess
 
 
 def install() -> None:
-    """Install the speed-ups in this process (idempotent)."""
+    """Install the lock and the speed-ups in this process (idempotent)."""
+    for name, method in _BACKEND_METHODS.items():
+        setattr(sqs_models.SQSBackend, name, _serialised(method))
+    sqs_models.Queue.wait_for_messages = _wait_for_messages  # type: ignore[method-assign]
+    sqs_models.Queue.add_message = _add_message  # type: ignore[method-assign]
     sqs_models.SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
         _is_message_valid_based_on_retention_period
     )
@@ -70,6 +120,10 @@ def install() -> None:
 
 def uninstall() -> None:
     """Restore moto's own functions (idempotent)."""
+    for name, method in _BACKEND_METHODS.items():
+        setattr(sqs_models.SQSBackend, name, method)
+    sqs_models.Queue.wait_for_messages = _ORIGINALS["wait_for_messages"]  # type: ignore[method-assign]
+    sqs_models.Queue.add_message = _ORIGINALS["add_message"]  # type: ignore[method-assign]
     sqs_models.SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
         _ORIGINALS["retention"]
     )

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import collections
 import datetime
-from typing import Any
+import http.client
+import json
+import sys
+import urllib.parse
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Final
 
 import pytest
 from moto.core import utils as moto_utils
 from moto.sqs import models as sqs_models
 
 from airflow_sagemaker_async.local import moto_speedups
+
+THREADS: Final = 8
+CALLS: Final = 10_000
 
 
 @pytest.fixture
@@ -77,3 +87,63 @@ def test_uninstall_restores_moto_and_install_is_idempotent(sagemaker_async_backe
         moto_speedups.install()
         moto_speedups.install()
     assert moto_speedups.installed()
+
+
+def test_concurrent_receives_and_sends_from_several_threads_never_answer_500(sagemaker_async_backend: Any) -> None:
+    # moto's own SQS raises "Set changed size during iteration" inside ReceiveMessage when two receives run at
+    # once (answered as a 500); real SQS never does. With VisibilityTimeout=1 the queue's pending set grows to
+    # every message received, and receives take messages out of it as they come back, while the others iterate
+    # it; a short thread switch interval makes the interleaving likely (without the lock: 75 answers 500 in
+    # 10,000 calls, 50 s). The calls are SQS's JSON protocol over plain HTTP keep-alive connections: boto3's own
+    # cost would make 10,000 calls take minutes on a loaded machine, for nothing this test is about.
+    sqs = sagemaker_async_backend.client("sqs")
+    queue_url = sqs.create_queue(QueueName=f"concurrency-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    for start in range(0, 500, 10):
+        entries = [{"Id": str(i), "MessageBody": f"seed {i}"} for i in range(start, start + 10)]
+        sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+    server = urllib.parse.urlsplit(sagemaker_async_backend.endpoint_url)
+    region = sagemaker_async_backend.region_name
+    answers: list[int] = []
+
+    def work(worker: int) -> None:
+        connection = http.client.HTTPConnection(server.hostname or "127.0.0.1", server.port, timeout=60)
+        try:
+            for index in range(CALLS // THREADS):
+                if index % 2:
+                    action, request = "SendMessage", {"QueueUrl": queue_url, "MessageBody": f"{worker}-{index}"}
+                else:
+                    action, request = (
+                        "ReceiveMessage",
+                        {
+                            "QueueUrl": queue_url,
+                            "MaxNumberOfMessages": 1,
+                            "VisibilityTimeout": 0,
+                        },
+                    )
+                connection.request(
+                    "POST",
+                    "/",
+                    body=json.dumps(request),
+                    headers={
+                        "Content-Type": "application/x-amz-json-1.0",
+                        "X-Amz-Target": f"AmazonSQS.{action}",
+                        "Authorization": f"AWS4-HMAC-SHA256 Credential=testing/20261205/{region}/sqs/aws4_request, "
+                        "SignedHeaders=host, Signature=0",
+                    },
+                )
+                response = connection.getresponse()
+                response.read()
+                answers.append(response.status)
+        finally:
+            connection.close()
+
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(0.0001)
+    try:
+        with ThreadPoolExecutor(THREADS) as pool:
+            list(pool.map(work, range(THREADS)))
+    finally:
+        sys.setswitchinterval(switch_interval)
+
+    assert len(answers) == CALLS
+    assert collections.Counter(answers) == {200: CALLS}
