@@ -12,7 +12,7 @@ import asyncio
 import base64
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
@@ -26,6 +26,9 @@ from airflow_sagemaker_async.exceptions import (
 )
 from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
 from airflow_sagemaker_async.submission import default_inference_id
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 CSV_ROWS = "5.1,3.5,1.4,0.2\n6.7,3.0,5.2,2.3\n"  # a setosa and a virginica from the iris dataset
 FAST = {"poll_interval": 0.1, "max_poll_interval": 0.5}
@@ -294,13 +297,20 @@ def test_links_are_persisted_for_the_endpoint_and_output_object() -> None:
     assert f"s3://{link['bucket']}/{link['key']}" == outcome["output_location"]
 
 
-def test_deferral_passes_no_kwargs_so_the_event_alone_resumes_the_task() -> None:
-    # dag.test() of Airflow 3.3.2 resumes with the event only (apache/airflow#69942).
-    op = operator(input_data=CSV_ROWS, content_type="text/csv", inference_id="no-kwargs", custom_attributes="sleep=5")
+def test_deferral_passes_no_kwargs_so_the_event_alone_resumes_the_task(tmp_path: Path) -> None:
+    # dag.test() of Airflow 3.3.2 resumes with the event only (apache/airflow#69942). The model answers only once
+    # the test releases it, so the worker's check before deferring finds nothing however slow the machine.
+    release = tmp_path / "release"
+    op = operator(
+        input_data=CSV_ROWS, content_type="text/csv", inference_id="no-kwargs", custom_attributes=f"wait_for={release}"
+    )
     context: Any = {"ti": StandInTaskInstance()}
 
-    with pytest.raises(TaskDeferred) as info:
-        op.execute(context)
+    try:
+        with pytest.raises(TaskDeferred) as info:
+            op.execute(context)
+    finally:
+        release.touch()  # free the endpoint's slot for the next tests
 
     assert not info.value.kwargs
     assert info.value.method_name == "execute_complete"

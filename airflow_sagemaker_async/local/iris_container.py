@@ -15,6 +15,8 @@ Test knobs, read from ``X-Amzn-SageMaker-Custom-Attributes`` (``key=value`` pair
 ``;``, unknown keys ignored):
 
 - ``sleep=2.5``: wait that many seconds (real seconds, not scaled) before answering.
+- ``wait_for=/path``: wait until that file exists (checked every 0.05 s, at most 10 minutes) before answering:
+  a test releases the model when it is ready, whatever the machine's speed.
 - ``status=500``: answer that HTTP status with an error body instead of predicting.
 - ``exit=1``: the process exits at once with that code, without answering (a dying container).
 """
@@ -153,6 +155,10 @@ class _Handler(BaseHTTPRequestHandler):
             os._exit(int(knobs["exit"] or 1))
         if "sleep" in knobs:
             time.sleep(float(knobs["sleep"]))
+        if knobs.get("wait_for"):
+            released_by = time.monotonic() + 600
+            while not os.path.exists(knobs["wait_for"]) and time.monotonic() < released_by:
+                time.sleep(0.05)
         if "status" in knobs and knobs["status"] != "200":
             code = int(knobs["status"])
             self._answer(code, {"message": f"Failing on request (status={code} knob).", "status": "error"})
