@@ -53,6 +53,10 @@ def iris_endpoint(sagemaker_async_backend: Any) -> str:
     return "batch-retry-iris"
 
 
+def context(ti: StandInTaskInstance) -> Any:
+    return {"ti": ti}
+
+
 def put_inputs(s3: Any, bucket: str, prefix: str, names: list[str]) -> None:
     """Upload one object per name; each holds its own S3 URI, which the echo model writes back."""
     for name in names:
@@ -81,7 +85,7 @@ def die_at(point: str, after: int = 0) -> None:
         if point == "after_state" and name == "state.json" and puts[name] > after:
             kill()
 
-    batch_operator._put = put  # type: ignore[assignment]
+    batch_operator._put = put
     if point == "during":
         real_invoke = SageMakerRuntimeHook.invoke_endpoint_async
         calls = [0]
@@ -99,7 +103,7 @@ def die_at(point: str, after: int = 0) -> None:
 def _first_try(op: SageMakerInvokeEndpointAsyncBatchOperator, ti: StandInTaskInstance, point: str, after: int) -> None:
     die_at(point, after)
     try:
-        op.execute({"ti": ti})
+        op.execute(context(ti))
     except TaskDeferred:
         os._exit(3)  # the try ended deferred: the worker is gone while the trigger waits
     except BaseException:
@@ -276,7 +280,7 @@ def test_every_check_is_made_before_any_request_of_any_kind(
     s3_proxy.clear()
 
     with pytest.raises(SageMakerAsyncParameterError) as info:
-        batch(echo_endpoint, **kwargs).execute({"ti": StandInTaskInstance(task_id="score", run_id="checked")})
+        batch(echo_endpoint, **kwargs).execute(context(StandInTaskInstance(task_id="score", run_id="checked")))
 
     assert info.value.parameter == parameter
     assert words in str(info.value)
@@ -339,7 +343,7 @@ def test_an_unparsable_templated_value_is_refused_naming_both_fixes(
     echo_endpoint: str, runtime_proxy: Proxy, value: str, shown: str
 ) -> None:
     with pytest.raises(SageMakerAsyncParameterError) as info:
-        batch(echo_endpoint, input_locations=value).execute({"ti": StandInTaskInstance(task_id="score")})
+        batch(echo_endpoint, input_locations=value).execute(context(StandInTaskInstance(task_id="score")))
 
     message = str(info.value)
     assert info.value.parameter == "input_locations"
@@ -389,7 +393,7 @@ def test_a_clear_after_success_scores_again_and_a_retry_of_that_goes_on_with_it(
     first = run_batch(batch(iris_endpoint, **params), ti)
     ti.try_number = 2  # cleared: Airflow starts a new try
     with pytest.raises(TaskDeferred) as deferred:
-        batch(iris_endpoint, **params, custom_attributes="sleep=3").execute({"ti": ti})
+        batch(iris_endpoint, **params, custom_attributes="sleep=3").execute(context(ti))
     sagemaker_async_backend.wait_idle(timeout=60)
     ti.try_number = 3  # the re-score's worker died while deferred: Airflow retries it
     again = run_batch(batch(iris_endpoint, **params), ti)
