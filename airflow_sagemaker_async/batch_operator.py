@@ -111,15 +111,28 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     the manifest (S3, JSON lines) holds one :class:`~airflow_sagemaker_async.records.ManifestLine` per input.
 
     **Retries.** The batch tag, and so every InferenceId, Filename and the state location, is the same for
-    every try of a task instance. A retry reads the state, finds by LIST the results that already exist,
-    and submits only the missing items; items that were in flight (submitted, not yet ended) when the
-    earlier try died are watched, not re-sent, unless the earlier try died before it recorded them (then
-    they may run twice: at-least-once, as for the single operator). ``invocations`` in the summary counts them.
+    every try of a task instance. The first try pins its inputs in S3 (``inputs.jsonl``: the listed or given
+    locations, or a digest of ``input_records``) before it submits anything; every later try uses the pinned
+    list, whenever the earlier one died, so item ``i`` and its result always belong to the same input (a
+    changed ``input_prefix`` is not listed again; changed ``input_records`` are refused). A retry reads the
+    state, finds by LIST the results that already exist, and submits only the missing items; items that were
+    in flight (submitted, not yet ended) when the earlier try died are watched, not re-sent, unless the earlier
+    try died before it recorded them and they have not ended yet (then they may run twice: at-least-once, as
+    for the single operator). ``invocations`` in the summary counts them. Items an earlier try recorded
+    ``TimedOut`` are looked up again by LIST first: a result that arrived since turns them ``Completed`` /
+    ``Failed`` in a rewritten manifest and summary. ``Failed`` items are not looked up nor sent again (a
+    failure object is the model's answer).
+
+    **Clears.** A try that follows a *successful* try of the same task instance (Airflow counts a clear as a
+    new try) scores the inputs again as a new batch (a new tag, so new names, state and pinned inputs; the
+    earlier batch's results and manifest stay), unless ``rescore_on_clear=False``: then it returns the ended
+    batch's summary (after the ``TimedOut`` look-up). A retry of that new batch goes on with it.
 
     Exactly one source of inputs:
 
     :param input_locations: S3 / https URIs of payloads already uploaded, one item each (templated, e.g. from
-        an upstream task's XCom).
+        an upstream task's XCom; a rendered str is read as a JSON list, else as a Python list literal, the
+        text Airflow's default rendering makes of a list).
     :param input_prefix: ``s3://bucket/prefix``: every object under it (paginated LIST at the first try,
         pinned in the batch state so retries see the same list; keys ending in ``/`` skipped) (templated).
     :param input_records: JSON-serialisable payloads (``str`` and ``bytes`` sent as they are), one item each
@@ -161,6 +174,8 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     :param notification_queue_url: URL of an SQS queue subscribed to the endpoint's SNS success and error
         topics (templated): results wake the trigger within about a second, S3 confirms them, and safety
         polling slows to ``[sagemaker_async] push_max_poll_interval`` (300 s). Default ``None`` (polling).
+    :param rescore_on_clear: a try after a successful try (a clear) scores the inputs again, default ``True``;
+        ``False`` returns the ended batch's summary instead.
     :param aws_conn_id: Airflow AWS connection, default ``aws_default``.
     :param region_name: AWS region, default from the connection.
     :param verify: whether / how to verify SSL certificates, default from the connection.
@@ -171,8 +186,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     (to find the endpoint's output and failure paths before the first request), ``s3:ListBucket`` on the
     output buckets, ``s3:GetObject`` / ``s3:PutObject`` under the output path.
 
-    :raises SageMakerAsyncParameterError: a bad parameter or input, before any request (none, or more than
-        one source of inputs; no inputs; an input that breaks a rule; ``filename`` given).
+    :raises SageMakerAsyncParameterError: a bad parameter or input, before any request of any kind (none, or
+        more than one source of inputs; no inputs; a value that is not a list; an input that breaks a rule;
+        ``max_in_flight`` / ``submit_concurrency`` not a whole number >= 1; ``filename`` given); for
+        ``input_prefix``, a listed key that breaks a rule (after the LIST); ``input_records`` that differ from
+        those pinned by an earlier try.
     :raises SageMakerAsyncBatchFailed: more failures than the policy allows (after the manifest is written).
     :raises botocore.exceptions.ClientError: InvokeEndpointAsync still failing after botocore's retries
         (the items sent so far are recorded; a retry of the task goes on from there).
