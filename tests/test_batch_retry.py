@@ -16,9 +16,10 @@ import os
 import random
 import signal
 import sys
+import threading
+import traceback
 import uuid
 from collections import defaultdict
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jinja2.sandbox
@@ -33,16 +34,53 @@ from tests.test_batch import BAD_ROW, GOOD_ROW, batch, invocation_ids, manifest,
 from tests.test_operators import StandInTaskInstance
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from airflow_sagemaker_async.batch_operator import SageMakerInvokeEndpointAsyncBatchOperator
     from tests.proxy import Proxy
 
-ECHO_COMMAND = [sys.executable, str(Path(__file__).with_name("recording_container.py"))]
+# A model that writes back the body it read (as JSON {"body": ...}); CustomAttributes "gate=<path>" holds every
+# answer until that file exists (60 s at most).
+ECHO_MODEL = """
+import json, os, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def answer(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self.answer(200 if self.path == "/ping" else 404, b"{}")
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        knobs = self.headers.get("X-Amzn-SageMaker-Custom-Attributes") or ""
+        waited = 0.0
+        gate = knobs[len("gate="):] if knobs.startswith("gate=") else ""
+        while gate and not os.path.exists(gate) and waited < 60:
+            time.sleep(0.05)
+            waited += 0.05
+        self.answer(200, json.dumps({"body": body.decode(errors="replace")}).encode())
+
+server = ThreadingHTTPServer(("127.0.0.1", int(os.environ["SAGEMAKER_BIND_TO_PORT"])), Handler)
+server.daemon_threads = True
+server.serve_forever()
+"""
 
 
 @pytest.fixture(scope="module")
 def echo_endpoint(sagemaker_async_backend: Any) -> str:
     sagemaker_async_backend.create_endpoint(
-        "batch-echo", container_command=ECHO_COMMAND, max_concurrent_invocations_per_instance=20
+        "batch-echo", container_command=[sys.executable, "-c", ECHO_MODEL], max_concurrent_invocations_per_instance=20
     )
     return "batch-echo"
 
@@ -107,6 +145,7 @@ def _first_try(op: SageMakerInvokeEndpointAsyncBatchOperator, ti: StandInTaskIns
     except TaskDeferred:
         os._exit(3)  # the try ended deferred: the worker is gone while the trigger waits
     except BaseException:
+        traceback.print_exc()
         os._exit(4)
     os._exit(0)
 
@@ -196,22 +235,44 @@ def test_a_retry_after_a_sigkill_pairs_every_result_with_its_input_though_the_pr
 
 
 def test_random_kill_points_and_prefix_changes_never_pair_a_result_with_the_wrong_input(
-    sagemaker_async_backend: Any, echo_endpoint: str, s3: Any, bucket: str, backend_connection: str
+    sagemaker_async_backend: Any,
+    echo_endpoint: str,
+    s3: Any,
+    bucket: str,
+    backend_connection: str,
+    tmp_path: Path,
 ) -> None:
     rng = random.Random(17)  # seeded: every run tries the same cases
-    for case in range(6):
+    twice = 0
+    gate = tmp_path / "gate"
+    real_invoke = SageMakerRuntimeHook.invoke_endpoint_async
+
+    def invoke_then_open(self: Any, **kwargs: Any) -> Any:
+        submission = real_invoke(self, **kwargs)
+        gate.touch()  # the retry has listed and submits: the first try's held items may end now
+        return submission
+
+    for case in range(8):
         prefix = f"case{case}/"
-        original = [f"{i:03d}.csv" for i in range(10, 10 + rng.randint(12, 30))]
+        original = [f"{i:03d}.csv" for i in range(10, 10 + rng.randint(12, 20))]
         put_inputs(s3, bucket, prefix, original)
-        point, after = rng.choice(KILL_POINTS)
-        after = rng.randint(1, 20) if point == "during" else rng.randint(0, 2) if point == "after_state" else 0
-        params = {"input_prefix": f"s3://{bucket}/{prefix}", "max_in_flight": rng.choice([4, 8, 64])}
+        # Every point once with results held until the retry submits (items in flight at the kill), then at random.
+        first_round = case < len(KILL_POINTS)
+        gate.unlink(missing_ok=True)
+        point = KILL_POINTS[case][0] if first_round else rng.choice(KILL_POINTS)[0]
+        after = rng.randint(1, 12) if point == "during" else rng.randint(0, 2) if point == "after_state" else 0
+        params = {
+            "input_prefix": f"s3://{bucket}/{prefix}",
+            "max_in_flight": rng.choice([8, 64]),
+            "custom_attributes": f"gate={gate}" if first_round or rng.random() < 0.5 else "gate=",  # "": no hold
+        }
         ti = StandInTaskInstance(task_id="score", run_id=f"property-{case}-{uuid.uuid4().hex[:8]}")
-        wait = rng.random() < 0.5  # without waiting, items of the first try may still be in flight
+        wait = not first_round and rng.random() < 0.5  # else items of the first try may still be in flight
         description = f"case {case}: kill {point}/{after}, {params}, wait={wait}"
 
         first_try_dies(batch(echo_endpoint, **params), ti, point, after)
         if wait:
+            gate.touch()
             sagemaker_async_backend.wait_idle(timeout=60)
         added = [f"{i:03d}-new.csv" for i in rng.sample(range(40), rng.randint(0, 3))]
         deleted = rng.sample(original, rng.randint(0, 2))
@@ -219,7 +280,15 @@ def test_random_kill_points_and_prefix_changes_never_pair_a_result_with_the_wron
         for name in deleted:
             s3.delete_object(Bucket=bucket, Key=f"{prefix}{name}")
         ti.try_number = 2
-        summary = run_batch(batch(echo_endpoint, **params, max_failed_items=len(deleted)), ti)
+        opener = threading.Timer(10, gate.touch)  # a retry that submits nothing (all in flight, recorded)
+        opener.start()
+        SageMakerRuntimeHook.invoke_endpoint_async = invoke_then_open  # type: ignore[method-assign]
+        try:
+            summary = run_batch(batch(echo_endpoint, **params, max_failed_items=len(deleted)), ti)
+        finally:
+            SageMakerRuntimeHook.invoke_endpoint_async = real_invoke  # type: ignore[method-assign]
+            opener.cancel()
+        gate.touch()
         sagemaker_async_backend.wait_idle(timeout=60)
 
         bucket_prefix = f"s3://{bucket}/{prefix}"
@@ -230,9 +299,11 @@ def test_random_kill_points_and_prefix_changes_never_pair_a_result_with_the_wron
         assert pinned in (listed_first, listed_now), description
         _lines, count = check_every_line_is_true(sagemaker_async_backend, s3, echo_endpoint, summary, pinned)
         assert max(count.values()) <= 2, description  # at most twice: an item in flight when the try died
-        if wait:
+        if wait or point in {"before_pin", "after_pin"}:
             assert set(count.values()) == {1}, description  # nothing was in flight: each input scored once
         assert summary["invocations"] + summary["resumed_items"] >= len(pinned), description
+        twice += sum(n == 2 for n in count.values())
+    assert twice > 0  # the in-flight case did happen: the bound of 2 was tested, not only the bound of 1
 
 
 # -- case 2: every check before any request --------------------------------------------------------------
