@@ -27,6 +27,7 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_sagemaker_async import batch_operator
+from airflow_sagemaker_async.batch import batch_tag
 from airflow_sagemaker_async.exceptions import SageMakerAsyncBatchFailed, SageMakerAsyncParameterError
 from airflow_sagemaker_async.hooks import SageMakerRuntimeHook
 from airflow_sagemaker_async.layout import split_s3_uri
@@ -304,6 +305,27 @@ def test_random_kill_points_and_prefix_changes_never_pair_a_result_with_the_wron
         assert summary["invocations"] + summary["resumed_items"] >= len(pinned), description
         twice += sum(n == 2 for n in count.values())
     assert twice > 0  # the in-flight case did happen: the bound of 2 was tested, not only the bound of 1
+
+
+def test_pinned_locations_win_over_a_changed_upstream_list_and_changed_records_are_refused(
+    sagemaker_async_backend: Any, echo_endpoint: str, iris_endpoint: str, s3: Any, bucket: str, backend_connection: str
+) -> None:
+    put_inputs(s3, bucket, "in/", ["a.csv", "b.csv", "c.csv"])
+    first, changed = ([f"s3://{bucket}/in/{n}" for n in names] for names in (["a.csv", "b.csv"], ["c.csv", "a.csv"]))
+    located = StandInTaskInstance(task_id="score", run_id=f"pin-loc-{uuid.uuid4().hex[:8]}")
+    recorded = StandInTaskInstance(task_id="score", run_id=f"pin-rec-{uuid.uuid4().hex[:8]}")
+
+    first_try_dies(batch(echo_endpoint, input_locations=first), located, "after_pin", 0)
+    first_try_dies(batch(iris_endpoint, input_records=[GOOD_ROW] * 3), recorded, "after_pin", 0)
+    located.try_number = recorded.try_number = 2
+    summary = run_batch(batch(echo_endpoint, input_locations=changed), located)
+    with pytest.raises(SageMakerAsyncParameterError, match="input_records changed between tries") as info:
+        run_batch(batch(iris_endpoint, input_records=[GOOD_ROW, GOOD_ROW, BAD_ROW]), recorded)
+
+    check_every_line_is_true(sagemaker_async_backend, s3, echo_endpoint, summary, first)
+    assert info.value.parameter == "input_records"
+    tag = batch_tag(recorded.dag_id, recorded.task_id, recorded.run_id)
+    assert not invocation_ids(sagemaker_async_backend, iris_endpoint, tag)  # refused before any submission
 
 
 # -- case 2: every check before any request --------------------------------------------------------------
