@@ -451,65 +451,68 @@ def test_an_unparsable_templated_value_is_refused_naming_both_fixes(
 
 
 def test_a_new_try_finds_the_late_results_of_timed_out_items_and_rewrites_manifest_and_summary(
-    sagemaker_async_backend: Any, iris_endpoint: str, s3: Any, backend_connection: str
+    sagemaker_async_backend: Any, echo_endpoint: str, s3: Any, bucket: str, backend_connection: str, tmp_path: Path
 ) -> None:
+    put_inputs(s3, bucket, "late/", ["a.csv", "b.csv", "c.csv"])
+    locations = [f"s3://{bucket}/late/{name}" for name in ("a.csv", "b.csv", "missing.csv", "c.csv")]
+    gate = tmp_path / "gate"  # the model answers once the test opens it: after the items' deadline
+    params = {"input_locations": locations, "custom_attributes": f"gate={gate}", "max_wait_seconds": 1}
     ti = StandInTaskInstance(task_id="score", run_id=f"late-{uuid.uuid4().hex[:8]}")
-    records = [GOOD_ROW, GOOD_ROW, BAD_ROW]
-    params = {"input_records": records, "custom_attributes": "sleep=4", "max_wait_seconds": 1}
 
     with pytest.raises(SageMakerAsyncBatchFailed) as first:
-        run_batch(batch(iris_endpoint, **params), ti)
-    sagemaker_async_backend.wait_idle(timeout=60)  # the late results (and the failure) are in S3 now
-    sent = sum(invocation_ids(sagemaker_async_backend, iris_endpoint, first.value.summary["batch_tag"]).values())
+        run_batch(batch(echo_endpoint, **params), ti)
+    gate.touch()
+    sagemaker_async_backend.wait_idle(timeout=60)  # the late results are in S3 now
     ti.try_number = 2
-    summary = run_batch(batch(iris_endpoint, **params, max_failed_items=1), ti)
+    summary = run_batch(batch(echo_endpoint, **params, max_failed_items=1), ti)
 
-    assert first.value.summary["counts"] == {"Completed": 0, "Failed": 0, "TimedOut": 3}
+    assert first.value.summary["counts"] == {"Completed": 0, "Failed": 1, "TimedOut": 3}
     assert summary["batch_tag"] == first.value.summary["batch_tag"]
-    assert summary["counts"] == {"Completed": 2, "Failed": 1, "TimedOut": 0}
-    lines = manifest(s3, summary)
-    assert [line["status"] for line in lines] == ["Completed", "Completed", "Failed"]
-    assert lines[2]["failure_reason"]
-    assert all(line["completed_at"] for line in lines)
-    assert sum(invocation_ids(sagemaker_async_backend, iris_endpoint, summary["batch_tag"]).values()) == sent == 3
+    assert summary["counts"] == {"Completed": 3, "Failed": 1, "TimedOut": 0}
+    lines, count = check_every_line_is_true(sagemaker_async_backend, s3, echo_endpoint, summary, locations)
+    assert [line["status"] for line in lines] == ["Completed", "Completed", "Failed", "Completed"]
+    assert all(line["completed_at"] for line in lines if line["status"] == "Completed")
+    assert set(count.values()) == {1}  # looked up by LIST, not sent again; the Failed item kept its verdict
 
 
 # -- case 5: a clear after a successful try ---------------------------------------------------------------
 
 
 def test_a_clear_after_success_scores_again_and_a_retry_of_that_goes_on_with_it(
-    sagemaker_async_backend: Any, iris_endpoint: str, s3: Any, backend_connection: str
+    sagemaker_async_backend: Any, echo_endpoint: str, s3: Any, backend_connection: str, tmp_path: Path
 ) -> None:
     ti = StandInTaskInstance(task_id="score", run_id=f"clear-{uuid.uuid4().hex[:8]}")
-    params = {"input_records": [GOOD_ROW] * 5}
+    params = {"input_records": [f"row {i}\n" for i in range(5)]}
+    gate = tmp_path / "gate"
 
-    first = run_batch(batch(iris_endpoint, **params), ti)
+    first = run_batch(batch(echo_endpoint, **params), ti)
     ti.try_number = 2  # cleared: Airflow starts a new try
-    with pytest.raises(TaskDeferred) as deferred:
-        batch(iris_endpoint, **params, custom_attributes="sleep=3").execute(context(ti))
+    with pytest.raises(TaskDeferred) as deferred:  # held by the model: the try defers, then its worker dies
+        batch(echo_endpoint, **params, custom_attributes=f"gate={gate}").execute(context(ti))
+    gate.touch()
     sagemaker_async_backend.wait_idle(timeout=60)
-    ti.try_number = 3  # the re-score's worker died while deferred: Airflow retries it
-    again = run_batch(batch(iris_endpoint, **params), ti)
+    ti.try_number = 3  # Airflow retries the re-score
+    again = run_batch(batch(echo_endpoint, **params), ti)
 
     assert deferred.value.trigger.serialize()[1]["batch_tag"] == again["batch_tag"] != first["batch_tag"]
     assert again["counts"] == {"Completed": 5, "Failed": 0, "TimedOut": 0}
     assert again["resumed_items"] == 0
-    assert again["invocations"] == 5
-    assert sum(invocation_ids(sagemaker_async_backend, iris_endpoint, again["batch_tag"]).values()) == 5
-    assert sum(invocation_ids(sagemaker_async_backend, iris_endpoint, first["batch_tag"]).values()) == 5
-    assert manifest(s3, first) != manifest(s3, again)  # the first batch's manifest is kept as it was
+    assert again["invocations"] == 5  # the retry watched the re-score's items, did not send them again
+    assert sum(invocation_ids(sagemaker_async_backend, echo_endpoint, again["batch_tag"]).values()) == 5
+    assert sum(invocation_ids(sagemaker_async_backend, echo_endpoint, first["batch_tag"]).values()) == 5
+    assert len(manifest(s3, first)) == 5  # the first batch's manifest stays where it was
 
 
 def test_with_rescore_on_clear_false_a_clear_returns_the_batch_as_it_ended(
-    sagemaker_async_backend: Any, iris_endpoint: str, backend_connection: str
+    sagemaker_async_backend: Any, echo_endpoint: str, backend_connection: str
 ) -> None:
     ti = StandInTaskInstance(task_id="score", run_id=f"keep-{uuid.uuid4().hex[:8]}")
-    params = {"input_records": [GOOD_ROW] * 5, "rescore_on_clear": False}
+    params = {"input_records": [f"row {i}\n" for i in range(5)], "rescore_on_clear": False}
 
-    first = run_batch(batch(iris_endpoint, **params), ti)
+    first = run_batch(batch(echo_endpoint, **params), ti)
     ti.try_number = 2
-    again = run_batch(batch(iris_endpoint, **params), ti)
+    again = run_batch(batch(echo_endpoint, **params), ti)
 
     assert again["batch_tag"] == first["batch_tag"]
     assert again["counts"] == first["counts"] == {"Completed": 5, "Failed": 0, "TimedOut": 0}
-    assert sum(invocation_ids(sagemaker_async_backend, iris_endpoint, first["batch_tag"]).values()) == 5
+    assert sum(invocation_ids(sagemaker_async_backend, echo_endpoint, first["batch_tag"]).values()) == 5
