@@ -195,9 +195,13 @@ def check_every_line_is_true(
     return lines, count
 
 
+# Python 3.12+ warns that forking a process with threads (the test servers') may deadlock the child; the child
+# only makes HTTP requests on fresh clients and ends by SIGKILL or os._exit.
+FORK_OK = pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 KILL_POINTS = [("before_pin", 0), ("after_pin", 0), ("during", 7), ("after_wave", 0), ("after_state", 0)]
 
 
+@FORK_OK
 @pytest.mark.parametrize(("point", "after"), KILL_POINTS)
 def test_a_retry_after_a_sigkill_pairs_every_result_with_its_input_though_the_prefix_changed(
     sagemaker_async_backend: Any,
@@ -235,6 +239,7 @@ def test_a_retry_after_a_sigkill_pairs_every_result_with_its_input_though_the_pr
     assert sum(line["status"] == "Completed" for line in lines) == len(pinned) - summary["counts"]["Failed"]
 
 
+@FORK_OK
 def test_random_kill_points_and_prefix_changes_never_pair_a_result_with_the_wrong_input(
     sagemaker_async_backend: Any,
     echo_endpoint: str,
@@ -307,6 +312,7 @@ def test_random_kill_points_and_prefix_changes_never_pair_a_result_with_the_wron
     assert twice > 0  # the in-flight case did happen: the bound of 2 was tested, not only the bound of 1
 
 
+@FORK_OK
 def test_pinned_locations_win_over_a_changed_upstream_list_and_changed_records_are_refused(
     sagemaker_async_backend: Any, echo_endpoint: str, iris_endpoint: str, s3: Any, bucket: str, backend_connection: str
 ) -> None:
