@@ -30,7 +30,8 @@ costs 2 requests per block that still has pending items (output and failure), so
 
 **State in S3** (never in trigger kwargs or XCom), under ``<output dir>/<tag>.batch/``:
 ``state.json`` (:class:`BatchState`: the cursor and the items in flight, rewritten before each deferral),
-``inputs.jsonl`` (the input list of an ``input_prefix`` batch, pinned at the first try),
+``inputs.jsonl`` (the input locations of an ``input_prefix`` or ``input_locations`` batch, or a digest of its
+``input_records``: pinned before anything is submitted, the only truth of every later try),
 ``ended/<n>.jsonl`` (manifest lines of the items that ended, one part per resume) and ``manifest.jsonl``
 (every item once, sorted, written at the end).
 """
@@ -85,10 +86,17 @@ MAX_REASON_CHARS: Final = 1000
 _TAG_CHARS: Final = 12
 
 
-def batch_tag(dag_id: str, task_id: str, run_id: str, map_index: int = -1) -> str:
-    """Return the batch tag of one task instance: 12 hex digits, the same across its retries."""
-    digest = hashlib.sha256(json.dumps(["batch", dag_id, task_id, run_id, map_index]).encode()).hexdigest()
-    return digest[:_TAG_CHARS]
+def batch_tag(dag_id: str, task_id: str, run_id: str, map_index: int = -1, generation: int = 1) -> str:
+    """
+    Return the batch tag of one task instance: 12 hex digits, the same across its retries.
+
+    :param generation: 1 for the task instance's first batch; a clear after a successful try re-scores under
+        the next generation (2, 3, ...), a batch of its own (fresh names, state and pinned inputs).
+    """
+    key: list[Any] = ["batch", dag_id, task_id, run_id, map_index]
+    if generation != 1:
+        key.append(generation)
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()[:_TAG_CHARS]
 
 
 def low_water_mark(max_in_flight: int) -> int:
@@ -221,6 +229,9 @@ class BatchState:
     :param submitted: InvokeEndpointAsync calls this batch made (over every try).
     :param resumed: items a retry found already ended in S3 and did not submit again.
     :param deferrals: how many times the task deferred.
+    :param generation: which batch of the task instance this is (see :func:`batch_tag`).
+    :param succeeded_try: the try number that ended this batch successfully, ``None`` until one did; a later try
+        (a clear) starts the next generation unless ``rescore_on_clear=False``.
     """
 
     tag: str
@@ -235,6 +246,8 @@ class BatchState:
     submitted: int = 0
     resumed: int = 0
     deferrals: int = 0
+    generation: int = 1
+    succeeded_try: int | None = None
 
     def to_json(self) -> str:
         """Serialise as JSON (``state.json``)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import hashlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -109,15 +111,28 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     the manifest (S3, JSON lines) holds one :class:`~airflow_sagemaker_async.records.ManifestLine` per input.
 
     **Retries.** The batch tag, and so every InferenceId, Filename and the state location, is the same for
-    every try of a task instance. A retry reads the state, finds by LIST the results that already exist,
-    and submits only the missing items; items that were in flight (submitted, not yet ended) when the
-    earlier try died are watched, not re-sent, unless the earlier try died before it recorded them (then
-    they may run twice: at-least-once, as for the single operator). ``invocations`` in the summary counts them.
+    every try of a task instance. The first try pins its inputs in S3 (``inputs.jsonl``: the listed or given
+    locations, or a digest of ``input_records``) before it submits anything; every later try uses the pinned
+    list, whenever the earlier one died, so item ``i`` and its result always belong to the same input (a
+    changed ``input_prefix`` is not listed again; changed ``input_records`` are refused). A retry reads the
+    state, finds by LIST the results that already exist, and submits only the missing items; items that were
+    in flight (submitted, not yet ended) when the earlier try died are watched, not re-sent, unless the earlier
+    try died before it recorded them and they have not ended yet (then they may run twice: at-least-once, as
+    for the single operator). ``invocations`` in the summary counts them. Items an earlier try recorded
+    ``TimedOut`` are looked up again by LIST first: a result that arrived since turns them ``Completed`` /
+    ``Failed`` in a rewritten manifest and summary. ``Failed`` items are not looked up nor sent again (a
+    failure object is the model's answer).
+
+    **Clears.** A try that follows a *successful* try of the same task instance (Airflow counts a clear as a
+    new try) scores the inputs again as a new batch (a new tag, so new names, state and pinned inputs; the
+    earlier batch's results and manifest stay), unless ``rescore_on_clear=False``: then it returns the ended
+    batch's summary (after the ``TimedOut`` look-up). A retry of that new batch goes on with it.
 
     Exactly one source of inputs:
 
     :param input_locations: S3 / https URIs of payloads already uploaded, one item each (templated, e.g. from
-        an upstream task's XCom).
+        an upstream task's XCom; a rendered str is read as a JSON list, else as a Python list literal, the
+        text Airflow's default rendering makes of a list).
     :param input_prefix: ``s3://bucket/prefix``: every object under it (paginated LIST at the first try,
         pinned in the batch state so retries see the same list; keys ending in ``/`` skipped) (templated).
     :param input_records: JSON-serialisable payloads (``str`` and ``bytes`` sent as they are), one item each
@@ -159,6 +174,8 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     :param notification_queue_url: URL of an SQS queue subscribed to the endpoint's SNS success and error
         topics (templated): results wake the trigger within about a second, S3 confirms them, and safety
         polling slows to ``[sagemaker_async] push_max_poll_interval`` (300 s). Default ``None`` (polling).
+    :param rescore_on_clear: a try after a successful try (a clear) scores the inputs again, default ``True``;
+        ``False`` returns the ended batch's summary instead.
     :param aws_conn_id: Airflow AWS connection, default ``aws_default``.
     :param region_name: AWS region, default from the connection.
     :param verify: whether / how to verify SSL certificates, default from the connection.
@@ -169,8 +186,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     (to find the endpoint's output and failure paths before the first request), ``s3:ListBucket`` on the
     output buckets, ``s3:GetObject`` / ``s3:PutObject`` under the output path.
 
-    :raises SageMakerAsyncParameterError: a bad parameter or input, before any request (none, or more than
-        one source of inputs; no inputs; an input that breaks a rule; ``filename`` given).
+    :raises SageMakerAsyncParameterError: a bad parameter or input, before any request of any kind (none, or
+        more than one source of inputs; no inputs; a value that is not a list; an input that breaks a rule;
+        ``max_in_flight`` / ``submit_concurrency`` not a whole number >= 1; ``filename`` given); for
+        ``input_prefix``, a listed key that breaks a rule (after the LIST); ``input_records`` that differ from
+        those pinned by an earlier try.
     :raises SageMakerAsyncBatchFailed: more failures than the policy allows (after the manifest is written).
     :raises botocore.exceptions.ClientError: InvokeEndpointAsync still failing after botocore's retries
         (the items sent so far are recorded; a retry of the task goes on from there).
@@ -225,6 +245,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         max_poll_interval: float | None = None,
         min_deferral_seconds: float | None = None,
         notification_queue_url: str | None = None,
+        rescore_on_clear: bool = True,
         **kwargs: Any,
     ) -> None:
         if "filename" in kwargs:
@@ -245,8 +266,10 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         self.s3_output_path_extension = s3_output_path_extension
         self.request_ttl_seconds = request_ttl_seconds
         self.invocation_timeout_seconds = invocation_timeout_seconds
-        self.max_in_flight = int(check_positive(max_in_flight, "max_in_flight", unit="items"))
-        self.submit_concurrency = int(check_positive(submit_concurrency, "submit_concurrency", unit="threads"))
+        self.max_in_flight = _positive_int(max_in_flight, "max_in_flight", "items", example=DEFAULT_MAX_IN_FLIGHT)
+        self.submit_concurrency = _positive_int(
+            submit_concurrency, "submit_concurrency", "threads", example=DEFAULT_SUBMIT_CONCURRENCY
+        )
         self.max_failed_items = int(check_non_negative(max_failed_items, "max_failed_items", unit="items"))
         self.max_failed_fraction = check_non_negative(max_failed_fraction, "max_failed_fraction", unit="parts of 1")
         if self.max_failed_fraction > 1:
@@ -263,6 +286,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             poll_interval, max_poll_interval, push=self.notification_queue_url is not None
         )
         self.min_deferral_seconds = min_deferral(min_deferral_seconds)
+        self.rescore_on_clear = bool(rescore_on_clear)
         self._check_parameters(only_rendered=True)
 
     # -- parameters and inputs -------------------------------------------------------------------------
@@ -319,11 +343,14 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         config = {"retries": dict(DEFAULT_RETRIES), "max_pool_connections": max(10, self.submit_concurrency)}
         return SageMakerRuntimeHook(**{**self._hook_parameters, "config": {**config, **(self.botocore_config or {})}})
 
-    def _inputs(self, s3: Any, pinned: list[str] | None, *, check: bool) -> list[_Input]:
+    def _given_inputs(self, *, check: bool) -> list[_Input] | None:
         """
-        Resolve the inputs (``pinned``: an earlier try's input_prefix listing).
+        Return the inputs given as parameters (``input_locations`` / ``input_records``); ``None`` for ``input_prefix``.
 
-        :param check: check every input (the first ``execute`` of a try, before any request); a resume skips it.
+        No request: this runs before any, so a bad list or item never reaches S3, the control plane or the runtime.
+
+        :param check: check every input (each try's ``execute``); a resume skips it.
+        :raises SageMakerAsyncParameterError: no inputs, too many, or an input that breaks a rule.
         """
         content_type = self.content_type
         if self.input_records is not None:
@@ -342,18 +369,22 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                         "was given. Pass input_s3_prefix='s3://bucket/prefix' (the task needs s3:PutObject there).",
                         parameter="input_records",
                     )
+        elif self.input_locations is not None:
+            inputs = self._locations(_as_list(self.input_locations, "input_locations"), check=check)
         else:
-            if self.input_locations is not None:
-                locations = _as_list(self.input_locations, "input_locations")
-            else:
-                locations = pinned if pinned is not None else _list_objects(s3, self.input_prefix or "")
-            inputs = [_Input(location, None, content_type) for location in locations]
-            for index, location in enumerate(locations if check else ()):
-                try:
-                    check_input_location(location)
-                except SageMakerAsyncParameterError as error:
-                    name = "input_locations" if self.input_locations is not None else "input_prefix"
-                    raise SageMakerAsyncParameterError(f"{name}[{index}]: {error}", parameter=name) from error
+            return None
+        return self._counted(inputs)
+
+    def _locations(self, locations: list[Any], *, check: bool) -> list[_Input]:
+        name = "input_locations" if self.input_locations is not None else "input_prefix"
+        for index, location in enumerate(locations if check else ()):
+            try:
+                check_input_location(location)
+            except SageMakerAsyncParameterError as error:
+                raise SageMakerAsyncParameterError(f"{name}[{index}]: {error}", parameter=name) from error
+        return [_Input(location, None, self.content_type) for location in locations]
+
+    def _counted(self, inputs: list[_Input]) -> list[_Input]:
         if not inputs:
             source = (
                 "input_prefix"
@@ -375,26 +406,94 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             )
         return inputs
 
+    def _pinned_inputs(self, s3: Any, names: BatchNames, given: list[_Input] | None) -> list[_Input]:
+        """
+        Return the batch's inputs as pinned in ``inputs.jsonl``; pin them first if no try did yet.
+
+        The pinned list is the only truth of every try, whenever an earlier one died: item ``i`` is the ``i``-th
+        pinned input, so a result found in S3 is always paired with the input its inference read. It is written
+        before anything is submitted. A prefix is listed (and its keys checked) only when nothing is pinned.
+
+        :raises SageMakerAsyncParameterError: ``input_records`` changed since they were pinned; a listed key
+            breaks a rule; the prefix holds no inputs.
+        """
+        pin = join_s3(names.state_dir(), "inputs.jsonl")
+        text = _get_text_or_none(s3, pin)
+        if self.input_records is not None:
+            assert given is not None
+            digest = _records_digest(given)
+            if text is not None and json.loads(text) != digest:
+                raise SageMakerAsyncParameterError(
+                    f"input_records changed between tries of batch {names.tag}: {len(given)} records now, "
+                    f"{json.loads(text).get('count')} pinned by the first try (compared by SHA-256). Results already "
+                    "in S3 belong to the pinned records, so a retry cannot go on with others. Restore the records, "
+                    f"or delete {names.state_dir()}/ to score the new ones from scratch.",
+                    parameter="input_records",
+                )
+            if text is None:
+                _put(s3, pin, json.dumps(digest).encode())
+            return given
+        if text is not None:
+            pinned = [_Input(json.loads(line), None, self.content_type) for line in text.splitlines() if line]
+            if given is not None and [i.location for i in given] != [i.location for i in pinned]:
+                self.log.warning(
+                    "Batch %s: input_locations (%d items) differ from the %d pinned by the first try; the batch goes "
+                    "on with the pinned ones. Delete %s/ to score the new list from scratch.",
+                    names.tag,
+                    len(given),
+                    len(pinned),
+                    names.state_dir(),
+                )
+            return pinned
+        inputs = (
+            given
+            if given is not None
+            else self._counted(self._locations(_list_objects(s3, self.input_prefix or ""), check=True))
+        )
+        _put(s3, pin, "\n".join(json.dumps(i.location) for i in inputs).encode())
+        return inputs
+
     # -- execute / resume ------------------------------------------------------------------------------
 
     def execute(self, context: Context) -> BatchSummary:
         """
         Validate everything, then submit the first wave (or resume an earlier try's batch) and wait.
 
+        Every parameter and every given input is checked before the first request of any kind. A new try
+        resumes the batch of the earlier tries (pinned inputs, results found by LIST, ``TimedOut`` items looked
+        up again); a try after a successful one (a clear) scores the inputs again as a new batch, unless
+        ``rescore_on_clear=False``.
+
         :return: the :class:`~airflow_sagemaker_async.records.BatchSummary`.
         """
         fields = self._check_parameters(only_rendered=False)
+        given = self._given_inputs(check=True)
         ti = context["ti"]
-        tag = batch_tag(ti.dag_id, ti.task_id, ti.run_id, ti.map_index if ti.map_index is not None else -1)
+        self._try_number = int(getattr(ti, "try_number", None) or 1)
+        map_index = ti.map_index if ti.map_index is not None else -1
         s3 = self._s3()
-        names = self._names(fields, tag, ti.dag_id, ti.task_id)
-        state = self._load_state(s3, names)
-        pinned = None
-        if state is not None and self.input_prefix is not None:
-            pinned = [
-                json.loads(line) for line in _get_text(s3, join_s3(names.state_dir(), "inputs.jsonl")).splitlines()
-            ]
-        inputs = self._inputs(s3, pinned, check=True)
+        result_dirs = self._result_dirs(fields)
+        generation = 1
+        while True:
+            tag = batch_tag(ti.dag_id, ti.task_id, ti.run_id, map_index, generation)
+            names = self._names(fields, tag, ti, result_dirs)
+            state = self._load_state(s3, names)
+            if not (
+                self.rescore_on_clear
+                and state is not None
+                and state.succeeded_try is not None
+                and state.succeeded_try < self._try_number
+            ):
+                break
+            self.log.info(
+                "Batch %s ended successfully in try %d; try %d (a clear) scores the inputs again as a new batch "
+                "(rescore_on_clear=True).",
+                tag,
+                state.succeeded_try,
+                self._try_number,
+            )
+            generation += 1
+        inputs = self._pinned_inputs(s3, names, given)
         if state is None:
             state = BatchState(
                 tag=tag,
@@ -403,10 +502,8 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 output_dir=names.output_dir,
                 failure_dir=names.failure_dir,
                 started_at=isoformat(utcnow()),
+                generation=generation,
             )
-            if self.input_prefix is not None:
-                text = "\n".join(json.dumps(i.location) for i in inputs)
-                _put(s3, join_s3(names.state_dir(), "inputs.jsonl"), text.encode())
             self.log.info(
                 "Batch %s: %d items for endpoint %s; results under %s",
                 tag,
@@ -423,26 +520,21 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 len(state.pending),
             )
             if state.total != len(inputs):
-                raise SageMakerAsyncParameterError(
-                    f"The inputs changed between tries of batch {tag}: {state.total} items then, {len(inputs)} now. "
-                    "A retry must see the same inputs; clear the task's state to start afresh "
-                    f"(delete {names.state_dir()}).",
-                    parameter="input_locations",
+                raise RuntimeError(
+                    f"Batch {tag}: the state holds {state.total} items but {len(inputs)} inputs are pinned; the state "
+                    f"under {names.state_dir()} is inconsistent. Please report this."
                 )
+            self._recheck_timed_out(s3, names, state)
         return self._advance(s3, names, state, inputs, fields)
 
     def execute_complete(self, context: Context, event: BatchEvent) -> BatchSummary:
         """Resume after the trigger's event: record what ended, submit the next wave, defer again or finish."""
         fields = self._check_parameters(only_rendered=False)
         ti = context["ti"]
+        self._try_number = int(getattr(ti, "try_number", None) or 1)
         s3 = self._s3()
         state = BatchState.from_json(_get_text(s3, event["state_location"]))
         names = BatchNames.of(state.tag, ti.dag_id, ti.task_id, state.output_dir, state.failure_dir)
-        pinned = None
-        if self.input_prefix is not None:
-            pinned = [
-                json.loads(line) for line in _get_text(s3, join_s3(names.state_dir(), "inputs.jsonl")).splitlines()
-            ]
         self.log.info(
             "Batch %s: the trigger reports %s (%d ended, %d in flight)",
             state.tag,
@@ -450,9 +542,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             event["ended"],
             event["pending"],
         )
-        return self._advance(s3, names, state, self._inputs(s3, pinned, check=False), fields)
+        inputs = self._pinned_inputs(s3, names, self._given_inputs(check=False))
+        return self._advance(s3, names, state, inputs, fields)
 
-    def _names(self, fields: dict[str, Any], tag: str, dag_id: str, task_id: str) -> BatchNames:
+    def _result_dirs(self, fields: dict[str, Any]) -> tuple[str, str | None]:
+        """Return the endpoint's ``(S3OutputPath, S3FailurePath or None)``: DescribeEndpoint, DescribeEndpointConfig."""
         sagemaker: Any = AwsBaseHook(client_type="sagemaker", **self._hook_parameters).conn
         config_name = sagemaker.describe_endpoint(EndpointName=fields["endpoint_name"])["EndpointConfigName"]
         config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
@@ -463,20 +557,59 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 "AsyncInferenceConfig, so it does not take asynchronous inferences. Use an async endpoint.",
                 parameter="endpoint_name",
             )
-        extension = fields.get("s3_output_path_extension") or f"airflow-batch/{tag}"
         failure_path = output_config.get("S3FailurePath")
         if not failure_path:
             self.log.warning(
                 "Endpoint %s has no S3FailurePath: a model error shows only as TimedOut at the item's deadline.",
                 fields["endpoint_name"],
             )
+        return output_config["S3OutputPath"], failure_path or None
+
+    @staticmethod
+    def _names(fields: dict[str, Any], tag: str, ti: Any, result_dirs: tuple[str, str | None]) -> BatchNames:
+        output_path, failure_path = result_dirs
+        extension = fields.get("s3_output_path_extension") or f"airflow-batch/{tag}"
         return BatchNames.of(
             tag,
-            dag_id,
-            task_id,
-            join_s3(output_config["S3OutputPath"], extension),
+            ti.dag_id,
+            ti.task_id,
+            join_s3(output_path, extension),
             join_s3(failure_path, extension) if failure_path else None,
         )
+
+    def _recheck_timed_out(self, s3: Any, names: BatchNames, state: BatchState) -> None:
+        """
+        Look up by LIST (HEAD for odd failure keys) the items an earlier try recorded ``TimedOut``.
+
+        A result that arrived since turns the item ``Completed`` / ``Failed`` (a new ended part, which wins in
+        the manifest). ``Failed`` items are not looked up: a failure object is the model's answer.
+        """
+        timed_out = [line for line in self._ended_lines(s3, names).values() if line["status"] == TIMED_OUT]
+        if not timed_out:
+            return
+        items = [
+            PendingItem(
+                index=line["item"],
+                inference_id=line["inference_id"],
+                input_location=line["input_location"],
+                output_location=line["output_location"],
+                failure_location=line["failure_location"],
+                submitted_at=line["submitted_at"],
+                deadline=line["submitted_at"],
+                head_failure=not names.failure_follows_filename(line["item"], line["failure_location"]),
+            )
+            for line in timed_out
+        ]
+        found = self._find(s3, names, items)
+        ended = [(item, found[item.index]) for item in items if item.index in found]
+        self.log.info(
+            "Batch %s: %d items ended TimedOut in an earlier try; %d of them have a result now",
+            state.tag,
+            len(items),
+            len(ended),
+        )
+        if ended:
+            self._write_part(s3, names, state, self._lines(s3, ended))
 
     def _load_state(self, s3: Any, names: BatchNames) -> BatchState | None:
         bucket, key = split_s3_uri(names.state_location())
@@ -735,13 +868,22 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             deadline=isoformat(deadline),
         )
 
-    def _finish(self, s3: Any, names: BatchNames, state: BatchState) -> BatchSummary:
-        """Write the manifest (every item once, sorted), return the summary or raise per the failure policy."""
+    def _ended_lines(self, s3: Any, names: BatchNames) -> dict[int, ManifestLine]:
+        """Return each ended item's manifest line from the ended parts; a later part wins (a re-check's verdict)."""
         lines: dict[int, ManifestLine] = {}
-        for uri, _ in _list_prefix(s3, join_s3(names.state_dir(), "ended") + "/"):
+        for uri, _ in _list_prefix(s3, join_s3(names.state_dir(), "ended") + "/"):  # in part order
             for text in _get_text(s3, uri).splitlines():
                 line: ManifestLine = json.loads(text)
-                lines.setdefault(line["item"], line)
+                lines[line["item"]] = line
+        return lines
+
+    def _finish(self, s3: Any, names: BatchNames, state: BatchState) -> BatchSummary:
+        """
+        Write the manifest (every item once, sorted), return the summary or raise per the failure policy.
+
+        A success is recorded in the state (``succeeded_try``), so a later try of the task, a clear, re-scores.
+        """
+        lines = self._ended_lines(s3, names)
         if len(lines) != state.total:
             missing = sorted(set(range(state.total)) - set(lines))[:10]
             raise RuntimeError(
@@ -778,6 +920,8 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 "has each item's status and failure reason.",
                 summary=summary,
             )
+        state.succeeded_try = getattr(self, "_try_number", 1)
+        _put(s3, names.state_location(), state.to_json().encode())
         return summary
 
     # -- OpenLineage -------------------------------------------------------------------------------------
@@ -839,18 +983,73 @@ def _parse(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+_LIST_FIXES = (
+    "Pass a list, or the upstream task's .output (an XComArg, e.g. {parameter}=list_task.output), which reaches the "
+    "operator as a list; or set render_template_as_native_obj=True on the DAG so that a '{{{{ ti.xcom_pull(...) }}}}' "
+    "template renders to the list itself, not its text."
+)
+
+
 def _as_list(value: Any, parameter: str) -> list[Any]:
+    """
+    Return ``value`` as a list; a str is read as a JSON list, else as a Python list literal (never ``eval``).
+
+    Airflow's default (non-native) rendering turns a templated upstream list into its Python repr
+    (``"['s3://b/k']"``): :func:`ast.literal_eval` reads it back, and reads nothing but literals.
+
+    :raises SageMakerAsyncParameterError: not a list, or a str that is neither; the message names the type
+        and the start of the value, and both fixes.
+    """
     if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            value = None
+        parsed: Any = _UNPARSED
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(value)
+        if parsed is _UNPARSED:
+            with contextlib.suppress(ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                parsed = ast.literal_eval(value.strip())
+        if not isinstance(parsed, (list, tuple)):
+            shown = value if len(value) <= 60 else value[:60] + "..."
+            raise SageMakerAsyncParameterError(
+                f"{parameter} must be a list; got a str ({len(value)} characters, {shown!r}) that is neither a JSON "
+                f"list nor a Python list literal. {_LIST_FIXES.format(parameter=parameter)}",
+                parameter=parameter,
+            )
+        value = parsed
     if not isinstance(value, (list, tuple)):
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:60] + "..."
         raise SageMakerAsyncParameterError(
-            f"{parameter} must be a list, got {type(value).__name__}. Pass a list, or an XCom holding one.",
+            f"{parameter} must be a list, got {type(value).__name__} ({shown}). "
+            f"{_LIST_FIXES.format(parameter=parameter)}",
             parameter=parameter,
         )
     return list(value)
+
+
+_UNPARSED: Any = object()
+
+
+def _positive_int(value: Any, parameter: str, unit: str, *, example: int) -> int:
+    """Return ``value`` if it is a whole number >= 1 (an int, or a float without fraction), else refuse it."""
+    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if isinstance(value, bool) or not whole or value < 1:
+        raise SageMakerAsyncParameterError(
+            f"{parameter}={value!r} is invalid: it must be a whole number of {unit}, 1 or more. "
+            f"Pass an int, e.g. {parameter}={example}.",
+            parameter=parameter,
+        )
+    return int(value)
+
+
+def _records_digest(inputs: list[_Input]) -> dict[str, Any]:
+    """Return what pins ``input_records``: their count and a SHA-256 over every serialised record, in order."""
+    digest = hashlib.sha256()
+    for item in inputs:
+        payload, content_type = item.payload()
+        body = payload or b""
+        digest.update(f"{len(body)}:{content_type}:".encode())
+        digest.update(body)
+    return {"count": len(inputs), "sha256": digest.hexdigest()}
 
 
 def _list_prefix(s3: Any, prefix_uri: str) -> list[tuple[str, Any]]:
@@ -870,6 +1069,16 @@ def _list_objects(s3: Any, prefix_uri: str) -> list[str]:
 def _get_text(s3: Any, uri: str) -> str:
     bucket, key = split_s3_uri(uri)
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
+
+
+def _get_text_or_none(s3: Any, uri: str) -> str | None:
+    """Return the object at ``uri`` as text, or ``None`` when it does not exist (GetObject NoSuchKey)."""
+    try:
+        return _get_text(s3, uri)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
+            return None
+        raise
 
 
 def _put(s3: Any, uri: str, body: bytes) -> None:

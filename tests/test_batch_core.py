@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
+
+import pytest
 
 from airflow_sagemaker_async.batch import (
     BatchNames,
@@ -15,6 +18,8 @@ from airflow_sagemaker_async.batch import (
     merge_found,
     reconcile,
 )
+from airflow_sagemaker_async.batch_operator import _as_list, _positive_int
+from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
 from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_ASYNC, field_rule
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -100,3 +105,44 @@ def test_the_state_round_trips_and_knows_when_the_batch_is_done() -> None:
     again.pending = []
     assert again.done
     assert low_water_mark(1000) == 250
+
+
+def test_a_clear_after_success_gets_a_tag_of_its_own_and_the_first_batch_keeps_the_tag_it_always_had() -> None:
+    assert batch_tag("d", "t", "r") == batch_tag("d", "t", "r", -1, 1) == "3d1d2d83d1a5"  # as before generations
+    assert len({batch_tag("d", "t", "r", -1, generation) for generation in (1, 2, 3)}) == 3
+    state = BatchState(tag="t", endpoint_name="e", total=1, output_dir="s3://b/o", failure_dir=None, started_at="x")
+    old = json.loads(state.to_json())
+    del old["generation"], old["succeeded_try"]  # a state.json written before the two fields existed
+    assert BatchState.from_json(json.dumps(old)) == state
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (["s3://b/k"], ["s3://b/k"]),
+        ('["s3://b/k"]', ["s3://b/k"]),
+        (str(["s3://b/it's", "s3://b/k"]), ["s3://b/it's", "s3://b/k"]),  # Airflow's non-native rendering
+        (str(("s3://b/k",)), ["s3://b/k"]),
+        (" ['s3://b/k']\n", ["s3://b/k"]),
+    ],
+)
+def test_a_list_or_its_json_or_python_text_is_read_as_the_list(value: object, expected: list[str]) -> None:
+    assert _as_list(value, "input_locations") == expected
+
+
+@pytest.mark.parametrize("value", ["__import__('os').system('true')", "s3://b/k", "{'a': 1}", "'s3://b/k'", "", 3])
+def test_anything_else_is_refused_never_evaluated(value: object) -> None:
+    with pytest.raises(SageMakerAsyncParameterError, match="render_template_as_native_obj=True") as info:
+        _as_list(value, "input_locations")
+
+    assert info.value.parameter == "input_locations"
+    assert type(value).__name__ in str(info.value)
+
+
+@pytest.mark.parametrize(("value", "ok"), [(1, True), (8, True), (4.0, True), (0, False), (0.5, False), (-2, False)])
+def test_counts_of_items_and_threads_are_whole_numbers_from_1(value: object, ok: bool) -> None:
+    if ok:
+        assert _positive_int(value, "max_in_flight", "items", example=1000) == value
+        return
+    with pytest.raises(SageMakerAsyncParameterError, match=r"max_in_flight=.* whole number of items, 1 or more"):
+        _positive_int(value, "max_in_flight", "items", example=1000)
