@@ -53,9 +53,12 @@ test-py313: install
 
 # The plugin installed with each platform's own package set as its users would, then its fast tests
 # (.ci/platform-test; the sets are the folders of platforms/). Every set runs; any failure fails the target.
+# The demo runs in the PLATFORM_DEMO set.
 PLATFORMS ?= mwaa-3.3.1 mwaa-3.2.1
+PLATFORM_DEMO ?= mwaa-3.3.1
 test-platforms: install
-	@failed=""; for platform in $(PLATFORMS); do .ci/platform-test $$platform || failed="$$failed $$platform"; done; \
+	@failed=""; for platform in $(PLATFORMS); do \
+	  PLATFORM_DEMO=$(PLATFORM_DEMO) .ci/platform-test $$platform || failed="$$failed $$platform"; done; \
 	if [ -n "$$failed" ]; then echo ">> test-platforms failed:$$failed"; exit 1; fi
 
 # Build the sdist and the wheel, check them, install the wheel alone into a fresh venv (.ci/package-check).
