@@ -97,7 +97,7 @@ def test_airflow_lists_the_provider() -> None:
 
 # -- Supported versions: pyproject, the CI sets and the README's table agree -------------------------------
 
-ROOT = PACKAGE_DIR.parent
+ROOT = Path(__file__).resolve().parents[1]
 # README column -> distribution name.
 _COLUMNS = {
     "Airflow": "apache-airflow",
