@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install test lint typecheck pytest test-oldest package-check demo demo-ui bench bench-quick bench-batch soak constraints constraints-oldest clean
+.PHONY: install test lint typecheck pytest test-oldest test-py313 test-platforms package-check demo demo-ui bench bench-quick bench-batch soak constraints constraints-oldest clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo ">> creating $(VENV) and installing airflow-sagemaker-async[test,bench] (pinned by constraints.txt)"
@@ -41,6 +41,25 @@ $(OLDEST)/.installed-stamp: pyproject.toml constraints-oldest.txt | $(STAMP)
 
 test-oldest: $(OLDEST)/.installed-stamp
 	$(OLDEST)/bin/pytest -m "not e2e and not slow" --ignore=tests/local --durations=10
+
+# The fast tests on Python 3.13 (constraints.txt), in a venv of their own. The interpreter is the cached one
+# (/opt/ci-python/3.13), else pyenv's, else built from Debian 13's source package (.ci/python-build, ~4-8 min).
+PY313 := .venv-py313
+test-py313: install
+	rm -rf $(PY313)
+	$(BIN)/uv venv --quiet --python "$$(.ci/python-build 3.13)" $(PY313)
+	$(BIN)/uv pip install --quiet --python $(PY313)/bin/python -c constraints.txt -e ".[test]"
+	$(PY313)/bin/pytest -m "not e2e and not slow" --durations=10
+
+# The plugin installed with each platform's own package set as its users would, then its fast tests
+# (.ci/platform-test; the sets are the folders of platforms/). Every set runs; any failure fails the target.
+# The demo runs in the PLATFORM_DEMO set.
+PLATFORMS ?= mwaa-3.3.1 mwaa-3.2.1
+PLATFORM_DEMO ?= mwaa-3.3.1
+test-platforms: install
+	@failed=""; for platform in $(PLATFORMS); do \
+	  PLATFORM_DEMO=$(PLATFORM_DEMO) .ci/platform-test $$platform || failed="$$failed $$platform"; done; \
+	if [ -n "$$failed" ]; then echo ">> test-platforms failed:$$failed"; exit 1; fi
 
 # Build the sdist and the wheel, check them, install the wheel alone into a fresh venv (.ci/package-check).
 package-check: install

@@ -18,9 +18,10 @@ from airflow_sagemaker_async.lineage import LineageRecord, operator_lineage
 from airflow_sagemaker_async.links import SageMakerAsyncOutputLink, SageMakerEndpointLink
 from airflow_sagemaker_async.outcome import DEFAULT_MAX_OUTPUT_BYTES
 from airflow_sagemaker_async.records import FAILED, IN_PROGRESS, TIMED_OUT
-from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_ASYNC
+from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_ASYNC, installed_botocore
 from airflow_sagemaker_async.submission import default_inference_id, input_key, serialize_input_data
 from airflow_sagemaker_async.validation import (
+    INLINE_BODY,
     MAX_INLINE_BODY_BYTES,
     check_invoke_fields,
     check_output_format,
@@ -67,7 +68,8 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
     :param input_data: the payload: ``str`` (UTF-8), ``bytes``, or a JSON-serialisable value (sent as
         JSON, ``application/json`` unless ``content_type`` says otherwise) (templated, JSON rendering).
         Sent inline as the request Body when it is at most 128,000 bytes, else uploaded to
-        ``input_s3_prefix`` first.
+        ``input_s3_prefix`` first. With botocore < 1.43.29 (no Body in InvokeEndpointAsync, e.g. MWAA 3.2.1's
+        1.42.84) it is always uploaded, so ``input_s3_prefix`` is then required.
     :param input_s3_prefix: ``s3://bucket/prefix`` where a larger ``input_data`` is uploaded, under
         ``<prefix>/<inference id>/input`` (templated). Needs ``s3:PutObject`` there.
     :param content_type: MIME type of the payload (templated).
@@ -77,8 +79,8 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
     :param inference_id: 1-64 printable ASCII characters (templated). Default: deterministic from
         dag_id, task_id, run_id and map_index (:func:`default_inference_id`), so retries reuse it and
         the SageMaker logs can be matched to the task instance.
-    :param s3_output_path_extension: path appended to the endpoint's S3OutputPath (templated).
-    :param filename: name of the output object, <= 32 characters, one dot at most (templated).
+    :param s3_output_path_extension: path appended to the endpoint's S3OutputPath (templated; botocore >= 1.42.54).
+    :param filename: name of the output object, <= 32 characters, one dot at most (templated; botocore >= 1.42.54).
     :param request_ttl_seconds: seconds the request may wait in SageMaker's queue, 60-21600; SageMaker's
         default 21600 (templated).
     :param invocation_timeout_seconds: seconds the model may take, 1-3600; SageMaker's default 900 (templated).
@@ -255,6 +257,14 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
 
     def _payload(self, content_type: str | None) -> tuple[bytes, str | None]:
         payload, content_type = serialize_input_data(self.input_data, content_type)
+        if not INLINE_BODY and self.input_s3_prefix is None:
+            raise SageMakerAsyncParameterError(
+                f"input_data needs input_s3_prefix with the installed botocore {installed_botocore()}: "
+                "InvokeEndpointAsync's inline Body needs botocore >= 1.43.29, so the payload is uploaded to S3 "
+                "and sent as its InputLocation. Pass input_s3_prefix='s3://bucket/prefix' (the task needs "
+                "s3:PutObject there), or upgrade botocore (pip install 'botocore>=1.43.29').",
+                parameter="input_s3_prefix",
+            )
         if len(payload) > MAX_INLINE_BODY_BYTES and self.input_s3_prefix is None:
             raise SageMakerAsyncParameterError(
                 f"input_data is {len(payload)} bytes once serialised, more than the {MAX_INLINE_BODY_BYTES} "
@@ -295,7 +305,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
             )
             return self.finish_event(event)
         body = None
-        if payload is not None and len(payload) > MAX_INLINE_BODY_BYTES:
+        if payload is not None and (not INLINE_BODY or len(payload) > MAX_INLINE_BODY_BYTES):
             bucket, prefix = parse_s3_uri(self.input_s3_prefix or "", "input_s3_prefix")
             key = input_key(prefix, inference_id)
             self._s3_hook().load_bytes(payload, key=key, bucket_name=bucket, replace=True)
@@ -416,7 +426,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
             record.inputs.append(self.input_location)
         elif result is not None and self.input_data is not None and isinstance(self.input_s3_prefix, str):
             payload, _ = serialize_input_data(self.input_data, self.content_type)
-            if len(payload) > MAX_INLINE_BODY_BYTES:  # uploaded before the request: see execute
+            if not INLINE_BODY or len(payload) > MAX_INLINE_BODY_BYTES:  # uploaded before the request: see execute
                 bucket, prefix = parse_s3_uri(self.input_s3_prefix, "input_s3_prefix")
                 record.inputs.append(f"s3://{bucket}/{input_key(prefix, result['inference_id'])}")
         if result is not None:

@@ -13,6 +13,13 @@ Patterns in the model are Java regular expressions that AWS matches against the 
 Java-only constructs they use (``\p{ASCII}``, ``\p{Print}``, ``\z``) are translated by
 :func:`python_pattern`.
 
+**botocore's range.** A field added to the API after the oldest supported botocore (pyproject) is listed
+in :data:`FIELDS_ADDED` with the botocore release whose model first has it. When the installed botocore
+lacks it, :func:`field_rules` still returns a rule for it, with the limits of the API reference and
+``available=False``: the operators then refuse the parameter with an error naming that release (never a
+silent drop), the single async operator uploads ``input_data`` to S3 instead of sending it as ``Body``, and
+the local backend (which follows the service, not the client) accepts both request shapes.
+
 This module imports botocore only (no Airflow), so the local backend can use it.
 
 .. seealso::
@@ -28,18 +35,21 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
+import botocore
 import botocore.session
 from botocore import xform_name
 
 __all__ = [
     "DEFAULT_INVOCATION_TIMEOUT_SECONDS",
     "DEFAULT_REQUEST_TTL_SECONDS",
+    "FIELDS_ADDED",
     "INVOKE_ENDPOINT",
     "INVOKE_ENDPOINT_ASYNC",
     "INVOKE_ENDPOINT_WITH_RESPONSE_STREAM",
     "FieldRule",
     "field_rule",
     "field_rules",
+    "installed_botocore",
     "python_pattern",
 ]
 
@@ -51,6 +61,54 @@ INVOKE_ENDPOINT_WITH_RESPONSE_STREAM: Final = "InvokeEndpointWithResponseStream"
 #: reference, not in the service model): 6 hours in the queue, 15 minutes of processing.
 DEFAULT_REQUEST_TTL_SECONDS: Final = 21600
 DEFAULT_INVOCATION_TIMEOUT_SECONDS: Final = 900
+
+#: The request fields added to botocore's ``sagemaker-runtime`` model during botocore 1.42 and 1.43, by operation and
+#: API name: the botocore release that first has the field, and the field's rules as the API reference (and
+#: every later model) states them, used when the installed botocore lacks the field. Each release was found
+#: by bisecting botocore's published wheels (``botocore/data/sagemaker-runtime/2017-05-13/service-2.json``).
+FIELDS_ADDED: Final[dict[tuple[str, str], tuple[str, dict[str, Any]]]] = {
+    (INVOKE_ENDPOINT_ASYNC, "S3OutputPathExtension"): (
+        "1.42.54",
+        {
+            "location": "header",
+            "wire_name": "X-Amzn-SageMaker-S3OutputPathExtension",
+            "type_name": "string",
+            "minimum": 1,
+            "maximum": 512,
+            "pattern": r"^(?!s3:|https:)[a-zA-Z0-9!_.*'()/-]+$",
+        },
+    ),
+    (INVOKE_ENDPOINT_ASYNC, "Filename"): (
+        "1.42.54",
+        {
+            "location": "header",
+            "wire_name": "X-Amzn-SageMaker-Filename",
+            "type_name": "string",
+            "minimum": 1,
+            "maximum": 32,
+            "pattern": r"^(?!.*\..*\.)[a-zA-Z0-9][a-zA-Z0-9-_\.]*$",
+        },
+    ),
+    # From 1.43.29 on, InputLocation is no longer required: exactly one of Body and InputLocation.
+    (INVOKE_ENDPOINT_ASYNC, "Body"): (
+        "1.43.29",
+        {"location": None, "wire_name": "Body", "type_name": "blob", "maximum": 128_000, "sensitive": True},
+    ),
+    **{
+        (operation, "PrefixAwareId"): (
+            "1.43.68",
+            {
+                "location": "header",
+                "wire_name": "X-Amzn-SageMaker-Prefix-Aware-Id",
+                "type_name": "string",
+                "minimum": 1,
+                "maximum": 64,
+                "pattern": r"\A\S[\p{Print}]*\z",
+            },
+        )
+        for operation in (INVOKE_ENDPOINT, INVOKE_ENDPOINT_WITH_RESPONSE_STREAM)
+    },
+}
 
 _JAVA_CLASSES: Final = {r"\p{ASCII}": r"\x00-\x7F", r"\p{Print}": r"\x20-\x7E"}
 
@@ -83,6 +141,9 @@ class FieldRule:
     :param pattern: the model's Java pattern, or ``None``.
     :param sensitive: the model marks the value sensitive (never shown in messages or logs).
     :param required: the request must carry it.
+    :param available: the installed botocore's model has the field, so botocore can send it. ``False`` for a
+        field of :data:`FIELDS_ADDED` that the installed botocore lacks (its rules then come from that table).
+    :param added_in: the botocore release that added the field (:data:`FIELDS_ADDED`), ``None`` for the older ones.
     """
 
     operation: str
@@ -96,6 +157,8 @@ class FieldRule:
     pattern: str | None
     sensitive: bool
     required: bool
+    available: bool = True
+    added_in: str | None = None
 
     def matches(self, value: str) -> bool:
         """Tell whether ``value`` matches the whole :attr:`pattern` (``True`` when there is none)."""
@@ -122,6 +185,8 @@ def field_rules(operation: str) -> dict[str, FieldRule]:
     """
     Return the rules of every request field of ``operation``, by snake_case parameter name, in model order.
 
+    Fields of :data:`FIELDS_ADDED` that the installed botocore lacks come last, with ``available=False``.
+
     :param operation: one of :data:`INVOKE_ENDPOINT_ASYNC`, :data:`INVOKE_ENDPOINT`,
         :data:`INVOKE_ENDPOINT_WITH_RESPONSE_STREAM`.
     :raises botocore.exceptions.OperationNotFoundError: the installed botocore does not know ``operation``.
@@ -146,14 +211,39 @@ def field_rules(operation: str) -> dict[str, FieldRule]:
             pattern=metadata.get("pattern"),
             sensitive=bool(metadata.get("sensitive")),
             required=name in required,
+            added_in=FIELDS_ADDED.get((operation, name), (None,))[0],
         )
+    for (added_to, name), (release, documented) in FIELDS_ADDED.items():
+        parameter = xform_name(name)
+        if added_to == operation and parameter not in rules:
+            rules[parameter] = FieldRule(
+                operation=operation,
+                name=name,
+                parameter=parameter,
+                wire_name=documented["wire_name"],
+                location=documented["location"],
+                type_name=documented["type_name"],
+                minimum=documented.get("minimum"),
+                maximum=documented.get("maximum"),
+                pattern=documented.get("pattern"),
+                sensitive=documented.get("sensitive", False),
+                required=False,
+                available=False,
+                added_in=release,
+            )
     return rules
+
+
+def installed_botocore() -> str:
+    """Return the installed botocore's version, e.g. ``"1.42.84"``."""
+    return str(botocore.__version__)
 
 
 def field_rule(operation: str, parameter: str) -> FieldRule:
     """
     Return the rules of one field, e.g. ``field_rule(INVOKE_ENDPOINT_ASYNC, "filename")``.
 
-    :raises KeyError: ``operation`` has no such field in the installed botocore's model.
+    :raises KeyError: ``operation`` has no such field, neither in the installed botocore's model nor in
+        :data:`FIELDS_ADDED`.
     """
     return field_rules(operation)[parameter]

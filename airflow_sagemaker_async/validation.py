@@ -7,6 +7,10 @@ messages (parameter, rule, offending value redacted where the model marks it sen
 the few rules the model does not carry (CustomAttributes is *visible* US-ASCII, per the API reference;
 InferenceId travels as an ASCII header).
 
+A field the installed botocore cannot send (:data:`~airflow_sagemaker_async.rules.FIELDS_ADDED`) is refused
+with an error naming the botocore release that added it; ``input_data`` then goes through S3
+(:data:`INLINE_BODY`).
+
 Each check raises :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncParameterError`. A value that
 Airflow will still render (a Jinja string, an ``XComArg``) is not checked at construction; the operator
 checks it again after rendering, before any AWS call.
@@ -19,7 +23,13 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
 from airflow_sagemaker_async.layout import split_s3_uri
-from airflow_sagemaker_async.rules import INVOKE_ENDPOINT, INVOKE_ENDPOINT_ASYNC, field_rule, field_rules
+from airflow_sagemaker_async.rules import (
+    INVOKE_ENDPOINT,
+    INVOKE_ENDPOINT_ASYNC,
+    field_rule,
+    field_rules,
+    installed_botocore,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,8 +43,12 @@ _EXTENSION: Final = field_rule(INVOKE_ENDPOINT_ASYNC, "s3_output_path_extension"
 _FILENAME: Final = field_rule(INVOKE_ENDPOINT_ASYNC, "filename")
 _BODY: Final = field_rule(INVOKE_ENDPOINT_ASYNC, "body")
 
-#: Largest InvokeEndpointAsync Body, bytes (the service model's ``max``: 128,000); larger payloads go through S3.
-MAX_INLINE_BODY_BYTES: Final = _BODY.maximum or 128_000
+#: Whether the installed botocore can send an InvokeEndpointAsync ``Body`` (botocore >= 1.43.29). Without it,
+#: every ``input_data`` is uploaded to ``input_s3_prefix`` and sent as its InputLocation.
+INLINE_BODY: Final = _BODY.available
+#: Largest InvokeEndpointAsync Body, bytes (the service model's ``max``: 128,000); larger payloads go through
+#: S3. 0 when the installed botocore has no Body (:data:`INLINE_BODY`): every payload goes through S3.
+MAX_INLINE_BODY_BYTES: Final = (_BODY.maximum or 128_000) if INLINE_BODY else 0
 #: Largest InvokeEndpoint / InvokeEndpointWithResponseStream Body, bytes (the service model's ``max``:
 #: 6,291,456 = 6 MiB); larger payloads need asynchronous inference.
 MAX_REALTIME_BODY_BYTES: Final = field_rule(INVOKE_ENDPOINT, "body").maximum or 6_291_456
@@ -67,6 +81,24 @@ def _string(parameter: str, value: Any, *, sensitive: bool = False) -> str:
     if not isinstance(value, str):
         _fail(parameter, f"must be a string, got {type(value).__name__}", value, "Pass a str.", sensitive=sensitive)
     return value
+
+
+def check_available(rule: FieldRule, value: Any) -> None:
+    """
+    Refuse a value for a field the installed botocore cannot send (it would be dropped or refused by botocore).
+
+    :raises SageMakerAsyncParameterError: naming the parameter, the botocore release that added the field and
+        the installed one.
+    """
+    if not rule.available:
+        _fail(
+            rule.parameter,
+            f"{rule.operation}'s {rule.name} needs botocore >= {rule.added_in}, and the installed botocore is "
+            f"{installed_botocore()}",
+            value,
+            f"Upgrade botocore (pip install 'botocore>={rule.added_in}'), or leave {rule.parameter} out.",
+            sensitive=rule.sensitive,
+        )
 
 
 def _limits(rule: FieldRule) -> str:
@@ -128,8 +160,11 @@ def check_field(value: Any, parameter: str, *, operation: str) -> str:
 
     The generic check for fields without a bespoke one (TargetModel, TargetVariant, SessionId, ...): length,
     pattern, and ASCII for a value that travels as an HTTP header. Sensitive values are redacted in the message.
+    A field the installed botocore lacks (``PrefixAwareId`` before botocore 1.43.68) is refused
+    (:func:`check_available`).
     """
     rule = field_rule(operation, parameter)
+    check_available(rule, value)
     text = _string(parameter, value, sensitive=rule.sensitive)
     header = rule.location == "header"
     if not (rule.length_ok(text) and rule.matches(text) and (not header or text.isascii())):
@@ -204,6 +239,7 @@ def parse_s3_uri(value: str, parameter: str) -> tuple[str, str]:
 
 def check_s3_output_path_extension(value: Any, parameter: str = "s3_output_path_extension") -> str:
     """Return ``value`` if it is a valid S3OutputPathExtension (service model: 1-512 of ``[a-zA-Z0-9!_.*'()/-]``)."""
+    check_available(_EXTENSION, value)
     text = _string(parameter, value)
     if not _EXTENSION.length_ok(text) or not _EXTENSION.matches(text):
         _fail(
@@ -218,6 +254,7 @@ def check_s3_output_path_extension(value: Any, parameter: str = "s3_output_path_
 
 def check_filename(value: Any, parameter: str = "filename") -> str:
     """Return ``value`` if it is a valid Filename (service model: 1-32 characters, at most one dot)."""
+    check_available(_FILENAME, value)
     text = _string(parameter, value)
     if not _FILENAME.length_ok(text) or not _FILENAME.matches(text):
         _fail(

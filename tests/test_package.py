@@ -94,3 +94,97 @@ def test_airflow_lists_the_provider() -> None:
     start = result.stdout.index("[")
     providers = {p["package_name"]: p for p in json.loads(result.stdout[start:])}
     assert providers["airflow-sagemaker-async"]["version"] == airflow_sagemaker_async.__version__
+
+
+# -- Supported versions: pyproject, the CI sets and the README's table agree -------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+# README column -> distribution name.
+_COLUMNS = {
+    "Airflow": "apache-airflow",
+    "task SDK": "apache-airflow-task-sdk",
+    "amazon": "apache-airflow-providers-amazon",
+    "common-compat": "apache-airflow-providers-common-compat",
+    "botocore": "botocore",
+    "aiobotocore": "aiobotocore",
+}
+# README row -> the constraint files CI installs that set with.
+_SETS = {
+    "newest": ["constraints.txt"],
+    "Python 3.13": ["constraints.txt"],
+    "oldest": ["constraints-oldest.txt"],
+    "MWAA 3.3.1": [
+        "platforms/mwaa-3.3.1/airflow_constraints.txt",
+        "platforms/mwaa-3.3.1/mwaa_essential_constraints.txt",
+    ],
+    "MWAA 3.2.1": [
+        "platforms/mwaa-3.2.1/airflow_constraints.txt",
+        "platforms/mwaa-3.2.1/mwaa_essential_constraints.txt",
+    ],
+}
+
+
+def _pins(files: list[str]) -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for file in files:
+        for line in (ROOT / file).read_text().splitlines():
+            if "==" in line and not line.lstrip().startswith("#"):
+                name, version = line.split("==", 1)
+                pins[name.strip().lower().replace("_", "-")] = version.split(";")[0].strip()
+    return pins
+
+
+def _readme_table() -> dict[str, dict[str, str]]:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| set (CI target) |"))
+    header = [cell.strip() for cell in lines[start].strip("|").split("|")]
+    rows: dict[str, dict[str, str]] = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[cells[0].split(" (")[0]] = dict(zip(header, cells, strict=True))
+    return rows
+
+
+def _lower_bounds() -> dict[str, str]:
+    metadata = importlib.metadata.metadata("airflow-sagemaker-async")
+    bounds = {}
+    for requirement in metadata.get_all("Requires-Dist") or []:
+        if "extra ==" in requirement or ">=" not in requirement:
+            continue
+        name = requirement.split(">=")[0].split("[")[0].strip().lower()
+        bounds[name] = requirement.split(">=")[1].split(",")[0].split(";")[0].strip()
+    return bounds
+
+
+def test_the_readme_version_table_matches_the_pins_ci_installs() -> None:
+    table = _readme_table()
+    assert set(table) == set(_SETS)
+    for row, files in _SETS.items():
+        pins = _pins(files)
+        for column, distribution in _COLUMNS.items():
+            if distribution in pins:  # the MWAA files leave the task SDK to apache-airflow's own pin
+                assert table[row][column] == pins[distribution], f"README row {row!r}, column {column!r}"
+
+
+def test_every_lower_bound_is_a_version_ci_installs() -> None:
+    bounds = _lower_bounds()
+    installed = {distribution: set() for distribution in _COLUMNS.values()}
+    for row in _readme_table().values():
+        for column, distribution in _COLUMNS.items():
+            installed[distribution].add(row[column])
+    for distribution in _COLUMNS.values():
+        assert distribution in bounds, f"pyproject declares no lower bound for {distribution}"
+        assert bounds[distribution] in installed[distribution], f"{distribution}>={bounds[distribution]} untested"
+
+
+def test_the_declared_pythons_are_the_tested_ones() -> None:
+    metadata = importlib.metadata.metadata("airflow-sagemaker-async")
+    classifiers = {c.rsplit(" :: ", 1)[1] for c in metadata.get_all("Classifier") or [] if "Python :: 3." in c}
+    assert classifiers == {"3.11", "3.12", "3.13"}
+    assert metadata["Requires-Python"].replace(" ", "") in {">=3.11,<3.14", "<3.14,>=3.11"}
+    assert {
+        row["Python"].rsplit(".", 1)[0] if row["Python"].count(".") == 2 else row["Python"]
+        for row in _readme_table().values()
+    } == classifiers

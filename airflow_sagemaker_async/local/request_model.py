@@ -2,6 +2,11 @@
 
 The constraints (min / max length, integer ranges, patterns) come from :mod:`airflow_sagemaker_async.rules`,
 the one source the operators use too, read from the ``sagemaker-runtime`` service model shipped with botocore.
+
+The backend follows the service, not the installed client: it accepts both InvokeEndpointAsync shapes,
+the current one (exactly one of ``Body`` and ``InputLocation``) and the one older botocore sends
+(``InputLocation`` only, botocore < 1.43.29). A field the installed botocore's model lacks is still read
+and checked with the rules of :data:`airflow_sagemaker_async.rules.FIELDS_ADDED`.
 """
 
 from __future__ import annotations

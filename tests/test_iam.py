@@ -1,0 +1,125 @@
+"""
+The IAM policies in iam/ grant exactly the actions the code calls, operator by operator.
+
+Each module an operator runs is read (AST) for calls of AWS client operations (any operation of the s3, sqs,
+sagemaker and sagemaker-runtime service models, also when named as a string: ``get_paginator("list_objects_v2")``,
+the receiver's ``_call(..., "delete_message_batch", ...)``) and of the hook helpers the code uses
+(``S3Hook.load_bytes``). Each is mapped to its IAM action; the policy must grant every one and nothing else,
+but for the documented extras (``s3:ListBucket``, so that S3 answers 404, not 403, for a result not there yet).
+
+Sources for the mapping: the Service Authorization Reference (sagemaker, s3, sqs action lists) and the SageMaker
+developer guide's API permissions reference; InvokeEndpointWithResponseStream needs ``sagemaker:InvokeEndpoint``
+(its API reference: "your IAM permissions must allow the sagemaker:InvokeEndpoint action").
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import botocore.session
+import pytest
+from botocore import xform_name
+
+import airflow_sagemaker_async
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = Path(airflow_sagemaker_async.__file__).parent
+
+#: Client operation (snake_case) or hook helper -> IAM action.
+ACTIONS = {
+    "invoke_endpoint_async": "sagemaker:InvokeEndpointAsync",
+    "invoke_endpoint": "sagemaker:InvokeEndpoint",
+    "invoke_endpoint_with_response_stream": "sagemaker:InvokeEndpoint",
+    "describe_endpoint": "sagemaker:DescribeEndpoint",
+    "describe_endpoint_config": "sagemaker:DescribeEndpointConfig",
+    "head_object": "s3:GetObject",
+    "get_object": "s3:GetObject",
+    "put_object": "s3:PutObject",
+    "load_bytes": "s3:PutObject",
+    "create_multipart_upload": "s3:PutObject",
+    "upload_part": "s3:PutObject",
+    "complete_multipart_upload": "s3:PutObject",
+    "abort_multipart_upload": "s3:AbortMultipartUpload",
+    "list_objects_v2": "s3:ListBucket",
+    "receive_message": "sqs:ReceiveMessage",
+    "delete_message_batch": "sqs:DeleteMessage",
+    "change_message_visibility_batch": "sqs:ChangeMessageVisibility",
+}
+#: Granted without a call: S3 answers 404 instead of 403 for a missing key only with s3:ListBucket.
+EXTRAS = {"s3:ListBucket"}
+
+#: The modules each policy's operator runs (its own, and what it imports that calls AWS).
+MODULES = {
+    "async-single": ["operators", "waiting", "triggers", "watch", "outcome", "clients"],
+    "sensor": ["sensors", "waiting", "triggers", "watch", "outcome", "clients"],
+    "batch": ["batch_operator", "batch_trigger", "batch", "watch", "outcome", "clients"],
+    "push-sqs": ["receiver", "notifications"],
+    "realtime": ["realtime"],
+    "streaming": ["streaming", "realtime"],
+}
+
+
+def _operations() -> set[str]:
+    session = botocore.session.get_session()
+    return {
+        xform_name(name)
+        for service in ("s3", "sqs", "sagemaker", "sagemaker-runtime")
+        for name in session.get_service_model(service).operation_names
+    }
+
+
+#: Operation names that are also everyday Python methods (``re.Pattern.search``); no module calls SageMaker Search.
+NOT_AWS = {"search"}
+OPERATIONS = _operations() - NOT_AWS
+
+
+def _calls(module: str) -> set[str]:
+    """Every AWS operation (or hook helper) ``module`` calls."""
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        name = node.func.attr
+        if name in OPERATIONS or name in ACTIONS:
+            found.add(name)
+        for argument in node.args:
+            if isinstance(argument, ast.Constant) and argument.value in OPERATIONS:
+                found.add(argument.value)
+    return found
+
+
+def _granted(policy: str) -> set[str]:
+    document = json.loads((ROOT / "iam" / f"{policy}.json").read_text())
+    granted: set[str] = set()
+    for statement in document["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert statement["Resource"] != "*", f"{policy}: {statement['Sid']} must name its resources"
+        actions = statement["Action"]
+        granted.update([actions] if isinstance(actions, str) else actions)
+    return granted
+
+
+def test_every_policy_file_has_its_operator() -> None:
+    assert {path.stem for path in (ROOT / "iam").glob("*.json")} == set(MODULES)
+
+
+def test_every_aws_call_has_a_known_action() -> None:
+    called = set().union(*(_calls(path.stem) for path in PACKAGE.glob("*.py")))
+    assert called - set(ACTIONS) == set(), "add the IAM action of each new AWS call to ACTIONS and to iam/"
+
+
+@pytest.mark.parametrize("policy", sorted(MODULES))
+def test_policy_grants_exactly_what_the_operator_calls(policy: str) -> None:
+    needed = {ACTIONS[call] for module in MODULES[policy] for call in _calls(module)}
+    granted = _granted(policy)
+
+    assert needed - granted == set(), f"iam/{policy}.json lacks actions the code calls"
+    assert granted - needed - EXTRAS == set(), f"iam/{policy}.json grants actions the code never calls"
+
+
+def test_the_streaming_operator_needs_invoke_endpoint_not_a_streaming_action() -> None:
+    assert "sagemaker:InvokeEndpoint" in _granted("streaming")
+    assert not any("WithResponseStream" in action for action in _granted("streaming"))
