@@ -3,6 +3,7 @@ Soak under faults (issue #14): one batch of N inputs through push, with everythi
 
     .venv/bin/python -m tests.soak.soak --items 10000   # the full soak (make soak), about 9 min on 2 cores
     .venv/bin/python -m tests.soak.soak --items 1000    # the short one (tests/soak/test_soak.py, CI)
+    .venv/bin/python -m tests.soak.soak --items 10000 --topology celery   # make soak-celery
 
 **What runs.** The local backend in this process (moto + the runtime), its model containers
 (``tests/soak/sleepy_container.py``: the time each row takes is in the row, from milliseconds to 30 s; ~5 % of
@@ -26,6 +27,16 @@ seconds after the DAG run is triggered (repeated every ``storm_period`` in the f
   at-least-once re-invocations from any other;
 - ``triggerer_kill``: the first triggerer's process tree SIGKILLed while ``score`` is deferred; a new triggerer
   starts 5 s later (``triggerer_health_check_threshold`` 15 s hands the dead one's triggers over).
+
+**The Celery topology** (``--topology celery``, issue #20): PostgreSQL, the CeleryExecutor with Redis, two
+schedulers, two Celery workers (two hosts) and two triggerers (:mod:`airflow_sagemaker_async.local.topology`).
+There ``worker_kill`` SIGKILLs the whole Celery worker that runs ``score`` (started again 5 s later; the try
+fails when its heartbeat is 60 s old, and Airflow retries it), and after it come, each at least ``fault_gap``
+after the one before: both triggerers SIGKILLed in turn (each started again), one scheduler SIGKILLed (the other
+carries on), Redis restarted (it keeps nothing), Airflow's PostgreSQL connections terminated
+(``pg_terminate_backend``), PostgreSQL restarted. Each fault's recovery time is reported: the worker's until the
+next try runs; the others' until Airflow's health endpoint says the metadata DB, a scheduler and a triggerer are
+healthy and every killed component that is started again has started.
 
 **Checks** (exit status 1 when one fails): the manifest has one line per input, each input once; each line's
 status is what the backend recorded for that input (Completed; Failed with its failure object; Expired, or a
@@ -524,6 +535,7 @@ class Soak:
         cluster, deadline = self.cluster, time.monotonic() + self.profile.run_timeout
         worker_killed = False
         steps = self._fault_steps()
+        last_fault = float("-inf")  # when the last step acted (seconds after the first invocation)
         state, last_progress, last_state_check = "queued", 0.0, 0.0
         kill_at = max(20, self.profile.max_in_flight // 4)
         while time.monotonic() < deadline:
@@ -535,8 +547,13 @@ class Soak:
                     self.clock.t0 = time.monotonic()  # the fault windows count from here
                 if sent >= kill_at:
                     worker_killed = self._kill_worker(run_id, sent)
-            elif steps and elapsed >= steps[0].at and (not steps[0].when_deferred or self._score_deferred(run_id)):
+            elif (
+                steps
+                and elapsed >= max(steps[0].at, last_fault + self.profile.fault_gap)
+                and (not steps[0].when_deferred or self._score_deferred(run_id))
+            ):
                 steps.pop(0).act()
+                last_fault = elapsed
             for due, name in list(self.restarts):
                 if time.monotonic() >= due:
                     self.restarts.remove((due, name))
@@ -621,7 +638,8 @@ class Soak:
         return True
 
     def _fault_steps(self) -> list[FaultStep]:
-        """The faults after the worker's: seconds after the batch's first invocation, in order.
+        """The faults after the worker's: seconds after the batch's first invocation, in order, each at least
+        ``fault_gap`` after the one before.
 
         LocalExecutor: the first triggerer, started again 5 s later. Celery: both triggerers in turn (each
         started again 5 s later), one scheduler (not started again: the other carries on), a Redis restart,
@@ -843,7 +861,10 @@ class Soak:
     def _lag(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, process in self.cluster.processes.items():
+            # A triggerer started again under its own name appends to the same log: count that log once.
             if not name.startswith("triggerer"):
+                continue
+            if name.endswith("(dead)") and name.removesuffix(" (dead)") in self.cluster.processes:
                 continue
             text = process.log()
             lags = sorted((float(v) - 0.1 for v in BLOCKED.findall(text)), reverse=True)
