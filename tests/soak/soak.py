@@ -338,6 +338,7 @@ class Soak:
         self.servers: CeleryServers | None = None
         self.restarts: list[tuple[float, str]] = []
         self.killed_try = 0
+        self.score_deferred_at_fault = False
         self._last_recovery_check = 0.0
         self.profile = SHORT if items <= 2000 else FULL
         self.clock = Clock(self.profile.storm_period)
@@ -547,13 +548,19 @@ class Soak:
                     self.clock.t0 = time.monotonic()  # the fault windows count from here
                 if sent >= kill_at:
                     worker_killed = self._kill_worker(run_id, sent)
-            elif (
-                steps
-                and elapsed >= max(steps[0].at, last_fault + self.profile.fault_gap)
-                and (not steps[0].when_deferred or self._score_deferred(run_id))
-            ):
-                steps.pop(0).act()
-                last_fault = elapsed
+            elif steps and elapsed >= last_fault + self.profile.fault_gap:
+                due = [step for step in steps if elapsed >= step.at]
+                deferred = any(step.when_deferred for step in due) and self._score_deferred(run_id)
+                # A fault meant for a deferred batch waits for one, but not forever: the fast waves of a
+                # batch may never defer; then it acts anyway, and its report line says so.
+                waited = self.profile.fault_gap * 3
+                if ready := next(
+                    (step for step in due if deferred or not step.when_deferred or elapsed >= step.at + waited), None
+                ):
+                    steps.remove(ready)
+                    self.score_deferred_at_fault = deferred
+                    ready.act()
+                    last_fault = elapsed
             for due, name in list(self.restarts):
                 if time.monotonic() >= due:
                     self.restarts.remove((due, name))
@@ -638,8 +645,11 @@ class Soak:
         return True
 
     def _fault_steps(self) -> list[FaultStep]:
-        """The faults after the worker's: seconds after the batch's first invocation, in order, each at least
-        ``fault_gap`` after the one before.
+        """The faults after the worker's, each from its time on (seconds after the batch's first invocation).
+
+        The first due fault whose condition holds acts, at least ``fault_gap`` after the one before; a triggerer
+        or scheduler is killed while the score task is deferred (its trigger must move), or once it has waited
+        three gaps for that; the servers' faults come at any time.
 
         LocalExecutor: the first triggerer, started again 5 s later. Celery: both triggerers in turn (each
         started again 5 s later), one scheduler (not started again: the other carries on), a Redis restart,
@@ -696,7 +706,8 @@ class Soak:
         """SIGKILL a component's process tree; start it again 5 s later as ``restart_as`` (None: never)."""
         tree = signal_tree(self.cluster.forget(name).pid, signal.SIGKILL)
         later = f"started again 5 s later as {restart_as}" if restart_as else "not started again"
-        self._fault(name, f"SIGKILL, {len(tree)} processes; {later}")
+        waiting = "while score was deferred" if self.score_deferred_at_fault else "while score ran on a worker"
+        self._fault(name, f"SIGKILL, {len(tree)} processes, {waiting}; {later}")
         if restart_as is not None:
             self.restarts.append((time.monotonic() + 5, restart_as))
 
