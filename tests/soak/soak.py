@@ -36,7 +36,9 @@ after the one before: both triggerers SIGKILLed in turn (each started again), on
 carries on), Redis restarted (it keeps nothing), Airflow's PostgreSQL connections terminated
 (``pg_terminate_backend``), PostgreSQL restarted. Each fault's recovery time is reported: the worker's until the
 next try runs; the others' until Airflow's health endpoint says the metadata DB, a scheduler and a triggerer are
-healthy and every killed component that is started again has started.
+healthy and every killed component that is started again has started. A component that exits on its own within
+two minutes of a server fault (a scheduler whose query met a terminated connection does) is started again, as the
+process supervisor of a deployment would, and reported; any other exit fails the soak.
 
 **Checks** (exit status 1 when one fails): the manifest has one line per input, each input once; each line's
 status is what the backend recorded for that input (Completed; Failed with its failure object; Expired, or a
@@ -127,6 +129,8 @@ FULL = Profile(1.0, 600, 1000, (60, 180), 60, 2400, 300, 90, 40)
 #: (default 300 s), so that its retry comes within the soak; a task lost in the broker (Redis restarted without
 #: persistence) is queued again after 120 s (default 600 s). Celery itself would redeliver the task only after
 #: the broker's visibility timeout (24 h by default on Redis): Airflow's retry comes first.
+#: Seconds after a server fault (Redis, PostgreSQL) during which a component that exits is started again.
+SUPERVISED_AFTER_FAULT = 120.0
 CELERY_SETTINGS = {
     "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
     "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "120",
@@ -583,7 +587,7 @@ class Soak:
                     f"relay {relay.counts.received} in, {relay.counts.forwarded} out",
                     flush=True,
                 )
-            if (exited := cluster.exited()) is not None:
+            if (exited := cluster.exited()) is not None and not self._supervise(sampler):
                 self.problems.append(f"an Airflow component died on its own: {exited}")
                 return "component-exited"
         self.problems.append(f"the run did not end within {self.profile.run_timeout:.0f} s")
@@ -666,7 +670,7 @@ class Soak:
             FaultStep("triggerer-2", start + gap, True, lambda: self._kill_component("triggerer-2", "triggerer-2")),
             FaultStep("scheduler-1", start + 2 * gap, True, lambda: self._kill_component("scheduler-1", None)),
             FaultStep(
-                "redis", start + 3 * gap, False, lambda: self._server_fault("redis restart", servers.redis.restart)
+                "redis", start + 3 * gap, False, lambda: self._server_fault("Redis restart", servers.redis.restart)
             ),
             FaultStep(
                 "postgres connections",
@@ -683,6 +687,29 @@ class Soak:
                 lambda: self._server_fault("PostgreSQL restart (fast shutdown)", servers.postgres.restart),
             ),
         ]
+
+    def _supervise(self, sampler: RssSampler) -> bool:
+        """Start again, as a process supervisor would, a component that exited after a server fault; say if all were.
+
+        Airflow's components exit when their metadata DB or broker fails under them (a scheduler's query on a
+        terminated connection raises), and deployments run them under a supervisor that starts them again
+        (systemd, Kubernetes, MWAA). Within ``SUPERVISED_AFTER_FAULT`` seconds of a server fault the soak does the
+        same and reports it; any other exit is a problem.
+        """
+        servers_faults = [k for k in self.kills if k.what.startswith(("Redis", "PostgreSQL"))]
+        if not servers_faults or time.monotonic() - servers_faults[-1].monotonic > SUPERVISED_AFTER_FAULT:
+            return False
+        for name, process in list(self.cluster.processes.items()):
+            if name.endswith("(dead)") or (code := process.exit_code()) is None:
+                continue
+            self.cluster.forget(name)
+            sampler.roots[name] = self.cluster.restart(name).pid
+            after = time.monotonic() - servers_faults[-1].monotonic
+            self._fault(
+                f"{name} exited",
+                f"code {code}, {after:.0f} s after '{servers_faults[-1].what}'; started again as a supervisor would",
+            )
+        return True
 
     def _score_deferred(self, run_id: str) -> bool:
         with contextlib.suppress(OSError):
