@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install test lint typecheck pytest test-oldest test-py313 test-platforms package-check demo demo-ui bench bench-quick bench-batch soak constraints constraints-oldest clean
+.PHONY: install test lint typecheck pytest test-oldest test-py313 test-platforms package-check demo demo-ui bench bench-quick bench-batch soak soak-celery constraints constraints-oldest clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo ">> creating $(VENV) and installing airflow-sagemaker-async[test,bench] (pinned by constraints.txt)"
@@ -83,6 +83,10 @@ bench-quick: install
 # 10,000 inferences through batch and push under combined faults, real Airflow (about 10 minutes).
 soak: install
 	$(BIN)/python -m tests.soak.soak --items 10000
+
+# The same on the production topology: PostgreSQL, Celery with Redis, two schedulers, workers and triggerers.
+soak-celery: install
+	$(BIN)/python -m tests.soak.soak --items 10000 --topology celery
 
 # One batch task of 10,000 vs .expand of the single operator under a real Airflow (about 15 minutes).
 bench-batch: install

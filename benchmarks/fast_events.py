@@ -3,6 +3,7 @@ How often does Airflow fail a fast deferrable task ("state mismatch"), with and 
 
     .venv/bin/python benchmarks/fast_events.py                 # 3 runs with min_deferral_seconds=0, 3 with the default
     .venv/bin/python benchmarks/fast_events.py --runs 5 --at-once 2 --modes guard-default
+    .venv/bin/python benchmarks/fast_events.py --topology celery --runs 6 --at-once 2   # PostgreSQL + Celery
 
 apache/airflow#71580 / #72716: when a trigger fires before the scheduler has processed the executor's event of
 the attempt that deferred, an Airflow 3.3 scheduler can mark the resumed task failed. The plugin's guard holds
@@ -16,6 +17,10 @@ backend (its own process). Triggers check every 0.5-1 s (``[sagemaker_async] pol
 ``max_poll_interval``), as in the test. Counted per mode: task instances not ``success``, task instances on a
 second try, "state mismatch" entries of Airflow's event log (REST ``/api/v2/eventLogs``), and the scheduler log's
 lines "... finished with state success, but the task instance's state attribute is ...".
+
+``--topology celery`` (or ``SAGEMAKER_ASYNC_TOPOLOGY=celery``) runs each mode on the production topology instead:
+PostgreSQL, the CeleryExecutor with Redis, two schedulers, two Celery workers, two triggerers
+(:mod:`airflow_sagemaker_async.local.topology`); the scheduler lines are counted in both schedulers' logs.
 
 Output: a Markdown table on stdout and ``benchmarks/results/fast_events.json``.
 """
@@ -40,6 +45,7 @@ from airflow_sagemaker_async.local.harness import (
     free_port,
     wait_for,
 )
+from airflow_sagemaker_async.local.topology import cluster_servers, topology_from
 
 DAGS_FOLDER = REPO_DIR / "tests" / "e2e" / "dags" / "fast_events"
 DAG_ID = "sagemaker_async_fast_events"
@@ -49,9 +55,16 @@ MODES: dict[str, float | None] = {"guard-0": 0.0, "guard-default": None}
 
 
 def run_mode(
-    backend: BackendProcess, work_dir: Path, min_deferral: float | None, runs: int, at_once: int
+    backend: BackendProcess, work_dir: Path, min_deferral: float | None, runs: int, at_once: int, topology: str
 ) -> dict[str, Any]:
     """Start a fresh cluster with the guard at ``min_deferral`` (None: default), run the DAG; return the counts."""
+    with cluster_servers(work_dir, topology) as servers:
+        return _run_mode(backend, work_dir, min_deferral, runs, at_once, servers)
+
+
+def _run_mode(
+    backend: BackendProcess, work_dir: Path, min_deferral: float | None, runs: int, at_once: int, servers: Any
+) -> dict[str, Any]:
     env = airflow_environment(
         work_dir / "airflow-home",
         ready=backend.ready,
@@ -60,6 +73,7 @@ def run_mode(
         poll_interval=0.5,
         max_poll_interval=1.0,
         min_deferral_seconds=min_deferral,
+        servers=servers,
     )
     results: list[dict[str, Any]] = []
     with AirflowCluster(env) as cluster:
@@ -101,7 +115,11 @@ def run_mode(
                     }
                 )
                 print(f"  {results[-1]}", file=sys.stderr, flush=True)
-        scheduler_lines = cluster.processes["scheduler"].log().count(MISMATCH_LINE)
+        scheduler_lines = sum(
+            process.log().count(MISMATCH_LINE)
+            for name, process in cluster.processes.items()
+            if name.startswith("scheduler")
+        )
     return {
         "min_deferral_seconds": "default (10)" if min_deferral is None else min_deferral,
         "runs": results,
@@ -122,25 +140,39 @@ def main(argv: list[str] | None = None) -> int:
         "--modes", nargs="+", choices=list(MODES), default=list(MODES), help="guard settings to run; default both"
     )
     parser.add_argument("--out-dir", default=str(RESULTS_DIR), help="default benchmarks/results")
+    parser.add_argument(
+        "--topology",
+        choices=("local", "celery"),
+        help="local (SQLite, LocalExecutor) or celery; default $SAGEMAKER_ASYNC_TOPOLOGY, else local",
+    )
     args = parser.parse_args(argv)
+    topology = topology_from(args.topology)
 
     out_dir = Path(args.out_dir)
-    work_dir = out_dir / "fast_events"
+    suffix = "" if topology == "local" else f"_{topology}"
+    work_dir = out_dir / f"fast_events{suffix}"
     shutil.rmtree(work_dir, ignore_errors=True)
     started = time.perf_counter()
     modes: list[dict[str, Any]] = []
     document = {
         "benchmark": "fast_events",
         "created_at": datetime.now(timezone.utc).isoformat(),
-        "settings": {"runs": args.runs, "at_once": args.at_once, "poll_interval": 0.5, "max_poll_interval": 1.0},
+        "settings": {
+            "runs": args.runs,
+            "at_once": args.at_once,
+            "poll_interval": 0.5,
+            "max_poll_interval": 1.0,
+            "topology": topology,
+        },
         "modes": modes,
     }
     with BackendProcess(work_dir, quiet=True) as backend:
         for name in args.modes:
             print(f"{name}: min_deferral_seconds={MODES[name]} ...", file=sys.stderr, flush=True)
-            modes.append(run_mode(backend, work_dir / name, MODES[name], args.runs, args.at_once))
+            modes.append(run_mode(backend, work_dir / name, MODES[name], args.runs, args.at_once, topology))
             document["wall_s"] = time.perf_counter() - started
-            write_json(out_dir / "fast_events.json", document)  # what each mode found, even if a later one fails
+            # What each mode found, even if a later one fails.
+            write_json(out_dir / f"fast_events{suffix}.json", document)
     print(
         markdown_table(
             [
@@ -166,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     )
-    print(f"\nJSON: {out_dir / 'fast_events.json'}\nTotal wall time: {document['wall_s']:,.0f} s")
+    print(f"\nJSON: {out_dir / f'fast_events{suffix}.json'}\nTotal wall time: {document['wall_s']:,.0f} s")
     return 0
 
 

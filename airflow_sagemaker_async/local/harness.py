@@ -57,11 +57,15 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import psutil
 
+from airflow_sagemaker_async.local.topology import CELERY_COMPONENTS, CELERY_EXECUTOR
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
     from types import TracebackType
 
     from typing_extensions import Self
+
+    from airflow_sagemaker_async.local.topology import CeleryServers
 
 LOCALHOST = "127.0.0.1"
 #: What ``airflow standalone`` forces, and this harness too when it sets up a cluster.
@@ -322,6 +326,7 @@ def airflow_environment(
     poll_interval: float | None = None,
     max_poll_interval: float | None = None,
     min_deferral_seconds: float | None = None,
+    servers: CeleryServers | None = None,
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Return the environment of every Airflow command of one test or demo.
@@ -347,6 +352,10 @@ def airflow_environment(
     :param min_deferral_seconds: ``[sagemaker_async] min_deferral_seconds``, the guard that keeps a trigger
         from firing that soon after the deferral (a scheduler race, see the README's known issues); default
         none (the plugin's default). 0 is safe only where triggers run in line (``airflow dags test``).
+    :param servers: the PostgreSQL and Redis of the Celery topology (:func:`~airflow_sagemaker_async.local.
+        topology.cluster_servers`): the metadata DB, the CeleryExecutor and its broker instead of SQLite and the
+        LocalExecutor; :class:`AirflowCluster` then starts :data:`~airflow_sagemaker_async.local.topology.
+        CELERY_COMPONENTS`. Default none (SQLite).
     :param extra: more variables, set last (they win). Default none.
     """
     home.mkdir(parents=True, exist_ok=True)
@@ -393,6 +402,8 @@ def airflow_environment(
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{LOCALHOST}:{api_port}/execution/",
             }
         )
+    if servers is not None:
+        env.update(servers.environment())
     if poll_interval is not None:
         env["AIRFLOW__SAGEMAKER_ASYNC__POLL_INTERVAL"] = f"{poll_interval:g}"
     if max_poll_interval is not None:
@@ -793,6 +804,8 @@ class AirflowProcess:
 
     def __init__(self, name: str, command: Sequence[str], env: Mapping[str, str], log_dir: Path) -> None:
         self.name = name
+        self.command = tuple(command)
+        self.env = dict(env)
         self.log_path = log_dir / f"{name}.log"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 - the airflow script
@@ -847,20 +860,44 @@ class AirflowCluster(AirflowApi):
         """:func:`migrate_db`, its output in ``<log_dir>/db-migrate.log``; ``timeout`` in seconds, default 300."""
         migrate_db(self.env, self.log_dir / "db-migrate.log", timeout)
 
-    def start(self, name: str, *command: str) -> AirflowProcess:
-        """Start ``airflow <command>`` as the component ``name`` and watch it (:meth:`exited`)."""
-        self.processes[name] = AirflowProcess(name, command, self.env, self.log_dir)
+    def start(self, name: str, *command: str, env: Mapping[str, str] | None = None) -> AirflowProcess:
+        """Start ``airflow <command>`` as the component ``name`` and watch it (:meth:`exited`).
+
+        :param env: variables added to the cluster's environment for this component only, default none.
+        """
+        self.processes[name] = AirflowProcess(name, command, {**self.env, **(env or {})}, self.log_dir)
         return self.processes[name]
 
+    def restart(self, name: str) -> AirflowProcess:
+        """Start a component again, as it was started, after it died or was killed (:meth:`forget` it first)."""
+        dead = self.processes.get(f"{name} (dead)") or self.processes[name]
+        self.processes[name] = AirflowProcess(name, dead.command, dead.env, self.log_dir)
+        return self.processes[name]
+
+    @property
+    def celery(self) -> bool:
+        """Whether this cluster runs the Celery topology (its environment names the CeleryExecutor)."""
+        return self.env.get("AIRFLOW__CORE__EXECUTOR") == CELERY_EXECUTOR
+
+    def component_plan(self) -> tuple[tuple[str, tuple[str, ...], dict[str, str]], ...]:
+        """Return the components this cluster starts: (name, ``airflow`` arguments, extra environment).
+
+        :data:`COMPONENTS` on the local topology, :data:`~airflow_sagemaker_async.local.topology.
+        CELERY_COMPONENTS` on the Celery one.
+        """
+        if self.celery:
+            return CELERY_COMPONENTS
+        return tuple((name, command, {}) for name, command in COMPONENTS)
+
     def start_components(self, startup_timeout: float = 180.0) -> None:
-        """Start every component of :data:`COMPONENTS`, wait for the api-server to answer, log in as ``admin``.
+        """Start every component of :meth:`component_plan`, wait for the api-server to answer, log in as ``admin``.
 
         :param startup_timeout: seconds for the api-server to answer, default 180.
         :raises ProcessExitedError: when a component exits meanwhile.
         :raises WaitTimeoutError: when the api-server does not answer in time.
         """
-        for name, command in COMPONENTS:
-            self.start(name, *(argument.format(port=self.port) for argument in command))
+        for name, command, extra in self.component_plan():
+            self.start(name, *(argument.format(port=self.port) for argument in command), env=extra)
         wait_for("the api-server to answer", self.answers, startup_timeout, self, interval=1)
         wait_for("the admin password", self.password_file().exists, 60, self)
         self.login()

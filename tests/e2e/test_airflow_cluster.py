@@ -19,7 +19,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from airflow_sagemaker_async.local.harness import AirflowCluster, free_port, wait_for
-from tests.e2e.airflow_cluster import examples_environment
+from tests.e2e.airflow_cluster import (
+    check_batch_example,
+    check_failure_example,
+    check_inference_example,
+    check_sensor_example,
+    examples_environment,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -146,59 +152,22 @@ def test_task_log_reaches_the_ui_through_the_api_server_without_log_servers(
 def test_inference_dag_succeeds_with_the_outcome_and_accuracy_in_xcom(
     cluster: AirflowCluster, runs: dict[str, str], finished: dict[str, str]
 ) -> None:
-    dag_id, run_id = "example_sagemaker_async_inference", runs["example_sagemaker_async_inference"]
-
-    assert finished[dag_id] == "success"
-    outcome = cluster.xcom(dag_id, run_id, "predict")
-    assert outcome["status"] == "Completed"
-    assert outcome["endpoint_name"] == "iris-endpoint"
-    assert outcome["output_location"].startswith("s3://sagemaker-async-local/iris-endpoint/output/")
-    assert len(outcome["output"]["predictions"]) == 24
-    assert outcome["detected_at"] > outcome["submitted_at"]
-    score = cluster.xcom(dag_id, run_id, "report_accuracy")
-    assert score["total"] == 24
-    assert score["accuracy"] >= 0.8
+    check_inference_example(cluster, runs["example_sagemaker_async_inference"])
 
 
 def test_batch_dag_counts_three_completed_and_one_failed_input(
     cluster: AirflowCluster, runs: dict[str, str], finished: dict[str, str]
 ) -> None:
-    dag_id, run_id = "example_sagemaker_async_batch", runs["example_sagemaker_async_batch"]
-
-    assert finished[dag_id] == "success"
-    states = cluster.task_states(dag_id, run_id)
-    assert sorted(state for (task_id, _), state in states.items() if task_id == "predict") == ["success"] * 4
-    assert cluster.xcom(dag_id, run_id, "summarize") == {"total": 4, "Completed": 3, "Failed": 1}
-    failed = [cluster.xcom(dag_id, run_id, "predict", i) for i in range(4)]
-    assert [o["status"] for o in failed].count("Failed") == 1
+    check_batch_example(cluster, runs["example_sagemaker_async_batch"])
 
 
 def test_failure_dag_fails_the_strict_task_and_runs_the_reactions(
     cluster: AirflowCluster, runs: dict[str, str], finished: dict[str, str]
 ) -> None:
-    dag_id, run_id = "example_sagemaker_async_failure", runs["example_sagemaker_async_failure"]
-
-    assert finished[dag_id] == "success"
-    assert cluster.task_states(dag_id, run_id) == {
-        ("predict_strict", -1): "failed",
-        ("on_failure", -1): "success",
-        ("predict_tolerant", -1): "success",
-        ("handle_outcome", -1): "success",
-    }
-    handled = cluster.xcom(dag_id, run_id, "handle_outcome")
-    assert handled["status"] == "Failed"
-    assert "Row 1 must hold exactly 4 numbers" in handled["failure_reason"]
+    check_failure_example(cluster, runs["example_sagemaker_async_failure"])
 
 
 def test_sensor_dag_waits_for_the_submitted_inference_and_gets_its_predictions(
     cluster: AirflowCluster, runs: dict[str, str], finished: dict[str, str]
 ) -> None:
-    dag_id, run_id = "example_sagemaker_async_sensor", runs["example_sagemaker_async_sensor"]
-
-    assert finished[dag_id] == "success"
-    submission = cluster.xcom(dag_id, run_id, "submit")
-    outcome = cluster.xcom(dag_id, run_id, "wait_for_result")
-    assert submission["status"] == "InProgress"
-    assert outcome["status"] == "Completed"
-    assert outcome["inference_id"] == submission["inference_id"]
-    assert cluster.xcom(dag_id, run_id, "log_predictions") == ["setosa", "versicolor", "virginica"]
+    check_sensor_example(cluster, runs["example_sagemaker_async_sensor"])

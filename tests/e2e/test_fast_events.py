@@ -19,28 +19,30 @@ with the guard off and on and counts the failures.
 
 from __future__ import annotations
 
-import urllib.error
-from collections import Counter
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from airflow_sagemaker_async.local.cli import ready_document
 from airflow_sagemaker_async.local.harness import AirflowCluster, airflow_environment, free_port, wait_for
+from tests.e2e.fast_events import (
+    DAG_ID,
+    DAGS_FOLDER,
+    FastRun,
+    check_each_inference_exactly_once,
+    check_every_task_instance_succeeded_on_its_first_try,
+    check_fast_triggers_were_held_by_the_guard,
+    check_no_state_mismatch,
+    run_fast_events,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from airflow_sagemaker_async.local.backend import LocalEndpoint, LocalSageMakerAsyncBackend
-    from airflow_sagemaker_async.local.records import InvocationRecord
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 
-DAGS_FOLDER = Path(__file__).resolve().parent / "dags" / "fast_events"
-DAG_ID = "sagemaker_async_fast_events"
-MAPPED = 16
-BATCH_ITEMS = 40
 STARTUP_TIMEOUT = 180.0
 RUN_TIMEOUT = 150.0
 
@@ -69,70 +71,22 @@ def cluster(
 
 
 @pytest.fixture(scope="module")
-def run(cluster: AirflowCluster, sagemaker_async_backend: LocalSageMakerAsyncBackend) -> dict[str, Any]:
-    """Trigger the DAG, wait for its end; return its id, state, task instances and the endpoint's new records."""
-    before = len(sagemaker_async_backend.invocations("iris-endpoint"))
-    run_id = cluster.trigger(DAG_ID)
-
-    def finished() -> str | None:
-        state = cluster.run_state(DAG_ID, run_id)
-        return state if state in {"success", "failed"} else None
-
-    state = wait_for(f"{DAG_ID} to finish", finished, RUN_TIMEOUT, cluster, interval=1)
-    answer = cluster.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances?limit=100")
-    return {
-        "run_id": run_id,
-        "state": state,
-        "task_instances": answer["task_instances"],
-        "records": sagemaker_async_backend.invocations("iris-endpoint")[before:],
-    }
+def run(cluster: AirflowCluster, sagemaker_async_backend: LocalSageMakerAsyncBackend) -> FastRun:
+    """Trigger the DAG, wait for its end; return what the checks read."""
+    return run_fast_events(cluster, sagemaker_async_backend, RUN_TIMEOUT)
 
 
-def ours(records: list[InvocationRecord]) -> list[InvocationRecord]:
-    """The records of this DAG's inferences (their InferenceId starts with the DAG's readable prefix)."""
-    return [record for record in records if record.inference_id.startswith(DAG_ID)]
+def test_every_fast_task_instance_succeeds_on_its_first_try_with_the_default_guard(run: FastRun) -> None:
+    check_every_task_instance_succeeded_on_its_first_try(run)
 
 
-def test_every_fast_task_instance_succeeds_on_its_first_try_with_the_default_guard(run: dict[str, Any]) -> None:
-    instances = {(ti["task_id"], ti["map_index"]): ti for ti in run["task_instances"]}
-
-    assert run["state"] == "success"
-    assert sorted(instances) == [("infer", index) for index in range(MAPPED)] + [("score", -1)]
-    assert {key: ti["state"] for key, ti in instances.items() if ti["state"] != "success"} == {}
-    assert {key: ti["try_number"] for key, ti in instances.items() if ti["try_number"] != 1} == {}
+def test_fast_triggers_deferred_and_were_held_by_the_guard(cluster: AirflowCluster, run: FastRun) -> None:
+    check_fast_triggers_were_held_by_the_guard(cluster, run)
 
 
-def test_fast_triggers_deferred_and_were_held_by_the_guard(cluster: AirflowCluster, run: dict[str, Any]) -> None:
-    # Without a deferral this test would prove nothing about the race: most mapped tasks defer,
-    # and their triggers hold the event until min_deferral_seconds after the deferral.
-    trigger_logs = {
-        task_id: "".join(
-            path.read_text(errors="replace")
-            for path in cluster.task_log_dir(DAG_ID, run["run_id"], task_id).rglob("attempt=*.log.trigger.*.log")
-        )
-        for task_id in ("infer", "score")
-    }
-
-    assert "fast-event guard" in trigger_logs["infer"]
-    # The batch keeps checking on the worker for up to min_deferral_seconds after a wave: with a fast model it
-    # ends without a deferral (nothing for the race to hit); when it did defer, its trigger held the event too.
-    assert not trigger_logs["score"] or "fast-event guard" in trigger_logs["score"]
+def test_no_state_mismatch_in_airflow_event_log(cluster: AirflowCluster, run: FastRun) -> None:
+    check_no_state_mismatch(cluster, run)
 
 
-def test_no_state_mismatch_in_airflow_event_log(cluster: AirflowCluster, run: dict[str, Any]) -> None:
-    try:
-        events = cluster.request("GET", f"/api/v2/eventLogs?dag_id={DAG_ID}&event=state%20mismatch&limit=100")
-    except urllib.error.HTTPError as error:  # pragma: no cover - shown if the API changes
-        pytest.fail(f"the event log could not be read: {error}")
-
-    assert [event.get("extra") for event in events["event_logs"]] == []
-    assert "state attribute is" not in cluster.processes["scheduler"].log()
-
-
-def test_endpoint_saw_each_inference_exactly_once(run: dict[str, Any]) -> None:
-    records = ours(run["records"])
-    counts = Counter(record.inference_id for record in records)
-
-    assert {inference_id: n for inference_id, n in counts.items() if n != 1} == {}
-    assert len(counts) == MAPPED + BATCH_ITEMS
-    assert {record.status.value for record in records} == {"Completed"}
+def test_endpoint_saw_each_inference_exactly_once(run: FastRun) -> None:
+    check_each_inference_exactly_once(run)

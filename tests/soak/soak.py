@@ -3,6 +3,7 @@ Soak under faults (issue #14): one batch of N inputs through push, with everythi
 
     .venv/bin/python -m tests.soak.soak --items 10000   # the full soak (make soak), about 9 min on 2 cores
     .venv/bin/python -m tests.soak.soak --items 1000    # the short one (tests/soak/test_soak.py, CI)
+    .venv/bin/python -m tests.soak.soak --items 10000 --topology celery   # make soak-celery
 
 **What runs.** The local backend in this process (moto + the runtime), its model containers
 (``tests/soak/sleepy_container.py``: the time each row takes is in the row, from milliseconds to 30 s; ~5 % of
@@ -26,6 +27,18 @@ seconds after the DAG run is triggered (repeated every ``storm_period`` in the f
   at-least-once re-invocations from any other;
 - ``triggerer_kill``: the first triggerer's process tree SIGKILLed while ``score`` is deferred; a new triggerer
   starts 5 s later (``triggerer_health_check_threshold`` 15 s hands the dead one's triggers over).
+
+**The Celery topology** (``--topology celery``, issue #20): PostgreSQL, the CeleryExecutor with Redis, two
+schedulers, two Celery workers (two hosts) and two triggerers (:mod:`airflow_sagemaker_async.local.topology`).
+There ``worker_kill`` SIGKILLs the whole Celery worker that runs ``score`` (started again 5 s later; the try
+fails when its heartbeat is 60 s old, and Airflow retries it), and after it come, each at least ``fault_gap``
+after the one before: both triggerers SIGKILLed in turn (each started again), one scheduler SIGKILLed (the other
+carries on), Redis restarted (it keeps nothing), Airflow's PostgreSQL connections terminated
+(``pg_terminate_backend``), PostgreSQL restarted. Each fault's recovery time is reported: the worker's until the
+next try runs; the others' until Airflow's health endpoint says the metadata DB, a scheduler and a triggerer are
+healthy and every killed component that is started again has started. A component that exits on its own within
+two minutes of a server fault (a scheduler whose query met a terminated connection does) is started again, as the
+process supervisor of a deployment would, and reported; any other exit fails the soak.
 
 **Checks** (exit status 1 when one fails): the manifest has one line per input, each input once; each line's
 status is what the backend recorded for that input (Completed; Failed with its failure object; Expired, or a
@@ -72,10 +85,14 @@ from airflow_sagemaker_async.local.harness import (
     wait_for,
 )
 from airflow_sagemaker_async.local.records import InvocationStatus
+from airflow_sagemaker_async.local.topology import CeleryServers, topology_from
 from tests.proxy import Fault, Proxy, Seen, s3_error
 from tests.soak.relay import NotificationRelay
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from airflow_sagemaker_async.local.harness import AirflowProcess
     from airflow_sagemaker_async.local.records import InvocationRecord
 
 SOAK_DIR = Path(__file__).resolve().parent
@@ -102,10 +119,23 @@ class Profile:
     run_timeout: float
     storm_period: float | None  # fault windows repeat with this period
     triggerer_kill_after: float
+    fault_gap: float  # Celery: seconds between the faults that follow the first triggerer's
 
 
-SHORT = Profile(0.2, 150, 500, (30, 90), 30, 900, None, 45)
-FULL = Profile(1.0, 600, 1000, (60, 180), 60, 2400, 300, 90)
+SHORT = Profile(0.2, 150, 500, (30, 90), 30, 900, None, 45, 12)
+FULL = Profile(1.0, 600, 1000, (60, 180), 60, 2400, 300, 90, 40)
+
+#: Airflow settings of the Celery topology's soak. A try whose worker died fails once its heartbeat is 60 s old
+#: (default 300 s), so that its retry comes within the soak; a task lost in the broker (Redis restarted without
+#: persistence) is queued again after 120 s (default 600 s). Celery itself would redeliver the task only after
+#: the broker's visibility timeout (24 h by default on Redis): Airflow's retry comes first.
+#: Seconds after a server fault (Redis, PostgreSQL) during which a component that exits is started again.
+SUPERVISED_AFTER_FAULT = 120.0
+CELERY_SETTINGS = {
+    "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "60",
+    "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": "120",
+    "AIRFLOW__CELERY__WORKER_CONCURRENCY": "8",
+}
 
 #: Fault windows: name -> spans (start, end) in seconds after the batch's first invocation (mod storm_period
 #: when set). The backend's S3 goes down three times: the first may fall in the gap of the killed try's retry.
@@ -281,28 +311,50 @@ class RssSampler:
 
 @dataclass
 class Kill:
-    """One SIGKILL the soak sent."""
+    """One fault the soak caused (a SIGKILL, a server restart, terminated connections) and its recovery."""
 
     what: str
-    at: float  # seconds after the run was triggered
+    at: float  # seconds after the batch's first invocation
     detail: str
     wall: datetime | None = None
+    recovered_after: float | None = None  # seconds until what the fault broke worked again (see _recovered)
+    monotonic: float = 0.0
+
+
+@dataclass
+class FaultStep:
+    """One fault of :meth:`Soak._fault_steps`: its name, when (seconds after the first invocation), and how."""
+
+    name: str
+    at: float
+    when_deferred: bool  # only while the score task is deferred (its triggers must move)
+    act: Callable[[], None]
 
 
 class Soak:
     """One soak run: set up, run the DAG under faults, check, report."""
 
-    def __init__(self, items: int, work_dir: Path, seed: int) -> None:
+    def __init__(self, items: int, work_dir: Path, seed: int, topology: str = "local") -> None:
         self.items = items
         self.work_dir = work_dir
         self.seed = seed
+        self.topology = topology
+        self.servers: CeleryServers | None = None
+        self.restarts: list[tuple[float, str]] = []
+        self.killed_try = 0
+        self.score_deferred_at_fault = False
+        self._last_recovery_check = 0.0
         self.profile = SHORT if items <= 2000 else FULL
         self.clock = Clock(self.profile.storm_period)
         self.kills: list[Kill] = []
         self.kill_state: BatchState | None = None
         self.kill_time: datetime | None = None
         self.problems: list[str] = []
-        self.report: dict[str, Any] = {"items": items, "profile": "short" if self.profile is SHORT else "full"}
+        self.report: dict[str, Any] = {
+            "items": items,
+            "profile": "short" if self.profile is SHORT else "full",
+            "topology": topology,
+        }
 
     # -- setup ---------------------------------------------------------------------------------------------
 
@@ -379,10 +431,14 @@ class Soak:
                 },
             }
             home = self.work_dir / "airflow"
+            (self.work_dir / "logs").mkdir(exist_ok=True)
+            if self.topology == "celery":
+                self.servers = stack.enter_context(CeleryServers(self.work_dir / "logs"))
             env = airflow_environment(
                 home,
                 dags_folder=SOAK_DIR / "dags",
                 api_port=free_port(),
+                servers=self.servers,
                 extra={
                     "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
                     "AWS_ACCESS_KEY_ID": backend.aws_access_key_id,
@@ -395,15 +451,16 @@ class Soak:
                     "AIRFLOW__TRIGGERER__BLOCKED_MAIN_THREAD_WARNING_THRESHOLD": f"{LAG_THRESHOLD:g}",
                     "AIRFLOW__CORE__DAG_FILE_PROCESSOR_TIMEOUT": "120",
                     "AIRFLOW__CORE__PARALLELISM": "8",  # LocalExecutor worker processes: frugal on 2 cores
+                    **(CELERY_SETTINGS if self.servers is not None else {}),
                 },
             )
-            (self.work_dir / "logs").mkdir(exist_ok=True)
             cluster = stack.enter_context(AirflowCluster(env, log_dir=self.work_dir / "logs"))
             self.cluster = cluster
             print(f"soak: {self.items} items, work dir {self.work_dir}", flush=True)
             cluster.migrate_db()
             cluster.start_components(300)
-            cluster.start("triggerer-2", "triggerer", "--skip-serve-logs")
+            if not cluster.celery:  # the Celery topology starts two triggerers of its own
+                cluster.start("triggerer-2", "triggerer", "--skip-serve-logs")
             sampler = RssSampler()
             sampler.roots["driver (backend, proxies, relay)"] = psutil.Process().pid
             for name, process in cluster.processes.items():
@@ -446,7 +503,9 @@ class Soak:
                 }
             )
             self.report["faults"]["kills"] = [
-                f"{k.what} at +{k.at:.0f} s after the first invocation: {k.detail}" for k in self.kills
+                f"{k.what} at +{k.at:.0f} s after the first invocation: {k.detail}; "
+                + (f"recovered in {k.recovered_after:.0f} s" if k.recovered_after is not None else "no recovery seen")
+                for k in self.kills
             ]
             self.report["requests"] = {
                 "aws_proxy": aws.count,
@@ -479,8 +538,9 @@ class Soak:
     def _drive(self, run_id: str, relay: NotificationRelay, sampler: RssSampler) -> str:
         """Inject the kills on their conditions; return the run's final state (or ``timeout``)."""
         cluster, deadline = self.cluster, time.monotonic() + self.profile.run_timeout
-        worker_killed = triggerer_killed = False
-        restart_at: float | None = None
+        worker_killed = False
+        steps = self._fault_steps()
+        last_fault = float("-inf")  # when the last step acted (seconds after the first invocation)
         state, last_progress, last_state_check = "queued", 0.0, 0.0
         kill_at = max(20, self.profile.max_in_flight // 4)
         while time.monotonic() < deadline:
@@ -492,21 +552,30 @@ class Soak:
                     self.clock.t0 = time.monotonic()  # the fault windows count from here
                 if sent >= kill_at:
                     worker_killed = self._kill_worker(run_id, sent)
-            elif not triggerer_killed and elapsed >= self.profile.triggerer_kill_after:
-                with contextlib.suppress(OSError):
-                    if cluster.task_instance(DAG_ID, run_id, "score")["state"] == "deferred":
-                        triggerer_killed = True
-                        self._kill_triggerer()
-                        restart_at = time.monotonic() + 5
-            if restart_at is not None and time.monotonic() >= restart_at:
-                process = cluster.start("triggerer-restarted", "triggerer", "--skip-serve-logs")
-                sampler.roots["triggerer-restarted"] = process.pid
-                restart_at = None
+            elif steps and elapsed >= last_fault + self.profile.fault_gap:
+                due = [step for step in steps if elapsed >= step.at]
+                deferred = any(step.when_deferred for step in due) and self._score_deferred(run_id)
+                # A fault meant for a deferred batch waits for one, but not forever: the fast waves of a
+                # batch may never defer; then it acts anyway, and its report line says so.
+                waited = self.profile.fault_gap * 3
+                if ready := next(
+                    (step for step in due if deferred or not step.when_deferred or elapsed >= step.at + waited), None
+                ):
+                    steps.remove(ready)
+                    self.score_deferred_at_fault = deferred
+                    ready.act()
+                    last_fault = elapsed
+            for due, name in list(self.restarts):
+                if time.monotonic() >= due:
+                    self.restarts.remove((due, name))
+                    sampler.roots[name] = self._restart(name).pid
+            self._note_recoveries(run_id)
             if time.monotonic() - last_state_check >= 5:
                 last_state_check = time.monotonic()
                 with contextlib.suppress(OSError):
                     state = cluster.run_state(DAG_ID, run_id)
-                if state in TERMINAL and restart_at is None:
+                if state in TERMINAL and not self.restarts:
+                    self.report["faults_not_injected"] = [step.name for step in steps]
                     return state
             if time.monotonic() - last_progress >= 30:
                 last_progress = time.monotonic()
@@ -518,34 +587,51 @@ class Soak:
                     f"relay {relay.counts.received} in, {relay.counts.forwarded} out",
                     flush=True,
                 )
-            if (exited := cluster.exited()) is not None:
+            if (exited := cluster.exited()) is not None and not self._supervise(sampler):
                 self.problems.append(f"an Airflow component died on its own: {exited}")
                 return "component-exited"
         self.problems.append(f"the run did not end within {self.profile.run_timeout:.0f} s")
         return "timeout"
 
     def _kill_worker(self, run_id: str, sent: int) -> bool:
-        """SIGKILL the running ``score`` task process (try 1); read the batch state right after."""
+        """SIGKILL what runs the ``score`` task's first try; read the batch state right after.
+
+        LocalExecutor: the task process itself ("airflow worker -- <ti id>"), not its supervisor, the executor's
+        worker ("airflow worker -- LocalExecutor: ..."), which sees it die and fails the try at once. Celery: the
+        whole Celery worker whose tree holds the task process (a host lost), started again 5 s later; the try
+        fails when its heartbeat is older than ``[scheduler] task_instance_heartbeat_timeout``.
+        """
         try:
             ti = self.cluster.task_instance(DAG_ID, run_id, "score")
         except OSError:
             return False
         if ti["state"] != "running":
             return False
-        scheduler = self.cluster.processes["scheduler"].pid
-        targets = [
-            p
-            for p in process_tree(scheduler)
-            # The task process itself ("airflow worker -- <ti id>"), not its supervisor, the LocalExecutor's
-            # worker ("airflow worker -- LocalExecutor: ..."): the supervisor sees it die and fails the try at once.
-            if _cmdline(p).strip() == f"airflow worker -- {ti['id']}"
-        ]
-        if not targets:
+        task_command = f"airflow worker -- {ti['id']}"
+        hosts = {name: p for name, p in self.cluster.processes.items() if name.startswith(("scheduler", "worker-"))}
+        holder = next(
+            (
+                (name, process)
+                for name, process in hosts.items()
+                if any(_cmdline(p).strip() == task_command for p in process_tree(process.pid))
+            ),
+            None,
+        )
+        if holder is None:
             return False
-        for target in targets:
-            signal_tree(target.pid, signal.SIGKILL)
+        name, process = holder
+        if self.servers is None:
+            targets = [p for p in process_tree(process.pid) if _cmdline(p).strip() == task_command]
+            for target in targets:
+                signal_tree(target.pid, signal.SIGKILL)
+            what, detail = f"worker (score task process, try {ti['try_number']})", f"pid {targets[0].pid}"
+        else:
+            tree = signal_tree(self.cluster.forget(name).pid, signal.SIGKILL)
+            self.restarts.append((time.monotonic() + 5, name))
+            what = f"worker (Celery worker {name} running score's try {ti['try_number']})"
+            detail = f"{len(tree)} processes, started again 5 s later"
+        self.killed_try = int(ti["try_number"])
         self.kill_time = datetime.now().astimezone()
-        elapsed = self.clock.now() or 0.0
         tag = batch_tag(DAG_ID, "score", run_id)
         names = BatchNames.of(
             tag, DAG_ID, "score", f"s3://{self.backend.default_bucket}/{MAIN_ENDPOINT}/output/airflow-batch/{tag}", None
@@ -559,22 +645,131 @@ class Soak:
             if self.kill_state is None
             else f"state.json: {self.kill_state.next_index} submitted, {len(self.kill_state.pending)} in flight"
         )
-        self.kills.append(
-            Kill(
-                f"worker (score task process, try {ti['try_number']})",
-                elapsed,
-                f"pid {targets[0].pid}, {sent} invocations at the backend; {recorded}",
-            )
-        )
-        print(f"soak: +{elapsed:.0f} s SIGKILLed the score task process ({sent} invocations; {recorded})", flush=True)
+        self._fault(what, f"{detail}; {sent} invocations at the backend; {recorded}")
         return True
 
-    def _kill_triggerer(self) -> None:
-        process = self.cluster.forget("triggerer")
-        tree = signal_tree(process.pid, signal.SIGKILL)
+    def _fault_steps(self) -> list[FaultStep]:
+        """The faults after the worker's, each from its time on (seconds after the batch's first invocation).
+
+        The first due fault whose condition holds acts, at least ``fault_gap`` after the one before; a triggerer
+        or scheduler is killed while the score task is deferred (its trigger must move), or once it has waited
+        three gaps for that; the servers' faults come at any time.
+
+        LocalExecutor: the first triggerer, started again 5 s later. Celery: both triggerers in turn (each
+        started again 5 s later), one scheduler (not started again: the other carries on), a Redis restart,
+        Airflow's PostgreSQL connections terminated, a PostgreSQL restart.
+        """
+        start = self.profile.triggerer_kill_after
+        if self.servers is None:
+            return [
+                FaultStep("triggerer", start, True, lambda: self._kill_component("triggerer", "triggerer-restarted"))
+            ]
+        servers, gap = self.servers, self.profile.fault_gap
+        return [
+            FaultStep("triggerer-1", start, True, lambda: self._kill_component("triggerer-1", "triggerer-1")),
+            FaultStep("triggerer-2", start + gap, True, lambda: self._kill_component("triggerer-2", "triggerer-2")),
+            FaultStep("scheduler-1", start + 2 * gap, True, lambda: self._kill_component("scheduler-1", None)),
+            FaultStep(
+                "redis", start + 3 * gap, False, lambda: self._server_fault("Redis restart", servers.redis.restart)
+            ),
+            FaultStep(
+                "postgres connections",
+                start + 4 * gap,
+                False,
+                lambda: self._server_fault(
+                    "PostgreSQL connections terminated (pg_terminate_backend)", servers.postgres.terminate_connections
+                ),
+            ),
+            FaultStep(
+                "postgres restart",
+                start + 5 * gap,
+                False,
+                lambda: self._server_fault("PostgreSQL restart (fast shutdown)", servers.postgres.restart),
+            ),
+        ]
+
+    def _supervise(self, sampler: RssSampler) -> bool:
+        """Start again, as a process supervisor would, a component that exited after a server fault; say if all were.
+
+        Airflow's components exit when their metadata DB or broker fails under them (a scheduler's query on a
+        terminated connection raises), and deployments run them under a supervisor that starts them again
+        (systemd, Kubernetes, MWAA). Within ``SUPERVISED_AFTER_FAULT`` seconds of a server fault the soak does the
+        same and reports it; any other exit is a problem.
+        """
+        servers_faults = [k for k in self.kills if k.what.startswith(("Redis", "PostgreSQL"))]
+        if not servers_faults or time.monotonic() - servers_faults[-1].monotonic > SUPERVISED_AFTER_FAULT:
+            return False
+        for name, process in list(self.cluster.processes.items()):
+            if name.endswith("(dead)") or (code := process.exit_code()) is None:
+                continue
+            self.cluster.forget(name)
+            sampler.roots[name] = self.cluster.restart(name).pid
+            after = time.monotonic() - servers_faults[-1].monotonic
+            self._fault(
+                f"{name} exited",
+                f"code {code}, {after:.0f} s after '{servers_faults[-1].what}'; started again as a supervisor would",
+            )
+        return True
+
+    def _score_deferred(self, run_id: str) -> bool:
+        with contextlib.suppress(OSError):
+            return bool(self.cluster.task_instance(DAG_ID, run_id, "score")["state"] == "deferred")
+        return False
+
+    def _restart(self, name: str) -> AirflowProcess:
+        """Start a killed component again: as it was (Celery), or a new triggerer (``triggerer-restarted``)."""
+        if name == "triggerer-restarted":
+            return self.cluster.start(name, "triggerer", "--skip-serve-logs")
+        return self.cluster.restart(name)
+
+    def _fault(self, what: str, detail: str) -> Kill:
         elapsed = self.clock.now() or 0.0
-        self.kills.append(Kill("triggerer", elapsed, f"{len(tree)} processes; restarted 5 s later"))
-        print(f"soak: +{elapsed:.0f} s SIGKILLed the first triggerer ({len(tree)} processes)", flush=True)
+        kill = Kill(what, elapsed, detail, datetime.now().astimezone(), monotonic=time.monotonic())
+        self.kills.append(kill)
+        print(f"soak: +{elapsed:.0f} s {what}: {detail}", flush=True)
+        return kill
+
+    def _kill_component(self, name: str, restart_as: str | None) -> None:
+        """SIGKILL a component's process tree; start it again 5 s later as ``restart_as`` (None: never)."""
+        tree = signal_tree(self.cluster.forget(name).pid, signal.SIGKILL)
+        later = f"started again 5 s later as {restart_as}" if restart_as else "not started again"
+        waiting = "while score was deferred" if self.score_deferred_at_fault else "while score ran on a worker"
+        self._fault(name, f"SIGKILL, {len(tree)} processes, {waiting}; {later}")
+        if restart_as is not None:
+            self.restarts.append((time.monotonic() + 5, restart_as))
+
+    def _server_fault(self, what: str, act: Callable[[], object]) -> None:
+        started = time.monotonic()
+        answer = act()
+        detail = f"took {time.monotonic() - started:.1f} s" + (f", {answer} connections" if answer is not None else "")
+        self._fault(what, detail)
+
+    def _note_recoveries(self, run_id: str) -> None:
+        """Set ``recovered_after`` of each fault once what it broke works again (checked every 2 s).
+
+        The score task's worker: its next try is running (or deferred, or done). Anything else: Airflow's health
+        endpoint says the metadata DB, a scheduler and a triggerer are healthy, and every killed component that is
+        started again has started.
+        """
+        pending = [kill for kill in self.kills if kill.recovered_after is None]
+        if not pending or time.monotonic() - self._last_recovery_check < 2:
+            return
+        self._last_recovery_check = time.monotonic()
+        try:
+            health = self.cluster.request("GET", "/api/v2/monitor/health", timeout=5)
+            ti = self.cluster.task_instance(DAG_ID, run_id, "score")
+        except (OSError, ValueError):
+            return
+        healthy = all(
+            health.get(part, {}).get("status") == "healthy" for part in ("metadatabase", "scheduler", "triggerer")
+        )
+        for kill in pending:
+            if kill.what.startswith("worker"):
+                done = ti["try_number"] > self.killed_try and ti["state"] in {"running", "deferred", "success"}
+            else:
+                done = healthy and not self.restarts
+            if done:
+                kill.recovered_after = round(time.monotonic() - kill.monotonic, 1)
 
     # -- the checks ------------------------------------------------------------------------------------------
 
@@ -704,7 +899,10 @@ class Soak:
     def _lag(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, process in self.cluster.processes.items():
+            # A triggerer started again under its own name appends to the same log: count that log once.
             if not name.startswith("triggerer"):
+                continue
+            if name.endswith("(dead)") and name.removesuffix(" (dead)") in self.cluster.processes:
                 continue
             text = process.log()
             lags = sorted((float(v) - 0.1 for v in BLOCKED.findall(text)), reverse=True)
@@ -750,7 +948,8 @@ def _late(records: list[InvocationRecord], line: dict[str, Any], max_wait: float
 
 def render(report: dict[str, Any]) -> str:
     """Return the report as text."""
-    out = ["", "=" * 78, f"SOAK REPORT: {report['items']} items ({report['profile']})", "=" * 78]
+    title = f"SOAK REPORT: {report['items']} items ({report['profile']}, {report.get('topology', 'local')} topology)"
+    out = ["", "=" * 78, title, "=" * 78]
     wall = report.get("wall_seconds", {})
     out.append(
         f"wall: {wall.get('total')} s total, {wall.get('setup')} s setup, {wall.get('run')} s from trigger to end"
@@ -786,6 +985,8 @@ def render(report: dict[str, Any]) -> str:
                 out.append(f"   kill: {kill}")
         else:
             out.append(f"   {name}: {value}" + (" (not injected this run)" if value == 0 else ""))
+    if report.get("faults_not_injected"):
+        out.append(f"   not injected (the run ended first): {report['faults_not_injected']}")
     out.append(f"-- requests through the proxies: {report.get('requests')}")
     out.append("-- triggerer event-loop lag (Airflow's watchdog, 0.1 s ticks logged when > 50 ms late):")
     for name, lag in report.get("lag", {}).items():
@@ -804,10 +1005,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=10_000, help="inputs of the big batch, default 10,000")
     parser.add_argument("--work-dir", type=Path, help="default: a temporary directory (kept on failure)")
     parser.add_argument("--seed", type=int, default=14)
+    parser.add_argument(
+        "--topology",
+        choices=("local", "celery"),
+        help="local (SQLite, LocalExecutor) or celery (PostgreSQL, Redis, two schedulers, two Celery workers); "
+        "default $SAGEMAKER_ASYNC_TOPOLOGY, else local",
+    )
     args = parser.parse_args(argv)
     logging.getLogger("airflow_sagemaker_async.local").setLevel(logging.WARNING)  # one line per request otherwise
     work_dir = args.work_dir or Path(tempfile.mkdtemp(prefix="sagemaker-async-soak-"))
-    code = Soak(args.items, work_dir, args.seed).run()
+    code = Soak(args.items, work_dir, args.seed, topology_from(args.topology)).run()
     if code == 0 and args.work_dir is None:
         shutil.rmtree(work_dir, ignore_errors=True)
     elif code:

@@ -1,5 +1,7 @@
 """
-The short soak (issue #14) in CI: 1,000 inputs through batch + push under every fault at once, nothing lost.
+The short soak (issues #14, #20) in CI: 1,000 inputs through batch + push under every fault at once, nothing lost,
+on both topologies: SQLite + LocalExecutor, and PostgreSQL + Celery (two schedulers, two workers, two triggerers,
+with the Celery worker, both triggerers, a scheduler, Redis and PostgreSQL as faults too).
 
 Runs ``python -m tests.soak.soak --items 1000`` in a process of its own (its local backend must not share this
 process's moto with the pytest plugin's), prints its report, and fails when the soak does: a lost or duplicated
@@ -9,20 +11,29 @@ run that did not succeed. See ``tests/soak/soak.py`` for what runs and which fau
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from airflow_sagemaker_async.local.topology import missing_for_celery
+
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(1500)]
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_short_soak_loses_nothing_duplicates_nothing_and_reports_true_statuses(tmp_path: Path) -> None:
+@pytest.mark.parametrize("topology", ["local", "celery"])
+def test_short_soak_loses_nothing_duplicates_nothing_and_reports_true_statuses(tmp_path: Path, topology: str) -> None:
+    if topology == "celery" and (missing := missing_for_celery()) is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {missing}")
+        pytest.skip(missing)
+    command = [sys.executable, "-m", "tests.soak.soak", "--items", "1000", "--work-dir", str(tmp_path / "soak")]
     soak = subprocess.run(
-        [sys.executable, "-m", "tests.soak.soak", "--items", "1000", "--work-dir", str(tmp_path / "soak")],
+        [*command, "--topology", topology],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -34,3 +45,4 @@ def test_short_soak_loses_nothing_duplicates_nothing_and_reports_true_statuses(t
         f"the soak failed (logs under {tmp_path}):\n{soak.stdout[-6000:]}\n{soak.stderr[-4000:]}"
     )
     assert "RESULT: PASS" in soak.stdout
+    assert "not injected (the run ended first)" not in soak.stdout
