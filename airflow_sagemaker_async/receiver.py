@@ -10,6 +10,10 @@ wait, also under cancellation. A receiver runs one long poll at a time (``WaitTi
 20 s when the queue is quiet, whatever the number of waits. While a backlog shows (a receive returns a full
 batch of 10) up to 4 more long polls run beside it, each ending on a partial batch; deletes and visibility
 changes are sent in the background, off the receive path, so a wait is woken as soon as its message arrives.
+After handing a message back at once (one for another triggerer's wait), the receiver's next
+ReceiveMessage waits :data:`~airflow_sagemaker_async.notifications.HANDBACK_PAUSE_SECONDS` (0.5 s), so the
+other triggerers' long polls take it (see :mod:`airflow_sagemaker_async.notifications` for why this bounds
+the latency tail whatever the number of triggerers).
 
 **The API for waiters** (the single trigger, a batch trigger):
 
@@ -20,7 +24,8 @@ changes are sent in the background, off the receive path, so a wait is woken as 
         aws_conn_id=..., region_name=..., verify=..., botocore_config=...,
         locations={output_location, failure_location},  # exact S3 URIs, and/or
         prefixes=["s3://bucket/out/batch-7f3a-"],          # any result under these, and/or
-        inference_ids={inference_id},                      # Expired names no location
+        inference_ids={inference_id},                      # Failed and Expired name no location, and/or
+        batch_tags=["7f3a..."],                            # every item ...-<tag>-<index> of a batch
         log=self.log,
     ) as inbox:
         hints = await inbox.wait(timeout=seconds)  # [Notification, ...]; [] on timeout or health change
@@ -52,6 +57,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from airflow_sagemaker_async.clients import SharedRegistry, client_key
 from airflow_sagemaker_async.notifications import (
+    HANDBACK_PAUSE_SECONDS,
     Action,
     Malformed,
     Notification,
@@ -67,7 +73,7 @@ from airflow_sagemaker_async.notifications import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine, Iterable
 
-__all__ = ["Inbox", "NotificationReceiver", "shared_receivers", "subscribe_notifications"]
+__all__ = ["Inbox", "NotificationReceiver", "shared_receivers", "subscribe_notifications", "wall_clock"]
 
 #: Long-poll duration of one ReceiveMessage, seconds (SQS's maximum).
 WAIT_TIME_SECONDS: Final = 20
@@ -82,6 +88,11 @@ RETRY_MAX_SECONDS: Final = 60.0
 _log = logging.getLogger(__name__)
 #: Problems already logged at WARNING in this process, so that N waits on one broken queue log it once.
 _reported: set[tuple[str, str]] = set()
+
+
+def wall_clock() -> float:
+    """Return the time messages' ages are counted from (seconds since the epoch, as SQS's ``SentTimestamp``)."""
+    return time.time()
 
 
 def _report_once(log: Any, queue_url: str, kind: str, message: str, *args: Any) -> None:
@@ -162,6 +173,7 @@ class NotificationReceiver:
         self._task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._extra_pollers = 0
+        self._paused_until = 0.0
 
     def add(self, inbox: Inbox) -> None:
         """Route to ``inbox`` from now on."""
@@ -221,12 +233,14 @@ class NotificationReceiver:
 
     async def _receive_once(self) -> int | None:
         """Receive one batch and act on it; return how many messages came, ``None`` when the call failed."""
+        if (pause := self._paused_until - asyncio.get_running_loop().time()) > 0:
+            await asyncio.sleep(pause)
         try:
             answer = await self.client.receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=MAX_MESSAGES,
                 WaitTimeSeconds=self.wait_time_seconds,
-                MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+                MessageSystemAttributeNames=["SentTimestamp"],
             )
         except asyncio.CancelledError:
             raise
@@ -257,8 +271,8 @@ class NotificationReceiver:
         return len(messages)
 
     def _handle(self, messages: list[dict[str, Any]]) -> None:
-        """Wake the waits each message names at once; delete and release in the background."""
-        now = time.time()
+        """Wake the waits each message names at once; delete and hand back in the background."""
+        now = wall_clock()
         deletes: list[str] = []
         releases: list[tuple[str, int]] = []
         for message in messages:
@@ -284,13 +298,12 @@ class NotificationReceiver:
                     message.get("Body", ""),
                 )
             attributes = message.get("Attributes") or {}
-            receive_count = int(attributes.get("ApproximateReceiveCount") or 1)
-            sent = int(attributes.get("SentTimestamp") or now * 1000) / 1000
-            action = decide(parsed, routed=bool(woken), receive_count=receive_count, age_seconds=now - sent)
+            age = now - int(attributes.get("SentTimestamp") or now * 1000) / 1000
+            action = decide(parsed, routed=bool(woken), age_seconds=age)
             if action is Action.DELETE:
                 deletes.append(message["ReceiptHandle"])
             elif action is Action.RELEASE:
-                releases.append((message["ReceiptHandle"], release_visibility(receive_count)))
+                releases.append((message["ReceiptHandle"], release_visibility(age)))
         for chunk in batch_iter(deletes):
             entries = [{"Id": str(i), "ReceiptHandle": handle} for i, handle in enumerate(chunk)]
             self._spawn(self._call("delete", "delete_message_batch", entries))
@@ -302,6 +315,9 @@ class NotificationReceiver:
             ]
             self._spawn(self._call("release", "change_message_visibility_batch", entries))
             self.released += len(chunk)
+        if any(seconds == 0 for _, seconds in releases):
+            # Step aside: another triggerer's long poll takes what was handed back at once, not this one again.
+            self._paused_until = asyncio.get_running_loop().time() + HANDBACK_PAUSE_SECONDS
 
     async def _call(self, kind: str, method: str, entries: list[dict[str, Any]]) -> None:
         try:
@@ -373,6 +389,7 @@ async def subscribe_notifications(
     locations: Iterable[str] = (),
     prefixes: Iterable[str] = (),
     inference_ids: Iterable[str] = (),
+    batch_tags: Iterable[str] = (),
     log: Any = None,
 ) -> AsyncIterator[Inbox]:
     """
@@ -389,11 +406,18 @@ async def subscribe_notifications(
     :param botocore_config: botocore ``Config`` parameters as a dict, default from the connection.
     :param locations: exact S3 URIs to be woken for.
     :param prefixes: S3 URI prefixes: be woken for any output / failure location under them.
-    :param inference_ids: inference ids to be woken for (``Expired`` notifications name no location).
+    :param inference_ids: inference ids to be woken for (``Failed`` and ``Expired`` notifications name no
+        location).
+    :param batch_tags: batch tags to be woken for: any inference id ``…-<tag>-<index>`` (a batch's items).
     :param log: where to log an opening failure, default this module's logger.
     """
     inbox = Inbox(
-        Subscription(locations=frozenset(locations), prefixes=tuple(prefixes), inference_ids=frozenset(inference_ids))
+        Subscription(
+            locations=frozenset(locations),
+            prefixes=tuple(prefixes),
+            inference_ids=frozenset(inference_ids),
+            batch_tags=frozenset(batch_tags),
+        )
     )
     inbox.subscription.tag = inbox
     key = (queue_url, client_key(aws_conn_id, region_name, verify, botocore_config))
