@@ -47,9 +47,9 @@ ceiling)                                              itself)
 (4,200 s)                                             alive; see below)
 for nobody here, not stale                            hand back for the other triggerers
                                                       (:func:`release_visibility`, below)
-malformed (not JSON, not SageMaker's shape)           left alone: back after the queue's visibility
-                                                      timeout (or to its dead-letter queue), deleted
-                                                      once older than 300 s; logged once
+malformed (not JSON, not SageMaker's shape)           kept: back after 30 s (or to the queue's
+                                                      dead-letter queue), deleted once older than
+                                                      300 s; logged once
 ====================================================  ==============================================
 
 **Why ``Expired`` is kept longer.** Nothing in S3 can tell a wait that its request expired, so a wait whose

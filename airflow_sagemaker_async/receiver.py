@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any, Final
 from airflow_sagemaker_async.clients import SharedRegistry, client_key
 from airflow_sagemaker_async.notifications import (
     HANDBACK_PAUSE_SECONDS,
+    STALE_AFTER_SECONDS,
     Action,
     Malformed,
     Notification,
@@ -81,6 +82,16 @@ WAIT_TIME_SECONDS: Final = 20
 MAX_MESSAGES: Final = 10
 #: Long polls added while the queue has a backlog (each receive returns a full batch): at most 1 + 4 in flight.
 MAX_EXTRA_POLLERS: Final = 4
+#: Visibility timeout of a received message until it is deleted or handed back, seconds. Short, because SQS
+#: still delivers to a long poll its client abandoned (a receiver closing with its last wait; see
+#: aws/aws-sdk-java-v2#1395, aws/aws-sdk-go-v2#2068): such a message comes back after this, not after the
+#: queue's own visibility timeout (30 s by default, up to 12 hours). Deleting or handing back takes
+#: milliseconds; should it take longer, the message is received again (a duplicate costs one HEAD).
+RECEIVE_VISIBILITY_SECONDS: Final = 2
+#: Visibility timeout of a malformed message (not SageMaker's): it comes back this much later, seconds.
+MALFORMED_VISIBILITY_SECONDS: Final = 30
+#: How long closing a receiver waits for its pending deletes and handbacks, seconds.
+STOP_GRACE_SECONDS: Final = 5.0
 #: First and last delay between attempts while the queue fails, seconds (doubling in between).
 RETRY_FIRST_SECONDS: Final = 5.0
 RETRY_MAX_SECONDS: Final = 60.0
@@ -171,7 +182,8 @@ class NotificationReceiver:
         self.received = self.routed = self.deleted = self.released = self.malformed = self.errors = 0
         self._inboxes: set[Inbox] = set()
         self._task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()  # deletes and visibility changes
+        self._pollers: set[asyncio.Task[None]] = set()  # the extra long polls of a backlog
         self._extra_pollers = 0
         self._paused_until = 0.0
 
@@ -192,11 +204,17 @@ class NotificationReceiver:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"sqs-receiver {self.queue_url}")
 
     async def stop(self) -> None:
-        """Cancel the receive loop, the extra pollers and pending deletes; wait for them to end."""
-        tasks = [*self._background, *([self._task] if self._task is not None else [])]
-        for task in tasks:
+        """Cancel the receive loop and the extra pollers; let pending deletes and handbacks finish (up to 5 s)."""
+        pollers = [*self._pollers, *([self._task] if self._task is not None else [])]
+        for task in pollers:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*pollers, return_exceptions=True)
+        if calls := list(self._background):
+            # A handback cancelled here would leave another triggerer's message invisible for a while.
+            _, late = await asyncio.wait(calls, timeout=STOP_GRACE_SECONDS)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         self._task = None
 
     def _set_health(self, healthy: bool) -> None:
@@ -215,7 +233,9 @@ class NotificationReceiver:
                 continue
             retry = RETRY_FIRST_SECONDS
             if received == MAX_MESSAGES and self._extra_pollers < MAX_EXTRA_POLLERS:
-                self._spawn(self._burst())
+                poller = asyncio.get_running_loop().create_task(self._burst())
+                self._pollers.add(poller)
+                poller.add_done_callback(self._pollers.discard)
 
     async def _burst(self) -> None:
         """Long-poll beside the main loop while the queue has a backlog (full batches); end on a partial batch."""
@@ -240,6 +260,7 @@ class NotificationReceiver:
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=MAX_MESSAGES,
                 WaitTimeSeconds=self.wait_time_seconds,
+                VisibilityTimeout=RECEIVE_VISIBILITY_SECONDS,
                 MessageSystemAttributeNames=["SentTimestamp"],
             )
         except asyncio.CancelledError:
@@ -290,12 +311,14 @@ class NotificationReceiver:
                     self.log,
                     self.queue_url,
                     "malformed",
-                    "SQS queue %s holds a message that is not a SageMaker notification (%s), e.g. %.200r; it is left "
-                    "to the queue (visibility timeout, dead-letter queue) and deleted once stale. Subscribe the "
-                    "queue only to the endpoint's SuccessTopic and ErrorTopic.",
+                    "SQS queue %s holds a message that is not a SageMaker notification (%s), e.g. %.200r; it comes "
+                    "back every %d s (or goes to the queue's dead-letter queue) and is deleted once older than "
+                    "%.0f s. Subscribe the queue only to the endpoint's SuccessTopic and ErrorTopic.",
                     self.queue_url,
                     parsed.reason,
                     message.get("Body", ""),
+                    MALFORMED_VISIBILITY_SECONDS,
+                    STALE_AFTER_SECONDS,
                 )
             attributes = message.get("Attributes") or {}
             age = now - int(attributes.get("SentTimestamp") or now * 1000) / 1000
@@ -304,6 +327,8 @@ class NotificationReceiver:
                 deletes.append(message["ReceiptHandle"])
             elif action is Action.RELEASE:
                 releases.append((message["ReceiptHandle"], release_visibility(age)))
+            else:  # KEEP: not ours to judge, and not worth receiving every RECEIVE_VISIBILITY_SECONDS
+                releases.append((message["ReceiptHandle"], MALFORMED_VISIBILITY_SECONDS))
         for chunk in batch_iter(deletes):
             entries = [{"Id": str(i), "ReceiptHandle": handle} for i, handle in enumerate(chunk)]
             self._spawn(self._call("delete", "delete_message_batch", entries))
