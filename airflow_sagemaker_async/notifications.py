@@ -63,17 +63,18 @@ period (SQS default 4 days) drops it earlier only if set below 70 minutes.
 
 **Handing back: a bounded tail whatever the number of triggerers.** A message for nobody on this receiver
 is made visible again at once (``VisibilityTimeout`` 0) while it is young (under
-:data:`CLAIM_WINDOW_SECONDS`, 10 s), and the receiver then stays out of the queue for
+:data:`CLAIM_WINDOW_SECONDS`, 3 s), and the receiver then stays out of the queue for
 :data:`HANDBACK_PAUSE_SECONDS` (its next ReceiveMessage waits), so another triggerer's long poll takes it
 rather than the same one again. Each wrong receipt therefore costs one round trip, and the triggerers that
 have just handed the message back step aside: it reaches its owner after at most about one wrong receipt
 per other triggerer, with no delay growing with the receive count (the earlier design's 0, 1, 2, 4 ... 20 s
 visibility, which added tens of seconds after a few unlucky receipts). A message still unclaimed after the
 claim window is for nobody yet (its wait has ended, or not started): it is handed back with a visibility of
-a tenth of its age, at most :data:`MAX_RELEASE_VISIBILITY_SECONDS` (20 s), so it costs a few receives a
-minute until it is stale. ``ApproximateReceiveCount`` is not used: handbacks raise it with the number of
-triggerers, so it says nothing about staleness (a redrive policy's ``maxReceiveCount`` counts them too;
-keep it at 100 or more on a queue shared by several triggerers).
+a fifth of its age, at least 1 s and at most :data:`MAX_RELEASE_VISIBILITY_SECONDS` (20 s), so it costs
+about 30 receives over its 300 s (plus a few per triggerer in the claim window) until it is stale, and an
+unclaimed ``Expired`` one about 3 a minute. ``ApproximateReceiveCount`` is not used: handbacks raise it
+with the number of triggerers, so it says nothing about staleness (a redrive policy's ``maxReceiveCount``
+counts them too; keep it at 100 or more on a queue shared by several triggerers).
 
 Duplicates, reordering and lost messages therefore change latency, never outcomes: a duplicate wakes a
 wait for one more HEAD, a lost message leaves the wait to its safety polling.
@@ -125,7 +126,7 @@ EXPIRED_KEEP_SECONDS: Final = float(
 )
 #: A message younger than this (seconds) is handed back at once (visibility 0): its owner is probably
 #: another triggerer's wait, about to take it.
-CLAIM_WINDOW_SECONDS: Final = 10.0
+CLAIM_WINDOW_SECONDS: Final = 3.0
 #: After handing back a message at once, a receiver sends its next ReceiveMessage this much later
 #: (seconds), so that another triggerer's long poll takes the message.
 HANDBACK_PAUSE_SECONDS: Final = 0.5
@@ -377,13 +378,13 @@ def release_visibility(age_seconds: float) -> int:
     Return the visibility timeout (seconds) of a message handed back for the other triggerers.
 
     0 while the message is younger than :data:`CLAIM_WINDOW_SECONDS` (its owner takes it at once), then a
-    tenth of its age, at most :data:`MAX_RELEASE_VISIBILITY_SECONDS` (see the module doc).
+    fifth of its age, at least 1 and at most :data:`MAX_RELEASE_VISIBILITY_SECONDS` (see the module doc).
 
     :param age_seconds: seconds since SQS received the message (``SentTimestamp``).
     """
     if age_seconds < CLAIM_WINDOW_SECONDS:
         return 0
-    return min(int(age_seconds / 10), MAX_RELEASE_VISIBILITY_SECONDS)
+    return min(max(1, int(age_seconds / 5)), MAX_RELEASE_VISIBILITY_SECONDS)
 
 
 def decide(parsed: Notification | Ignored | Malformed, *, routed: bool, age_seconds: float) -> Action:
