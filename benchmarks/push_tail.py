@@ -69,6 +69,9 @@ async def _waiter() -> None:
     from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
     from airflow_sagemaker_async.watch import isoformat, utcnow
 
+    if pause := os.environ.get("PUSH_TAIL_HANDBACK_PAUSE"):
+        receiver.HANDBACK_PAUSE_SECONDS = float(pause)  # type: ignore[misc]
+
     subscribed = 0
     all_subscribed = asyncio.Event()
     original_add = receiver.NotificationReceiver.add
@@ -136,7 +139,15 @@ def _read_until(worker: subprocess.Popen[str], word: str) -> None:
     raise RuntimeError(f"a waiter exited before saying {word!r}")
 
 
-def run_once(clients: dict[str, Any], ready: dict[str, Any], *, processes: int, waits: int, spread: float) -> dict:
+def run_once(
+    clients: dict[str, Any],
+    ready: dict[str, Any],
+    *,
+    processes: int,
+    waits: int,
+    spread: float,
+    handback_pause: float | None = None,
+) -> dict:
     """One run: ``waits`` waits over ``processes`` waiter processes; return the latencies and counters."""
     s3, sns, sqs = clients["s3"], clients["sns"], clients["sqs"]
     name = f"tail-{uuid.uuid4().hex[:10]}"
@@ -145,6 +156,8 @@ def run_once(clients: dict[str, Any], ready: dict[str, Any], *, processes: int, 
     arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
     env = {**os.environ, "AIRFLOW_CONN_AWS_DEFAULT": _connection_env(ready)}
+    if handback_pause is not None:
+        env["PUSH_TAIL_HANDBACK_PAUSE"] = str(handback_pause)
     workers = [
         subprocess.Popen(
             [sys.executable, __file__, "_waiter"],
@@ -246,7 +259,14 @@ def _orchestrate(args: argparse.Namespace) -> int:
         for processes in args.processes:
             runs = []
             for number in range(args.runs):
-                run = run_once(clients, ready, processes=processes, waits=args.waits, spread=args.spread)
+                run = run_once(
+                    clients,
+                    ready,
+                    processes=processes,
+                    waits=args.waits,
+                    spread=args.spread,
+                    handback_pause=args.handback_pause,
+                )
                 runs.append(run)
                 print(
                     f"[{time.perf_counter() - started:5.0f} s] {processes} processes, run {number + 1}: "
@@ -284,6 +304,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="runs per process count (5)")
     parser.add_argument("--waits", type=int, default=40, help="waits per run, shared by the processes (40)")
     parser.add_argument("--spread", type=float, default=4.0, help="seconds over which results arrive (4)")
+    parser.add_argument(
+        "--handback-pause", type=float, default=None, help="seconds; default the package's HANDBACK_PAUSE_SECONDS"
+    )
     parser.add_argument("--out-dir", default=str(RESULTS_DIR))
     return _orchestrate(parser.parse_args())
 
