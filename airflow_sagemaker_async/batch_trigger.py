@@ -62,8 +62,9 @@ class SageMakerAsyncBatchInferenceTrigger(S3ResultTrigger):
     rate, ETA) at most every 30 s. Never submits anything and never downloads a payload.
 
     With ``notification_queue_url`` (an SQS queue subscribed to the endpoint's SNS topics), the trigger also
-    wakes when a notification names a result under the batch's prefixes
-    (:mod:`airflow_sagemaker_async.receiver`); notifications arriving within a second are confirmed by one
+    wakes when a notification names one of the batch's items (:mod:`airflow_sagemaker_async.receiver`): by
+    inference id, every item's ending with ``-<batch_tag>-<index>`` (AWS's ``Failed`` message names no
+    location), or by a result under the batch's prefixes; notifications arriving within a second are confirmed by one
     check (S3 is the truth), and safety polling goes on at the push ceiling (300 s by default). An
     ``Expired`` notification does not end a batch item early: it ends as ``TimedOut`` at its deadline.
 
@@ -191,6 +192,7 @@ class SageMakerAsyncBatchInferenceTrigger(S3ResultTrigger):
             verify=self.verify,
             botocore_config=self.botocore_config,
             prefixes=prefixes,
+            batch_tags={self.batch_tag},  # AWS's Failed message names no location, only the inference id
             log=self.log,
         ) as inbox:
             yield inbox

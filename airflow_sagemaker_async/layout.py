@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 from typing import Final
+from urllib.parse import unquote
 
 from airflow_sagemaker_async.rules import DEFAULT_INVOCATION_TIMEOUT_SECONDS, DEFAULT_REQUEST_TTL_SECONDS
 
@@ -36,6 +37,7 @@ __all__ = [
     "common_prefix",
     "compute_deadline",
     "join_s3",
+    "normalize_s3_uri",
     "result_locations",
     "s3_uri",
     "split_s3_uri",
@@ -50,11 +52,12 @@ OUTPUT_SUFFIX: Final = ".out"
 #: Suffix of a failure object (``<uuid>-error.out``; with Filename, ``<Filename>-error.out``).
 FAILURE_SUFFIX: Final = "-error.out"
 
+# Regional (s3.eu-west-1 / s3-eu-west-1), global (s3) and dual-stack (s3.dualstack.eu-west-1) hosts.
 _HTTPS_VIRTUAL_HOST: Final = re.compile(
-    r"https://(?P<bucket>[^/]+)\.s3[.-](?:[a-z0-9-]+\.)?amazonaws\.com(?:\.cn)?/(?P<key>.*)", re.DOTALL
+    r"https://(?P<bucket>[^/]+)\.s3[.-](?:[a-z0-9-]+\.)*amazonaws\.com(?:\.cn)?/(?P<key>.*)", re.DOTALL
 )
 _HTTPS_PATH_STYLE: Final = re.compile(
-    r"https://s3[.-](?:[a-z0-9-]+\.)?amazonaws\.com(?:\.cn)?/(?P<bucket>[^/]+)/?(?P<key>.*)", re.DOTALL
+    r"https://s3[.-](?:[a-z0-9-]+\.)*amazonaws\.com(?:\.cn)?/(?P<bucket>[^/]+)/?(?P<key>.*)", re.DOTALL
 )
 
 
@@ -76,6 +79,31 @@ def split_s3_uri(uri: str, *, allow_https: bool = False) -> tuple[str, str]:
             if match := pattern.fullmatch(uri):
                 return match["bucket"], match["key"]
     raise ValueError(f"{uri!r} is not an S3 URI of the form s3://bucket/key")
+
+
+def normalize_s3_uri(uri: str) -> str:
+    """
+    Return ``uri`` as ``s3://bucket/key``: the one form in which this package compares S3 locations.
+
+    SageMaker's notifications may name a location as ``s3://bucket/key`` or as an S3 https URL,
+    virtual-hosted (``https://bucket.s3.region.amazonaws.com/key``) or path-style
+    (``https://s3.region.amazonaws.com/bucket/key``); the https forms' keys are percent-decoded (an https
+    URL encodes them, an ``s3://`` URI does not). Anything else is returned unchanged, so it matches only
+    itself.
+
+    :param uri: an S3 location in any of these forms.
+    :return: the ``s3://`` form.
+
+    .. seealso::
+        https://docs.aws.amazon.com/AmazonS3/latest/userguide/VirtualHosting.html
+    """
+    if not isinstance(uri, str) or not uri.startswith("https://"):
+        return uri
+    try:
+        bucket, key = split_s3_uri(uri, allow_https=True)
+    except ValueError:
+        return uri
+    return s3_uri(bucket, unquote(key))
 
 
 def s3_uri(bucket: str, key: str) -> str:

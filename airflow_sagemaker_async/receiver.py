@@ -10,6 +10,10 @@ wait, also under cancellation. A receiver runs one long poll at a time (``WaitTi
 20 s when the queue is quiet, whatever the number of waits. While a backlog shows (a receive returns a full
 batch of 10) up to 4 more long polls run beside it, each ending on a partial batch; deletes and visibility
 changes are sent in the background, off the receive path, so a wait is woken as soon as its message arrives.
+After handing a message back at once (one for another triggerer's wait), the receiver's next
+ReceiveMessage waits :data:`~airflow_sagemaker_async.notifications.HANDBACK_PAUSE_SECONDS` (0.5 s), so the
+other triggerers' long polls take it (see :mod:`airflow_sagemaker_async.notifications` for why this bounds
+the latency tail whatever the number of triggerers).
 
 **The API for waiters** (the single trigger, a batch trigger):
 
@@ -20,7 +24,8 @@ changes are sent in the background, off the receive path, so a wait is woken as 
         aws_conn_id=..., region_name=..., verify=..., botocore_config=...,
         locations={output_location, failure_location},  # exact S3 URIs, and/or
         prefixes=["s3://bucket/out/batch-7f3a-"],          # any result under these, and/or
-        inference_ids={inference_id},                      # Expired names no location
+        inference_ids={inference_id},                      # Failed and Expired name no location, and/or
+        batch_tags=["7f3a..."],                            # every item ...-<tag>-<index> of a batch
         log=self.log,
     ) as inbox:
         hints = await inbox.wait(timeout=seconds)  # [Notification, ...]; [] on timeout or health change
@@ -52,6 +57,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 from airflow_sagemaker_async.clients import SharedRegistry, client_key
 from airflow_sagemaker_async.notifications import (
+    HANDBACK_PAUSE_SECONDS,
+    STALE_AFTER_SECONDS,
     Action,
     Malformed,
     Notification,
@@ -67,7 +74,7 @@ from airflow_sagemaker_async.notifications import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine, Iterable
 
-__all__ = ["Inbox", "NotificationReceiver", "shared_receivers", "subscribe_notifications"]
+__all__ = ["Inbox", "NotificationReceiver", "shared_receivers", "subscribe_notifications", "wall_clock"]
 
 #: Long-poll duration of one ReceiveMessage, seconds (SQS's maximum).
 WAIT_TIME_SECONDS: Final = 20
@@ -75,6 +82,16 @@ WAIT_TIME_SECONDS: Final = 20
 MAX_MESSAGES: Final = 10
 #: Long polls added while the queue has a backlog (each receive returns a full batch): at most 1 + 4 in flight.
 MAX_EXTRA_POLLERS: Final = 4
+#: Visibility timeout of a received message until it is deleted or handed back, seconds. Short, because SQS
+#: still delivers to a long poll its client abandoned (a receiver closing with its last wait; see
+#: aws/aws-sdk-java-v2#1395, aws/aws-sdk-go-v2#2068): such a message comes back after this, not after the
+#: queue's own visibility timeout (30 s by default, up to 12 hours). Deleting or handing back takes
+#: milliseconds; should it take longer, the message is received again (a duplicate costs one HEAD).
+RECEIVE_VISIBILITY_SECONDS: Final = 2
+#: Visibility timeout of a malformed message (not SageMaker's): it comes back this much later, seconds.
+MALFORMED_VISIBILITY_SECONDS: Final = 30
+#: How long closing a receiver waits for its pending deletes and handbacks, seconds.
+STOP_GRACE_SECONDS: Final = 5.0
 #: First and last delay between attempts while the queue fails, seconds (doubling in between).
 RETRY_FIRST_SECONDS: Final = 5.0
 RETRY_MAX_SECONDS: Final = 60.0
@@ -82,6 +99,11 @@ RETRY_MAX_SECONDS: Final = 60.0
 _log = logging.getLogger(__name__)
 #: Problems already logged at WARNING in this process, so that N waits on one broken queue log it once.
 _reported: set[tuple[str, str]] = set()
+
+
+def wall_clock() -> float:
+    """Return the time messages' ages are counted from (seconds since the epoch, as SQS's ``SentTimestamp``)."""
+    return time.time()
 
 
 def _report_once(log: Any, queue_url: str, kind: str, message: str, *args: Any) -> None:
@@ -160,8 +182,10 @@ class NotificationReceiver:
         self.received = self.routed = self.deleted = self.released = self.malformed = self.errors = 0
         self._inboxes: set[Inbox] = set()
         self._task: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()  # deletes and visibility changes
+        self._pollers: set[asyncio.Task[None]] = set()  # the extra long polls of a backlog
         self._extra_pollers = 0
+        self._paused_until = 0.0
 
     def add(self, inbox: Inbox) -> None:
         """Route to ``inbox`` from now on."""
@@ -180,11 +204,17 @@ class NotificationReceiver:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"sqs-receiver {self.queue_url}")
 
     async def stop(self) -> None:
-        """Cancel the receive loop, the extra pollers and pending deletes; wait for them to end."""
-        tasks = [*self._background, *([self._task] if self._task is not None else [])]
-        for task in tasks:
+        """Cancel the receive loop and the extra pollers; let pending deletes and handbacks finish (up to 5 s)."""
+        pollers = [*self._pollers, *([self._task] if self._task is not None else [])]
+        for task in pollers:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*pollers, return_exceptions=True)
+        if calls := list(self._background):
+            # A handback cancelled here would leave another triggerer's message invisible for a while.
+            _, late = await asyncio.wait(calls, timeout=STOP_GRACE_SECONDS)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         self._task = None
 
     def _set_health(self, healthy: bool) -> None:
@@ -203,7 +233,9 @@ class NotificationReceiver:
                 continue
             retry = RETRY_FIRST_SECONDS
             if received == MAX_MESSAGES and self._extra_pollers < MAX_EXTRA_POLLERS:
-                self._spawn(self._burst())
+                poller = asyncio.get_running_loop().create_task(self._burst())
+                self._pollers.add(poller)
+                poller.add_done_callback(self._pollers.discard)
 
     async def _burst(self) -> None:
         """Long-poll beside the main loop while the queue has a backlog (full batches); end on a partial batch."""
@@ -221,12 +253,15 @@ class NotificationReceiver:
 
     async def _receive_once(self) -> int | None:
         """Receive one batch and act on it; return how many messages came, ``None`` when the call failed."""
+        if (pause := self._paused_until - asyncio.get_running_loop().time()) > 0:
+            await asyncio.sleep(pause)
         try:
             answer = await self.client.receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=MAX_MESSAGES,
                 WaitTimeSeconds=self.wait_time_seconds,
-                MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+                VisibilityTimeout=RECEIVE_VISIBILITY_SECONDS,
+                MessageSystemAttributeNames=["SentTimestamp"],
             )
         except asyncio.CancelledError:
             raise
@@ -257,8 +292,8 @@ class NotificationReceiver:
         return len(messages)
 
     def _handle(self, messages: list[dict[str, Any]]) -> None:
-        """Wake the waits each message names at once; delete and release in the background."""
-        now = time.time()
+        """Wake the waits each message names at once; delete and hand back in the background."""
+        now = wall_clock()
         deletes: list[str] = []
         releases: list[tuple[str, int]] = []
         for message in messages:
@@ -276,21 +311,24 @@ class NotificationReceiver:
                     self.log,
                     self.queue_url,
                     "malformed",
-                    "SQS queue %s holds a message that is not a SageMaker notification (%s), e.g. %.200r; it is left "
-                    "to the queue (visibility timeout, dead-letter queue) and deleted once stale. Subscribe the "
-                    "queue only to the endpoint's SuccessTopic and ErrorTopic.",
+                    "SQS queue %s holds a message that is not a SageMaker notification (%s), e.g. %.200r; it comes "
+                    "back every %d s (or goes to the queue's dead-letter queue) and is deleted once older than "
+                    "%.0f s. Subscribe the queue only to the endpoint's SuccessTopic and ErrorTopic.",
                     self.queue_url,
                     parsed.reason,
                     message.get("Body", ""),
+                    MALFORMED_VISIBILITY_SECONDS,
+                    STALE_AFTER_SECONDS,
                 )
             attributes = message.get("Attributes") or {}
-            receive_count = int(attributes.get("ApproximateReceiveCount") or 1)
-            sent = int(attributes.get("SentTimestamp") or now * 1000) / 1000
-            action = decide(parsed, routed=bool(woken), receive_count=receive_count, age_seconds=now - sent)
+            age = now - int(attributes.get("SentTimestamp") or now * 1000) / 1000
+            action = decide(parsed, routed=bool(woken), age_seconds=age)
             if action is Action.DELETE:
                 deletes.append(message["ReceiptHandle"])
             elif action is Action.RELEASE:
-                releases.append((message["ReceiptHandle"], release_visibility(receive_count)))
+                releases.append((message["ReceiptHandle"], release_visibility(age)))
+            else:  # KEEP: not ours to judge, and not worth receiving every RECEIVE_VISIBILITY_SECONDS
+                releases.append((message["ReceiptHandle"], MALFORMED_VISIBILITY_SECONDS))
         for chunk in batch_iter(deletes):
             entries = [{"Id": str(i), "ReceiptHandle": handle} for i, handle in enumerate(chunk)]
             self._spawn(self._call("delete", "delete_message_batch", entries))
@@ -302,6 +340,9 @@ class NotificationReceiver:
             ]
             self._spawn(self._call("release", "change_message_visibility_batch", entries))
             self.released += len(chunk)
+        if any(seconds == 0 for _, seconds in releases):
+            # Step aside: another triggerer's long poll takes what was handed back at once, not this one again.
+            self._paused_until = asyncio.get_running_loop().time() + HANDBACK_PAUSE_SECONDS
 
     async def _call(self, kind: str, method: str, entries: list[dict[str, Any]]) -> None:
         try:
@@ -373,6 +414,7 @@ async def subscribe_notifications(
     locations: Iterable[str] = (),
     prefixes: Iterable[str] = (),
     inference_ids: Iterable[str] = (),
+    batch_tags: Iterable[str] = (),
     log: Any = None,
 ) -> AsyncIterator[Inbox]:
     """
@@ -389,11 +431,18 @@ async def subscribe_notifications(
     :param botocore_config: botocore ``Config`` parameters as a dict, default from the connection.
     :param locations: exact S3 URIs to be woken for.
     :param prefixes: S3 URI prefixes: be woken for any output / failure location under them.
-    :param inference_ids: inference ids to be woken for (``Expired`` notifications name no location).
+    :param inference_ids: inference ids to be woken for (``Failed`` and ``Expired`` notifications name no
+        location).
+    :param batch_tags: batch tags to be woken for: any inference id ``…-<tag>-<index>`` (a batch's items).
     :param log: where to log an opening failure, default this module's logger.
     """
     inbox = Inbox(
-        Subscription(locations=frozenset(locations), prefixes=tuple(prefixes), inference_ids=frozenset(inference_ids))
+        Subscription(
+            locations=frozenset(locations),
+            prefixes=tuple(prefixes),
+            inference_ids=frozenset(inference_ids),
+            batch_tags=frozenset(batch_tags),
+        )
     )
     inbox.subscription.tag = inbox
     key = (queue_url, client_key(aws_conn_id, region_name, verify, botocore_config))

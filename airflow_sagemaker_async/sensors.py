@@ -71,7 +71,12 @@ class SageMakerAsyncInferenceSensor(InferenceWaitMixin, AwsBaseSensor[S3Hook]):
         ``[sagemaker_async] push_max_poll_interval``, else 300 (safety polling).
     :param notification_queue_url: URL of an SQS queue subscribed to the endpoint's SNS SuccessTopic and
         ErrorTopic (templated); the trigger then wakes on notifications, as the operator's does (see there).
-        Default ``None`` (or ``""`` once rendered): poll only. Used in the triggerer only.
+        Default ``None`` (or ``""`` once rendered): poll only. Used in the triggerer only. **What a sensor
+        can be told depends on ``inference_id``.** Without it, the sensor knows only its locations: a
+        ``Completed`` message wakes it (its ``outputLocation`` as ``s3://`` or an S3 https URL,
+        virtual-hosted or path-style), but AWS's ``Failed`` and ``Expired`` messages name no location, so it
+        learns of a failure only by safety polling (up to ``max_poll_interval``) and of an expiry only at its
+        ``timeout``. With the request's ``inference_id`` (and ``endpoint_name``) it is told of all three at once.
     :param min_deferral_seconds: the trigger fires no sooner than this after the deferral; default
         ``[sagemaker_async] min_deferral_seconds``, else 10.
     :param output_format: ``"location"`` (default), ``"text"``, ``"json"`` or ``"bytes"`` (base64 text).

@@ -11,6 +11,7 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_sagemaker_async.clients import SharedClient, client_key, shared_s3_clients
+from airflow_sagemaker_async.layout import normalize_s3_uri
 from airflow_sagemaker_async.notifications import expiry_applies
 from airflow_sagemaker_async.receiver import subscribe_notifications
 from airflow_sagemaker_async.validation import check_poll_schedule, check_queue_url
@@ -28,6 +29,7 @@ from airflow_sagemaker_async.watch import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from airflow_sagemaker_async.notifications import Notification
     from airflow_sagemaker_async.receiver import Inbox
     from airflow_sagemaker_async.records import WatchEvent
 
@@ -126,8 +128,12 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
     **Push completion** (``notification_queue_url``): an SQS queue subscribed to the endpoint's SNS
     SuccessTopic and ErrorTopic wakes the wait within about a second of the result
     (:mod:`airflow_sagemaker_async.receiver`, one long-polling receiver per event loop, queue and connection,
-    shared by every wait on it). A notification is only a hint: the trigger HEADs its own locations before it
-    yields. The polling above goes on as a safety net with a ceiling of 300 s by default, each safety check
+    shared by every wait on it). The wait subscribes its inference id and its two locations: a ``Completed``
+    message names the output location, AWS's ``Failed`` message names none (only ``failureReason``), so it
+    is routed by inference id and the failure location is HEADed first. A notification is only a hint: the
+    trigger HEADs its own locations before it yields (without a ``failure_location``, a ``Failed`` message
+    cannot be confirmed and the wait goes on to its deadline, with a warning). The polling above goes on as
+    a safety net with a ceiling of 300 s by default, each safety check
     HEADing one location in turn (:meth:`~airflow_sagemaker_async.watch.Watch.safety_targets`; a lost
     notification costs latency, never the outcome), back to at most 30 s and both locations while the queue
     fails. An ``Expired``
@@ -266,7 +272,7 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
     ) -> WatchEvent | None:
         if named:
             # The locations a notification named first: a Failed one is confirmed with one HEAD, not two.
-            targets = tuple(sorted(watch.targets, key=lambda t: t.uri not in named))
+            targets = tuple(sorted(watch.targets, key=lambda t: normalize_s3_uri(t.uri) not in named))
         elif one:
             targets = watch.safety_targets()
         else:
@@ -276,6 +282,24 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
             if event is not None:
                 return event
         return None
+
+    def _log_unconfirmed(self, hints: list[Notification]) -> None:
+        failed = next((hint for hint in hints if hint.status == "Failed"), None)
+        if failed is not None and not self.failure_location:
+            self.log.warning(
+                "Inference %s: SageMaker's notification says it failed (%s), but the endpoint has no S3FailurePath, "
+                "so S3 cannot confirm it; the wait goes on until its deadline %s. Give the endpoint's "
+                "AsyncInferenceConfig an S3FailurePath to end failed inferences at once.",
+                self.inference_id,
+                failed.failure_reason or "no failureReason",
+                self.deadline,
+            )
+            return
+        self.log.info(
+            "Inference %s: a notification named it but S3 has no object at its locations (duplicate or stale "
+            "message); the wait goes on",
+            self.inference_id,
+        )
 
     def _fit_ceiling(self, watch: Watch, inbox: Inbox | None) -> None:
         # Safety polling at the slow ceiling while notifications can arrive, the polling ceiling otherwise.
@@ -318,16 +342,15 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
                         )
                         return watch.expired_event()
                 if any(not hint.expired for hint in hints):
-                    # A hint, not the truth: S3 decides.
+                    # A hint, not the truth: S3 decides. AWS's Failed message names no location: the failure
+                    # location is HEADed first.
                     named = {location for hint in hints for location in hint.locations}
+                    if self.failure_location and any(hint.status == "Failed" for hint in hints):
+                        named.add(normalize_s3_uri(self.failure_location))
                     if (event := await self._check(watch, shared, named)) is not None:
                         self.log.info("Inference %s: woken by a notification, confirmed in S3", self.inference_id)
                         return event
-                    self.log.info(
-                        "Inference %s: a notification named it but S3 has no object at its locations (duplicate or "
-                        "stale message); the wait goes on",
-                        self.inference_id,
-                    )
+                    self._log_unconfirmed(hints)
                 if inbox.healthy != was_healthy:
                     self._fit_ceiling(watch, inbox)
                     if not inbox.healthy:

@@ -6,9 +6,10 @@ Reads one JSON document from stdin once it has printed ``ready``::
     {"queue_url": "...", "waits": [{"inference_id", "output_location", "failure_location", "endpoint_name"}, ...],
      "poll_interval": 3600, "max_poll_interval": 3600}
 
-runs one ``SageMakerAsyncInferenceTrigger`` per wait, and prints one JSON line per event
-(``{"inference_id", "status", "checks", "seconds"}``), then ``done``. The AWS connection comes from
-``AIRFLOW_CONN_AWS_DEFAULT``.
+runs one ``SageMakerAsyncInferenceTrigger`` per wait, prints ``watching`` once every wait is subscribed to
+the queue and has made its first check, then one JSON line per event
+(``{"inference_id", "status", "checks", "seconds", "at"}``, ``at`` the wall clock), then ``done``. The AWS
+connection comes from ``AIRFLOW_CONN_AWS_DEFAULT``. Its log lines may come on stdout too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import json
 import sys
 import time
 from datetime import timedelta
+from typing import Any
 
+from airflow_sagemaker_async import receiver
 from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
 from airflow_sagemaker_async.watch import isoformat, utcnow
 
@@ -26,6 +29,18 @@ from airflow_sagemaker_async.watch import isoformat, utcnow
 async def main() -> None:
     print("ready", flush=True)
     document = json.loads(await asyncio.to_thread(sys.stdin.readline))
+    subscribed = asyncio.Event()
+    count = 0
+    add = receiver.NotificationReceiver.add
+
+    def counting_add(self: Any, inbox: Any) -> None:
+        nonlocal count
+        add(self, inbox)
+        count += 1
+        if count == len(document["waits"]):
+            subscribed.set()
+
+    receiver.NotificationReceiver.add = counting_add  # type: ignore[method-assign]
     started = time.monotonic()
     deadline = isoformat(utcnow() + timedelta(hours=1))
 
@@ -44,10 +59,15 @@ async def main() -> None:
                 "status": payload["status"],
                 "checks": payload["checks"],
                 "seconds": time.monotonic() - started,
+                "at": time.time(),
             }
             print(json.dumps(line), flush=True)
 
-    await asyncio.gather(*(wait(spec) for spec in document["waits"]))
+    tasks = [asyncio.ensure_future(wait(spec)) for spec in document["waits"]]
+    await subscribed.wait()
+    await asyncio.sleep(1.0)  # each first check (subscribed before it) HEADs two locations
+    print("watching", flush=True)
+    await asyncio.gather(*tasks)
     print("done", flush=True)
 
 

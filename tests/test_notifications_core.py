@@ -7,8 +7,12 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from airflow_sagemaker_async.batch import BatchNames, batch_tag
+from airflow_sagemaker_async.layout import normalize_s3_uri
 from airflow_sagemaker_async.notifications import (
-    STALE_AFTER_RECEIVES,
+    CLAIM_WINDOW_SECONDS,
+    EXPIRED_KEEP_SECONDS,
+    MAX_RELEASE_VISIBILITY_SECONDS,
     STALE_AFTER_SECONDS,
     Action,
     Ignored,
@@ -28,7 +32,12 @@ FAIL = "s3://bucket/fail/11111111-error.out"
 
 
 def sagemaker_message(status: str = "Completed", **overrides: object) -> dict:
-    """The developer guide's example notification."""
+    """
+    The developer guide's example notifications ("Check prediction results").
+
+    Completed: ``responseParameters.outputLocation``. Failed: ``failureReason``, no ``responseParameters``
+    and no failure location. Expired: no location either.
+    """
     message: dict = {
         "awsRegion": "us-east-1",
         "eventTime": "2026-11-22T10:00:01.608Z",
@@ -43,7 +52,6 @@ def sagemaker_message(status: str = "Completed", **overrides: object) -> dict:
     if status == "Completed":
         message["responseParameters"] = {"contentType": "text/csv", "outputLocation": OUT}
     elif status == "Failed":
-        message["responseParameters"] = {"failureLocation": FAIL}
         message["failureReason"] = "ClientError: Received server error (500) from model."
     else:
         message["failureReason"] = "InternalServerError: Request expired in queue."
@@ -79,17 +87,65 @@ def test_completed_notification_is_read_from_raw_and_enveloped_bodies(wrap) -> N
     assert not parsed.expired
 
 
+@pytest.mark.parametrize("wrap", [json.dumps, envelope], ids=["raw-delivery", "sns-envelope"])
+def test_aws_failed_notification_without_any_location_is_read_not_malformed(wrap) -> None:
+    # Before: Malformed("a Failed notification without outputLocation or failureLocation").
+    failed = parse_message(wrap(sagemaker_message("Failed")))
+
+    assert isinstance(failed, Notification)
+    assert failed.status == "Failed"
+    assert failed.inference_id == "inf-1"
+    assert failed.endpoint_name == "ep"
+    assert failed.locations == ()
+    assert failed.failure_reason == "ClientError: Received server error (500) from model."
+
+
 def test_failed_and_expired_notifications_keep_their_status_and_reason() -> None:
-    failed = parse_message(envelope(sagemaker_message("Failed")))
+    failed = parse_message(envelope(sagemaker_message("Failed", responseParameters={"failureLocation": FAIL})))
     expired = parse_message(json.dumps(sagemaker_message("Expired")))
 
     assert isinstance(failed, Notification)
-    assert failed.locations == (FAIL,)
+    assert failed.locations == (FAIL,), "a failureLocation, should SageMaker ever send one, is read too"
     assert failed.status == "Failed"
     assert isinstance(expired, Notification)
     assert expired.expired
     assert expired.locations == ()
     assert expired.failure_reason == "InternalServerError: Request expired in queue."
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "https://bucket.s3.us-east-1.amazonaws.com/out/11111111.out",
+        "https://bucket.s3.amazonaws.com/out/11111111.out",
+        "https://bucket.s3-us-east-1.amazonaws.com/out/11111111.out",
+        "https://bucket.s3.dualstack.us-east-1.amazonaws.com/out/11111111.out",
+        "https://s3.us-east-1.amazonaws.com/bucket/out/11111111.out",
+        "https://s3.amazonaws.com/bucket/out/11111111.out",
+        "s3://bucket/out/11111111.out",
+    ],
+    ids=["virtual-hosted", "virtual-global", "virtual-dash", "virtual-dualstack", "path-style", "path-global", "s3"],
+)
+def test_an_output_location_in_any_s3_uri_form_is_read_and_routed_as_s3(location: str) -> None:
+    parsed = parse_message(
+        json.dumps(sagemaker_message(responseParameters={"contentType": "text/csv", "outputLocation": location}))
+    )
+    router = Router()
+    by_location = Subscription(locations=frozenset({OUT}))  # a sensor told no inference id
+    router.add(by_location)
+
+    assert isinstance(parsed, Notification)
+    assert parsed.locations == (OUT,)
+    assert router.route(parsed) == {by_location}
+
+
+def test_https_keys_are_percent_decoded_and_other_uris_are_left_alone() -> None:
+    assert (
+        normalize_s3_uri("https://my.bucket.s3.eu-west-1.amazonaws.com/a%20b/c%2Bd.out") == "s3://my.bucket/a b/c+d.out"
+    )
+    assert normalize_s3_uri("https://s3.eu-west-1.amazonaws.com.cn/bucket/k") == "s3://bucket/k"
+    assert normalize_s3_uri("https://example.com/bucket/k") == "https://example.com/bucket/k"
+    assert normalize_s3_uri("s3://bucket/a%20b") == "s3://bucket/a%20b", "an s3:// key is not encoded"
 
 
 def test_test_notification_is_ignored_not_malformed() -> None:
@@ -106,7 +162,7 @@ def test_test_notification_is_ignored_not_malformed() -> None:
         (json.dumps({"eventName": "ObjectCreated"}), "eventName"),
         (json.dumps(sagemaker_message("Pending")), "invocationStatus"),
         (json.dumps(sagemaker_message(inferenceId="")), "inferenceId"),
-        (json.dumps(sagemaker_message(responseParameters={})), "without outputLocation"),
+        (json.dumps(sagemaker_message(responseParameters={})), "without responseParameters.outputLocation"),
     ],
 )
 def test_malformed_messages_say_why(body: str, reason: str) -> None:
@@ -148,23 +204,57 @@ def test_router_forgets_removed_subscriptions_and_counts_the_rest() -> None:
     assert len(router) == 0
 
 
+def test_router_wakes_a_batch_by_the_tag_its_items_inference_ids_end_with() -> None:
+    tag = batch_tag("dag", "score", "run-1")
+    names = BatchNames.of(tag, "a_dag_with_a_rather_long_name_indeed", "score_every_input", "s3://b/out", "s3://b/f")
+    router = Router()
+    batch = Subscription(prefixes=("s3://b/out/other-",), batch_tags=frozenset({tag}))
+    other = Subscription(batch_tags=frozenset({batch_tag("dag", "score", "run-2")}))
+    router.add(batch)
+    router.add(other)
+
+    for index in (0, 7, 999, 1_000_000):
+        item_id = names.inference_id(index)  # the readable start is cut to keep 64 characters
+        assert router.route(Notification("Failed", item_id)) == {batch}, item_id
+    assert router.route(Notification("Failed", f"{tag}-7")) == set(), "no '-' before the tag"
+    assert router.route(Notification("Failed", f"x-{tag}-7-retry")) == set()
+    router.remove(batch)
+    assert router.route(Notification("Failed", names.inference_id(7))) == set()
+    assert len(router) == 1
+
+
 def test_routed_and_test_messages_are_deleted_unrouted_released_malformed_kept() -> None:
     notification = Notification("Completed", "x", locations=(OUT,))
 
-    assert decide(notification, routed=True, receive_count=1, age_seconds=1) is Action.DELETE
-    assert decide(Ignored.TEST_NOTIFICATION, routed=False, receive_count=1, age_seconds=1) is Action.DELETE
-    assert decide(notification, routed=False, receive_count=1, age_seconds=1) is Action.RELEASE
-    assert decide(Malformed("x"), routed=False, receive_count=1, age_seconds=1) is Action.KEEP
+    assert decide(notification, routed=True, age_seconds=1) is Action.DELETE
+    assert decide(Ignored.TEST_NOTIFICATION, routed=False, age_seconds=1) is Action.DELETE
+    assert decide(notification, routed=False, age_seconds=1) is Action.RELEASE
+    assert decide(Malformed("x"), routed=False, age_seconds=1) is Action.KEEP
 
 
-@pytest.mark.parametrize("parsed", [Notification("Completed", "x", locations=(OUT,)), Malformed("x")])
-def test_stale_messages_are_deleted_by_age_or_receive_count(parsed) -> None:
-    assert decide(parsed, routed=False, receive_count=1, age_seconds=STALE_AFTER_SECONDS + 1) is Action.DELETE
-    assert decide(parsed, routed=False, receive_count=STALE_AFTER_RECEIVES + 1, age_seconds=1) is Action.DELETE
+@pytest.mark.parametrize(
+    "parsed", [Notification("Completed", "x", locations=(OUT,)), Notification("Failed", "x"), Malformed("x")]
+)
+def test_completed_failed_and_malformed_messages_are_stale_after_the_safety_poll_ceiling(parsed) -> None:
+    assert decide(parsed, routed=False, age_seconds=STALE_AFTER_SECONDS - 1) is not Action.DELETE
+    assert decide(parsed, routed=False, age_seconds=STALE_AFTER_SECONDS + 1) is Action.DELETE
 
 
-def test_released_message_is_visible_at_once_then_backs_off_to_twenty_seconds() -> None:
-    assert [release_visibility(n) for n in range(1, 9)] == [0, 1, 2, 4, 8, 16, 20, 20]
+def test_an_expired_message_is_kept_until_no_wait_it_concerns_can_be_alive() -> None:
+    expired = Notification("Expired", "x")
+
+    # Before: deleted once older than 300 s, so a wait whose trigger started late never learnt of it.
+    assert decide(expired, routed=False, age_seconds=400) is Action.RELEASE
+    assert decide(expired, routed=False, age_seconds=EXPIRED_KEEP_SECONDS - 1) is Action.RELEASE
+    assert decide(expired, routed=False, age_seconds=EXPIRED_KEEP_SECONDS + 1) is Action.DELETE
+    assert EXPIRED_KEEP_SECONDS == 3600 + 600, "the largest InvocationTimeoutSeconds + the deadline margin"
+
+
+def test_a_young_message_is_handed_back_at_once_then_after_a_fifth_of_its_age_up_to_twenty_seconds() -> None:
+    # Before: 0, 1, 2, 4 ... 20 s by receive count, so a few wrong receipts added tens of seconds.
+    assert [release_visibility(age) for age in (0, 1, CLAIM_WINDOW_SECONDS - 0.1)] == [0, 0, 0]
+    assert [release_visibility(age) for age in (CLAIM_WINDOW_SECONDS, 9.9, 35, 60, 99, 4000)] == [1, 1, 7, 12, 19, 20]
+    assert release_visibility(10**6) == MAX_RELEASE_VISIBILITY_SECONDS
 
 
 def test_expiry_applies_only_to_the_same_inference_endpoint_and_try() -> None:

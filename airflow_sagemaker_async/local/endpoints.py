@@ -437,9 +437,9 @@ class EndpointRuntime:
                 outcome.failure_reason,
                 f" -> {invocation.failure_location}" if failure_written else "",
             )
-        await self._notify(invocation, outcome, failure_written=failure_written)
+        await self._notify(invocation, outcome)
 
-    async def _notify(self, invocation: Invocation, outcome: _Outcome, *, failure_written: bool = False) -> None:
+    async def _notify(self, invocation: Invocation, outcome: _Outcome) -> None:
         completed = outcome.status is InvocationStatus.COMPLETED
         topic = self.spec.success_topic if completed else self.spec.error_topic
         if topic is None:
@@ -460,9 +460,8 @@ class EndpointRuntime:
             accept=request.accept,
             custom_attributes=request.custom_attributes,
             input_location=request.input_location,
-            response_content_type=outcome.content_type,
+            response_content_type=outcome.content_type if completed else None,
             output_location=invocation.output_location if completed else None,
-            failure_location=invocation.failure_location if failure_written else None,
             failure_reason=outcome.failure_reason,
             body=outcome.body if include and outcome.body is not None else None,
         )

@@ -1,8 +1,13 @@
 """The SNS messages SageMaker publishes for async inference, built from an invocation.
 
-Shape of the developer guide's example (``eventName`` ``InferenceResult``, ``invocationStatus``
-``Completed`` / ``Failed`` / ``Expired``); the details AWS does not document are marked "our choice" in
-the local backend's README.
+Shapes of the developer guide's examples ("Check prediction results"): ``eventName`` ``InferenceResult``,
+``invocationStatus`` ``Completed`` / ``Failed`` / ``Expired``. Only ``Completed`` carries
+``responseParameters`` (``contentType``, ``outputLocation``); ``Failed`` carries ``failureReason`` and no
+location at all, as AWS documents it (a waiter must route it by ``inferenceId``); ``Expired`` likewise. The
+details AWS does not document are marked "our choice" in the local backend's README.
+
+.. seealso::
+    https://docs.aws.amazon.com/sagemaker/latest/dg/async-inference-check-predictions.html
 """
 
 from __future__ import annotations
@@ -49,15 +54,14 @@ def inference_result(
     input_location: str | None,
     response_content_type: str | None = None,
     output_location: str | None = None,
-    failure_location: str | None = None,
     failure_reason: str | None = None,
     body: bytes | None = None,
 ) -> dict[str, Any]:
     """Build the ``InferenceResult`` message of one finished request.
 
     :param status: ``Completed``, ``Failed`` or ``Expired``.
+    :param response_content_type: for ``Completed``: the model's content type.
     :param output_location: for ``Completed``: where the response was written.
-    :param failure_location: for ``Failed``: where the error body was written, if anywhere.
     :param failure_reason: for ``Failed`` and ``Expired``.
     :param body: the model's response to include (``IncludeInferenceResponseIn``), ``None`` to leave out.
     :return: the message, to be published as JSON.
@@ -83,8 +87,6 @@ def inference_result(
         response["contentType"] = response_content_type
     if output_location is not None:
         response["outputLocation"] = output_location
-    if failure_location is not None:
-        response["failureLocation"] = failure_location
     if response:
         message["responseParameters"] = response
     if body is not None:

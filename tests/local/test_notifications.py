@@ -42,19 +42,23 @@ def test_completed_notification_has_the_documented_fields_and_the_included_respo
     assert message["responseBody"]["encoding"] == "UTF-8"
 
 
-def test_failed_notification_carries_reason_and_failure_location_but_no_response_body(backend, iris):
+def test_failed_notification_has_aws_documented_shape_reason_but_no_location_nor_response_parameters(backend, iris):
     answer = invoke(backend, iris.name, CustomAttributes="status=500")
     message = iris.notifications.wait_for(answer["InferenceId"])
 
     assert object_exists(backend, answer["FailureLocation"]), "the object is written before the notification"
+    assert set(message) >= ENVELOPE_KEYS
     assert message["invocationStatus"] == "Failed"
+    assert message["inferenceId"] == answer["InferenceId"]
     assert message["failureReason"] == (
         "ClientError: Received server error (500) from model. "
         "See the SageMaker Endpoint logs in your account for more information."
     )
     assert message["requestParameters"]["customAttributes"] == "status=500"
-    assert message["responseParameters"]["failureLocation"] == answer["FailureLocation"]
-    assert "outputLocation" not in message["responseParameters"]
+    # AWS's error notification (developer guide, "Check prediction results"): no responseParameters, so no
+    # failure location; before, the backend added responseParameters.failureLocation.
+    assert "responseParameters" not in message
+    assert "failureLocation" not in json.dumps(message)
     assert "responseBody" not in message, "IncludeInferenceResponseIn names only the success topic"
 
 
