@@ -65,11 +65,19 @@ _LOCK: Final = threading.RLock()
 _MESSAGE_ADDED: Final = threading.Condition(_LOCK)
 
 
-def _serialised(method: Callable[..., Any]) -> Callable[..., Any]:
+#: Backend methods that can make a message visible at once (a hand-back sets its visibility to 0): a waiting long
+#: poll is woken after them, as after a new message, instead of at the end of its wait.
+_NOTIFYING: Final = frozenset({"change_message_visibility", "change_message_visibility_batch"})
+
+
+def _serialised(method: Callable[..., Any], notify: bool = False) -> Callable[..., Any]:
     @functools.wraps(method)
     def serialised(*args: Any, **kwargs: Any) -> Any:
-        with _LOCK:
-            return method(*args, **kwargs)
+        with _MESSAGE_ADDED:
+            answer = method(*args, **kwargs)
+            if notify:
+                _MESSAGE_ADDED.notify_all()
+            return answer
 
     return serialised
 
@@ -108,7 +116,7 @@ def _is_message_valid_based_on_retention_period(self: Any, queue_name: str, mess
 def install() -> None:
     """Install the lock and the speed-ups in this process (idempotent)."""
     for name, method in _BACKEND_METHODS.items():
-        setattr(sqs_models.SQSBackend, name, _serialised(method))
+        setattr(sqs_models.SQSBackend, name, _serialised(method, notify=name in _NOTIFYING))
     sqs_models.Queue.wait_for_messages = _wait_for_messages  # type: ignore[method-assign]
     sqs_models.Queue.add_message = _add_message  # type: ignore[method-assign]
     sqs_models.SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]

@@ -7,6 +7,7 @@ import datetime
 import http.client
 import json
 import sys
+import time
 import urllib.parse
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +67,34 @@ def test_a_released_message_is_received_again_one_made_invisible_is_not(sagemake
     assert again[0]["Attributes"]["ApproximateReceiveCount"] == "2"
     counts = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     assert counts["ApproximateNumberOfMessagesNotVisible"] == "1"
+
+
+def test_a_long_poll_waiting_on_an_empty_queue_wakes_when_a_message_is_handed_back(
+    sagemaker_async_backend: Any, sqs: Any
+) -> None:
+    # What several triggerers on one queue do: one hands another's message back (visibility 0) while the other
+    # waits in a long poll. Real SQS delivers it to the waiting poll at once; moto's wait noticed it only at the
+    # end of its wait (moto waits in steps of 1 s; here one step of 5 s, so that the difference is plain).
+    url = sqs.create_queue(QueueName="speedups-handback")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="m")
+    first = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0)["Messages"][0]
+    queue = sqs_models.sqs_backends[sagemaker_async_backend.account_id][sagemaker_async_backend.region_name].queues[
+        "speedups-handback"
+    ]
+
+    def wait() -> float:
+        started = time.monotonic()
+        queue.wait_for_messages(5)
+        return time.monotonic() - started
+
+    with ThreadPoolExecutor(1) as pool:
+        waited = pool.submit(wait)
+        time.sleep(0.5)  # the wait has begun on an empty queue
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=first["ReceiptHandle"], VisibilityTimeout=0)
+        seconds = waited.result(timeout=30)
+
+    assert seconds < 4  # woken by the hand-back, not by the end of its 5 s
+    assert [m.body for m in queue.messages] == ["m"]
 
 
 @pytest.mark.parametrize("when", [None, datetime.datetime(2026, 11, 22, 7, 30, 15, 250000)])
