@@ -27,8 +27,8 @@ import airflow_sagemaker_async
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = Path(airflow_sagemaker_async.__file__).parent
 
-#: Client operation (snake_case) or hook helper -> IAM action.
-ACTIONS = {
+#: Client operation (snake_case) or hook / boto3 helper -> IAM action(s).
+ACTIONS: dict[str, str | tuple[str, ...]] = {
     "invoke_endpoint_async": "sagemaker:InvokeEndpointAsync",
     "invoke_endpoint": "sagemaker:InvokeEndpoint",
     "invoke_endpoint_with_response_stream": "sagemaker:InvokeEndpoint",
@@ -42,11 +42,16 @@ ACTIONS = {
     "upload_part": "s3:PutObject",
     "complete_multipart_upload": "s3:PutObject",
     "abort_multipart_upload": "s3:AbortMultipartUpload",
+    "delete_object": "s3:DeleteObject",
+    # boto3's managed copy (S3.Client.copy): HeadObject + CopyObject / UploadPartCopy: read the source, write the copy.
+    "copy": ("s3:GetObject", "s3:PutObject"),
     "list_objects_v2": "s3:ListBucket",
     "receive_message": "sqs:ReceiveMessage",
     "delete_message_batch": "sqs:DeleteMessage",
     "change_message_visibility_batch": "sqs:ChangeMessageVisibility",
 }
+#: boto3 helpers whose names are everyday Python methods (``dict.copy``): counted only on a client.
+CLIENT_HELPERS = {"copy"}
 #: Granted without a call: S3 answers 404 instead of 403 for a missing key only with s3:ListBucket.
 EXTRAS = {"s3:ListBucket"}
 
@@ -80,15 +85,29 @@ def _calls(module: str) -> set[str]:
     tree = ast.parse((PACKAGE / f"{module}.py").read_text())
     found: set[str] = set()
     for node in ast.walk(tree):
-        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+        if not isinstance(node, ast.Call):
             continue
-        name = node.func.attr
-        if name in OPERATIONS or name in ACTIONS:
-            found.add(name)
         for argument in node.args:
             if isinstance(argument, ast.Constant) and argument.value in OPERATIONS:
                 found.add(argument.value)
+            # A client operation passed to be called (``call_endpoint(self.hook.invoke_endpoint, ...)``).
+            if isinstance(argument, ast.Attribute) and argument.attr in OPERATIONS:
+                found.add(argument.attr)
+        if not isinstance(node.func, ast.Attribute):
+            continue
+        name = node.func.attr
+        if name in CLIENT_HELPERS:
+            if _names_a_client(node.func.value):
+                found.add(name)
+        elif name in OPERATIONS or name in ACTIONS:
+            found.add(name)
     return found
+
+
+def _names_a_client(node: ast.expr) -> bool:
+    """Whether ``node`` reads like a boto3 client (``client``, ``self.client``, ``s3_client``)."""
+    name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
+    return name.endswith("client")
 
 
 def _granted(policy: str) -> set[str]:
@@ -102,6 +121,11 @@ def _granted(policy: str) -> set[str]:
     return granted
 
 
+def _actions(call: str) -> tuple[str, ...]:
+    action = ACTIONS[call]
+    return (action,) if isinstance(action, str) else action
+
+
 def test_every_policy_file_has_its_operator() -> None:
     assert {path.stem for path in (ROOT / "iam").glob("*.json")} == set(MODULES)
 
@@ -113,7 +137,7 @@ def test_every_aws_call_has_a_known_action() -> None:
 
 @pytest.mark.parametrize("policy", sorted(MODULES))
 def test_policy_grants_exactly_what_the_operator_calls(policy: str) -> None:
-    needed = {ACTIONS[call] for module in MODULES[policy] for call in _calls(module)}
+    needed = {action for module in MODULES[policy] for call in _calls(module) for action in _actions(call)}
     granted = _granted(policy)
 
     assert needed - granted == set(), f"iam/{policy}.json lacks actions the code calls"
