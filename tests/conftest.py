@@ -31,6 +31,7 @@ os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 for _name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
     os.environ.pop(_name, None)
 
+from airflow_sagemaker_async.local.topology import CeleryServers, missing_for_celery  # noqa: E402
 from tests.proxy import Proxy  # noqa: E402
 
 if TYPE_CHECKING:
@@ -108,3 +109,22 @@ def backend_connection(sagemaker_async_backend: Any, runtime_proxy: Proxy, monke
     connection["extra"]["service_config"]["sagemaker-runtime"]["endpoint_url"] = runtime_proxy.url
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
     return "aws_default"
+
+
+def require_celery_topology() -> None:
+    """Skip the calling test when the Celery topology cannot run here, with the one-line reason; fail under CI=true.
+
+    What it needs: Debian's ``postgresql`` and ``redis-server`` (``.ci/servers``) and the ``celery`` extra.
+    """
+    if (missing := missing_for_celery()) is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true and {missing}")
+        pytest.skip(missing)
+
+
+@pytest.fixture(scope="module")
+def celery_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryServers]:
+    """PostgreSQL and Redis of the Celery topology on 127.0.0.1, started once per module."""
+    require_celery_topology()
+    with CeleryServers(tmp_path_factory.mktemp("celery-servers")) as started:
+        yield started

@@ -15,7 +15,6 @@ Without PostgreSQL, Redis or the ``celery`` extra the module is skipped with a o
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 from collections import Counter
@@ -24,7 +23,6 @@ from typing import TYPE_CHECKING
 import pytest
 
 from airflow_sagemaker_async.local.harness import AirflowCluster, free_port, signal_tree, wait_for
-from airflow_sagemaker_async.local.topology import CeleryServers, missing_for_celery
 from airflow_sagemaker_async.submission import default_inference_id
 from tests.e2e.airflow_cluster import EXAMPLE_CHECKS, EXAMPLES_DIR, examples_environment
 from tests.e2e.fast_events import (
@@ -46,6 +44,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from airflow_sagemaker_async.local.backend import LocalEndpoint, LocalSageMakerAsyncBackend
+    from airflow_sagemaker_async.local.topology import CeleryServers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -62,13 +61,8 @@ TRIGGER_LOG = re.compile(r"\.log\.trigger\.(?P<job_id>\d+)\.log$")
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryServers]:
-    if (missing := missing_for_celery()) is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and {missing}")
-        pytest.skip(missing)
-    with CeleryServers(tmp_path_factory.mktemp("celery-servers")) as started:
-        yield started
+def servers(celery_servers: CeleryServers) -> CeleryServers:
+    return celery_servers
 
 
 @pytest.fixture(scope="module")

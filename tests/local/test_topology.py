@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from typing import TYPE_CHECKING
 
@@ -14,12 +13,10 @@ from airflow_sagemaker_async.local.topology import (
     CELERY_EXECUTOR,
     TOPOLOGY_ENV,
     CeleryServers,
-    missing_for_celery,
     topology_from,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
     from pathlib import Path
 
 
@@ -61,13 +58,8 @@ def test_the_celery_plan_has_two_schedulers_two_triggerers_and_two_workers_seen_
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CeleryServers]:
-    if (missing := missing_for_celery()) is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and {missing}")
-        pytest.skip(missing)
-    with CeleryServers(tmp_path_factory.mktemp("servers")) as started:
-        yield started
+def servers(celery_servers: CeleryServers) -> CeleryServers:
+    return celery_servers
 
 
 def listening(pid: int) -> set[tuple[str, int]]:

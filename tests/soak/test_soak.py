@@ -11,14 +11,13 @@ run that did not succeed. See ``tests/soak/soak.py`` for what runs and which fau
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from airflow_sagemaker_async.local.topology import missing_for_celery
+from tests.conftest import require_celery_topology
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(1500)]
 
@@ -27,10 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("topology", ["local", "celery"])
 def test_short_soak_loses_nothing_duplicates_nothing_and_reports_true_statuses(tmp_path: Path, topology: str) -> None:
-    if topology == "celery" and (missing := missing_for_celery()) is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true and {missing}")
-        pytest.skip(missing)
+    if topology == "celery":
+        require_celery_topology()
     command = [sys.executable, "-m", "tests.soak.soak", "--items", "1000", "--work-dir", str(tmp_path / "soak")]
     soak = subprocess.run(
         [*command, "--topology", topology],
