@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
     from airflow_sagemaker_async.local.backend import LocalEndpoint, LocalSageMakerAsyncBackend
-    from airflow_sagemaker_async.local.harness import AirflowApi
+    from airflow_sagemaker_async.local.harness import AirflowApi, AirflowCluster
     from airflow_sagemaker_async.local.topology import CeleryServers
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "example_dags"
@@ -109,10 +109,46 @@ def check_sensor_example(cluster: AirflowApi, run_id: str) -> None:
     assert cluster.xcom(dag_id, run_id, "log_predictions") == ["setosa", "versicolor", "virginica"]
 
 
+def check_push_example(cluster: AirflowCluster, run_id: str) -> None:
+    """``example_sagemaker_async_push``: success, its trigger watched the notification queue, the labels."""
+    dag_id = "example_sagemaker_async_push"
+    assert cluster.run_state(dag_id, run_id) == "success"
+    assert cluster.xcom(dag_id, run_id, "predict")["status"] == "Completed"
+    assert cluster.xcom(dag_id, run_id, "log_predictions") == ["setosa", "versicolor", "virginica"]
+    logs = cluster.task_log_dir(dag_id, run_id, "predict").glob("attempt=*.log.trigger.*.log")
+    logged = "".join(path.read_text(errors="replace") for path in logs)
+    assert "notifications http" in logged  # the trigger read the queue (a poll may still have been first)
+
+
+def check_realtime_example(cluster: AirflowApi, run_id: str) -> None:
+    """``example_sagemaker_realtime``: success, 24 predictions in one call, accuracy >= 0.8."""
+    dag_id = "example_sagemaker_realtime"
+    assert cluster.run_state(dag_id, run_id) == "success"
+    assert len(cluster.xcom(dag_id, run_id, "predict")["output"]["predictions"]) == 24
+    assert cluster.xcom(dag_id, run_id, "report_accuracy")["accuracy"] >= 0.8
+
+
+def check_streaming_example(cluster: AirflowApi, run_id: str) -> None:
+    """``example_sagemaker_streaming``: success, the answer arrived in parts and was written to S3."""
+    dag_id = "example_sagemaker_streaming"
+    assert cluster.run_state(dag_id, run_id) == "success"
+    outcome = cluster.xcom(dag_id, run_id, "generate")
+    assert outcome["parts"] > 1
+    assert outcome["output_location"].startswith("s3://")
+    assert cluster.xcom(dag_id, run_id, "report")["words"] > 0
+
+
 #: Each example DAG the end-to-end tests run, and its check.
 EXAMPLE_CHECKS: dict[str, Callable[[AirflowApi, str], None]] = {
     "example_sagemaker_async_inference": check_inference_example,
     "example_sagemaker_async_batch": check_batch_example,
     "example_sagemaker_async_failure": check_failure_example,
     "example_sagemaker_async_sensor": check_sensor_example,
+}
+#: The examples that need more of the backend than ``iris-endpoint`` (a notification queue, real-time
+#: endpoints), run by the Celery topology's suite, which sets those up.
+MORE_EXAMPLE_CHECKS: dict[str, Callable[[AirflowCluster, str], None]] = {
+    "example_sagemaker_async_push": check_push_example,
+    "example_sagemaker_realtime": check_realtime_example,
+    "example_sagemaker_streaming": check_streaming_example,
 }

@@ -2,12 +2,13 @@
 End to end on the production topology: a PostgreSQL metadata database, the CeleryExecutor with a Redis broker,
 two schedulers, two Celery workers that Airflow sees as two hosts, two triggerers, a dag-processor and the
 api-server, each its own process on 127.0.0.1 (:mod:`airflow_sagemaker_async.local.topology`), against the
-local backend of the pytest plugin.
+local backend of the pytest plugin (with a notification queue and two real-time endpoints of this module's).
 
 One cluster serves the whole module: the heavy topology starts once (about a minute on two cores). On it run
-the four example DAGs with the checks of the LocalExecutor suite, the fast-event DAG with the guard at its
-default (its checks too), and a triggerer fault: both triggerers are SIGKILLed one after the other while an
-inference waits, and the trigger must move and fire once.
+the four example DAGs with the checks of the LocalExecutor suite; the push (the queue both triggerers read),
+real-time and streaming examples; the fast-event DAG with the guard at its default (its checks too); and a
+triggerer fault: both triggerers are SIGKILLed one after the other while an inference waits, and the trigger
+must move and fire once.
 
 Without PostgreSQL, Redis or the ``celery`` extra the module is skipped with a one-line reason, except under
 ``CI=true``, where that is a failure (``.ci/run`` installs the servers).
@@ -24,7 +25,7 @@ import pytest
 
 from airflow_sagemaker_async.local.harness import AirflowCluster, free_port, signal_tree, wait_for
 from airflow_sagemaker_async.submission import default_inference_id
-from tests.e2e.airflow_cluster import EXAMPLE_CHECKS, EXAMPLES_DIR, examples_environment
+from tests.e2e.airflow_cluster import EXAMPLE_CHECKS, EXAMPLES_DIR, MORE_EXAMPLE_CHECKS, examples_environment
 from tests.e2e.fast_events import (
     DAG_ID as FAST_DAG_ID,
 )
@@ -41,7 +42,7 @@ from tests.e2e.fast_events import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
     from airflow_sagemaker_async.local.backend import LocalEndpoint, LocalSageMakerAsyncBackend
     from airflow_sagemaker_async.local.topology import CeleryServers
@@ -57,6 +58,10 @@ MODEL_SLEEP = {"custom_attributes": "sleep=15"}
 #: The model delay of the triggerer fault: it outlasts two adoptions (each ~HEALTH_CHECK_THRESHOLD + a start).
 FAULT_MODEL_SLEEP_SECONDS = 90
 FAULT_DAG_ID = "example_sagemaker_async_inference"
+REALTIME_ENDPOINT = "celery-iris-realtime"
+STREAMING_ENDPOINT = "celery-text-streaming"
+#: The four examples of the LocalExecutor suite, push (the queue both triggerers read), real-time, streaming.
+ALL_CHECKS: dict[str, Callable[[AirflowCluster, str], None]] = {**EXAMPLE_CHECKS, **MORE_EXAMPLE_CHECKS}
 TRIGGER_LOG = re.compile(r"\.log\.trigger\.(?P<job_id>\d+)\.log$")
 
 
@@ -74,7 +79,7 @@ def cluster(
 ) -> Iterator[AirflowCluster]:
     # One DAG folder with the examples (and their data) and the fast-event DAG.
     dags = tmp_path_factory.mktemp("celery-dags")
-    for dag_id in EXAMPLE_CHECKS:
+    for dag_id in ALL_CHECKS:
         (dags / f"{dag_id}.py").symlink_to(EXAMPLES_DIR / f"{dag_id}.py")
     (dags / "data").symlink_to(EXAMPLES_DIR / "data")
     (dags / f"{FAST_DAG_ID}.py").symlink_to(FAST_DAGS_FOLDER / f"{FAST_DAG_ID}.py")
@@ -85,14 +90,17 @@ def cluster(
         api_port=free_port(),
         servers=servers,
         dags_folder=dags,
-        extra={"AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(HEALTH_CHECK_THRESHOLD)},
+        extra={
+            "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD": str(HEALTH_CHECK_THRESHOLD),
+            **push_and_realtime(sagemaker_async_backend),
+        },
     )
     assert "AIRFLOW__SAGEMAKER_ASYNC__MIN_DEFERRAL_SECONDS" not in env  # the guard keeps its default
     with AirflowCluster(env) as server:
         assert server.celery
         server.migrate_db()
         server.start_components(STARTUP_TIMEOUT)
-        wanted = [*EXAMPLE_CHECKS, FAST_DAG_ID]
+        wanted = [*ALL_CHECKS, FAST_DAG_ID]
         wait_for(
             f"the dag-processor to parse {wanted}",
             lambda: all(server.dag_count(dag_id) >= 1 for dag_id in wanted),
@@ -116,10 +124,29 @@ def wait_finished(cluster: AirflowCluster, runs: dict[str, str], timeout: float)
     return states
 
 
+def push_and_realtime(backend: LocalSageMakerAsyncBackend) -> dict[str, str]:
+    """A queue on ``iris-endpoint``'s topics and two real-time endpoints of this module's own; their settings."""
+    sns = backend.client("sns")
+    topics = [sns.create_topic(Name=f"iris-endpoint-{kind}")["TopicArn"] for kind in ("success", "error")]
+    queue_url = backend.subscribe_queue("celery-e2e-notifications", topics)
+    backend.create_endpoint(REALTIME_ENDPOINT, async_inference=False)
+    backend.create_endpoint(STREAMING_ENDPOINT, model="text", async_inference=False)
+    return {
+        "SAGEMAKER_ASYNC_NOTIFICATION_QUEUE_URL": queue_url,
+        "SAGEMAKER_REALTIME_ENDPOINT": REALTIME_ENDPOINT,
+        "SAGEMAKER_STREAMING_ENDPOINT": STREAMING_ENDPOINT,
+    }
+
+
 @pytest.fixture(scope="module")
 def example_runs(cluster: AirflowCluster) -> dict[str, str]:
-    """Trigger the four examples at once, wait for their end; return their run ids."""
+    """Trigger the seven examples at once, wait for their end; return their run ids."""
     runs = {dag_id: cluster.trigger(dag_id, MODEL_SLEEP) for dag_id in EXAMPLE_CHECKS}
+    runs |= {
+        "example_sagemaker_async_push": cluster.trigger("example_sagemaker_async_push", MODEL_SLEEP),
+        "example_sagemaker_realtime": cluster.trigger("example_sagemaker_realtime"),
+        "example_sagemaker_streaming": cluster.trigger("example_sagemaker_streaming"),
+    }
     wait_finished(cluster, runs, RUN_TIMEOUT)
     return runs
 
@@ -132,11 +159,11 @@ def fast_run(
     return run_fast_events(cluster, sagemaker_async_backend, RUN_TIMEOUT)
 
 
-@pytest.mark.parametrize("dag_id", list(EXAMPLE_CHECKS))
+@pytest.mark.parametrize("dag_id", list(ALL_CHECKS))
 def test_example_dag_ends_as_designed_on_celery(
     cluster: AirflowCluster, example_runs: dict[str, str], dag_id: str
 ) -> None:
-    EXAMPLE_CHECKS[dag_id](cluster, example_runs[dag_id])
+    ALL_CHECKS[dag_id](cluster, example_runs[dag_id])
 
 
 def test_tasks_ran_on_both_celery_workers_as_two_hosts(
