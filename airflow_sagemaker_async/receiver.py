@@ -87,7 +87,7 @@ MAX_EXTRA_POLLERS: Final = 4
 #: aws/aws-sdk-java-v2#1395, aws/aws-sdk-go-v2#2068): such a message comes back after this, not after the
 #: queue's own visibility timeout (30 s by default, up to 12 hours). Deleting or handing back takes
 #: milliseconds; should it take longer, the message is received again (a duplicate costs one HEAD).
-RECEIVE_VISIBILITY_SECONDS: Final = 2
+RECEIVE_VISIBILITY_SECONDS: Final = 1
 #: Visibility timeout of a malformed message (not SageMaker's): it comes back this much later, seconds.
 MALFORMED_VISIBILITY_SECONDS: Final = 30
 #: How long closing a receiver waits for its pending deletes and handbacks, seconds.
