@@ -20,7 +20,7 @@ def _command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "airflow_sagemaker_async.local.cli"]
 
 
-def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 30.0) -> dict:
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120.0) -> dict:
     deadline = time.monotonic() + timeout
     while not path.exists():
         if process.poll() is not None or time.monotonic() > deadline:
@@ -94,7 +94,7 @@ def test_up_serves_the_demo_endpoint_logs_state_changes_and_stops_cleanly_on_sig
     assert len(containers) == 3, "the demo's three endpoints run one container process each"
 
     process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=20)
+    stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 0
     for pid in containers:
         with pytest.raises(ProcessLookupError):
@@ -129,7 +129,7 @@ def test_up_without_demo_creates_no_endpoint_and_stops_on_ctrl_c(tmp_path):
         )
         assert sagemaker.list_endpoints()["Endpoints"] == []
         process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=20)
+        _, stderr = process.communicate(timeout=60)
         assert process.returncode == 0
         assert stderr == ""
     finally:
