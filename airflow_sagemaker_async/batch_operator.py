@@ -48,6 +48,7 @@ from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_ASYNC
 from airflow_sagemaker_async.submission import serialize_input_data
 from airflow_sagemaker_async.validation import (
     MAX_INLINE_BODY_BYTES,
+    check_inline_payload,
     check_input_location,
     check_invoke_fields,
     check_non_negative,
@@ -362,13 +363,8 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                     raise SageMakerAsyncParameterError(
                         f"input_records[{index}]: {error}", parameter="input_records"
                     ) from error
-                if payload is not None and len(payload) > MAX_INLINE_BODY_BYTES and self.input_s3_prefix is None:
-                    raise SageMakerAsyncParameterError(
-                        f"input_records[{index}] is {len(payload)} bytes once serialised, more than the "
-                        f"{MAX_INLINE_BODY_BYTES} bytes InvokeEndpointAsync accepts inline, and no input_s3_prefix "
-                        "was given. Pass input_s3_prefix='s3://bucket/prefix' (the task needs s3:PutObject there).",
-                        parameter="input_records",
-                    )
+                if payload is not None:
+                    check_inline_payload(len(payload), self.input_s3_prefix, f"input_records[{index}]", "input_records")
         elif self.input_locations is not None:
             inputs = self._locations(_as_list(self.input_locations, "input_locations"), check=check)
         else:

@@ -18,11 +18,12 @@ from airflow_sagemaker_async.lineage import LineageRecord, operator_lineage
 from airflow_sagemaker_async.links import SageMakerAsyncOutputLink, SageMakerEndpointLink
 from airflow_sagemaker_async.outcome import DEFAULT_MAX_OUTPUT_BYTES
 from airflow_sagemaker_async.records import FAILED, IN_PROGRESS, TIMED_OUT
-from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_ASYNC, installed_botocore
+from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_ASYNC
 from airflow_sagemaker_async.submission import default_inference_id, input_key, serialize_input_data
 from airflow_sagemaker_async.validation import (
     INLINE_BODY,
     MAX_INLINE_BODY_BYTES,
+    check_inline_payload,
     check_invoke_fields,
     check_output_format,
     check_positive,
@@ -257,21 +258,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
 
     def _payload(self, content_type: str | None) -> tuple[bytes, str | None]:
         payload, content_type = serialize_input_data(self.input_data, content_type)
-        if not INLINE_BODY and self.input_s3_prefix is None:
-            raise SageMakerAsyncParameterError(
-                f"input_data needs input_s3_prefix with the installed botocore {installed_botocore()}: "
-                "InvokeEndpointAsync's inline Body needs botocore >= 1.43.29, so the payload is uploaded to S3 "
-                "and sent as its InputLocation. Pass input_s3_prefix='s3://bucket/prefix' (the task needs "
-                "s3:PutObject there), or upgrade botocore (pip install 'botocore>=1.43.29').",
-                parameter="input_s3_prefix",
-            )
-        if len(payload) > MAX_INLINE_BODY_BYTES and self.input_s3_prefix is None:
-            raise SageMakerAsyncParameterError(
-                f"input_data is {len(payload)} bytes once serialised, more than the {MAX_INLINE_BODY_BYTES} "
-                "bytes InvokeEndpointAsync accepts inline, and no input_s3_prefix was given to upload it to. "
-                "Pass input_s3_prefix='s3://bucket/prefix' (the task needs s3:PutObject there).",
-                parameter="input_data",
-            )
+        check_inline_payload(len(payload), self.input_s3_prefix, "input_data", "input_data")
         return payload, content_type
 
     def _s3_hook(self) -> S3Hook:

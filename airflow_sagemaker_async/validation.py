@@ -394,3 +394,32 @@ def check_invoke_fields(fields: dict[str, Any], *, only_rendered: bool) -> dict[
             continue
         checked[name] = INVOKE_CHECKS[name](value)
     return checked
+
+
+def check_inline_payload(size: int, input_s3_prefix: str | None, what: str, parameter: str) -> None:
+    """Refuse a payload that cannot travel inline (InvokeEndpointAsync ``Body``) when nothing can upload it.
+
+    :param size: the serialised payload's size, bytes.
+    :param input_s3_prefix: where it would be uploaded instead; with one, nothing is refused.
+    :param what: how the message names the payload (``"input_data"``, ``"input_records[3]"``).
+    :param parameter: the parameter named when the payload is too large for the inline ``Body``.
+    :raises SageMakerAsyncParameterError: naming ``input_s3_prefix`` when the installed botocore has no inline
+        ``Body`` (< 1.43.29); naming ``parameter`` when the payload exceeds :data:`MAX_INLINE_BODY_BYTES`.
+    """
+    if input_s3_prefix is not None:
+        return
+    if not INLINE_BODY:
+        raise SageMakerAsyncParameterError(
+            f"{what} needs input_s3_prefix with the installed botocore {installed_botocore()}: "
+            "InvokeEndpointAsync's inline Body needs botocore >= 1.43.29, so the payload is uploaded to S3 "
+            "and sent as its InputLocation. Pass input_s3_prefix='s3://bucket/prefix' (the task needs "
+            "s3:PutObject there), or upgrade botocore (pip install 'botocore>=1.43.29').",
+            parameter="input_s3_prefix",
+        )
+    if size > MAX_INLINE_BODY_BYTES:
+        raise SageMakerAsyncParameterError(
+            f"{what} is {size} bytes once serialised, more than the {MAX_INLINE_BODY_BYTES} bytes "
+            "InvokeEndpointAsync accepts inline, and no input_s3_prefix was given to upload it to. "
+            "Pass input_s3_prefix='s3://bucket/prefix' (the task needs s3:PutObject there).",
+            parameter=parameter,
+        )

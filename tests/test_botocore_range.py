@@ -77,6 +77,10 @@ _PROBE = textwrap.dedent(
     seen["realtime_without_prefix_aware_id"] = refusal(
         lambda: SageMakerInvokeEndpointOperator(task_id="e", endpoint_name="llm", input_data="hi")
     )
+    from airflow_sagemaker_async.batch_operator import SageMakerInvokeEndpointAsyncBatchOperator
+
+    batch = SageMakerInvokeEndpointAsyncBatchOperator(task_id="f", endpoint_name="iris", input_records=[{"x": 1}])
+    seen["batch_records_without_prefix"] = refusal(lambda: batch._given_inputs(check=True))
     # The local backend follows the service: both request shapes are accepted.
     old = parse_invoke_endpoint_async("iris", {"X-Amzn-SageMaker-InputLocation": "s3://b/k"}, b"")
     new = parse_invoke_endpoint_async("iris", {}, b"5.1,3.5,1.4,0.2")
@@ -131,6 +135,17 @@ def test_input_data_without_a_body_needs_input_s3_prefix(older_botocore: dict[st
     assert "botocore >= 1.43.29" in refusal["message"]
     assert "input_s3_prefix='s3://bucket/prefix'" in refusal["message"]
     assert older_botocore["inline_with_prefix"] is None
+
+
+def test_batch_records_without_a_body_need_input_s3_prefix_and_say_which_botocore(
+    older_botocore: dict[str, Any],
+) -> None:
+    refusal = older_botocore["batch_records_without_prefix"]
+
+    assert refusal["parameter"] == "input_s3_prefix"
+    assert refusal["message"].startswith("input_records[0] needs input_s3_prefix with the installed botocore")
+    assert "botocore >= 1.43.29" in refusal["message"]
+    assert "0 bytes" not in refusal["message"]
 
 
 def test_fields_the_older_botocore_has_are_still_accepted(older_botocore: dict[str, Any]) -> None:
