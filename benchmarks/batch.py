@@ -360,6 +360,11 @@ def submissions(log: str) -> dict[str, float]:
     return {"items": items, "seconds": seconds, "per_s": items / seconds if seconds else None, "waves": len(waves)}
 
 
+def run_timeout(n: int) -> float:
+    """Seconds to wait for a run of ``n`` items: 900 s up to 10,000, then in proportion (10 per second and more)."""
+    return max(900.0, n / 10)
+
+
 def watch_phase(cluster: AirflowCluster, sampler: Sampler, proxy: TimedProxy, n: int, seconds: float) -> dict[str, Any]:
     """Trigger the slow batch; once its trigger watches ``n`` items, measure the triggerer for ``seconds``."""
     before_all = sampler.sample()
@@ -369,7 +374,7 @@ def watch_phase(cluster: AirflowCluster, sampler: Sampler, proxy: TimedProxy, n:
     wait_for(
         f"the watch trigger to watch {n} items",
         lambda: watching.search(task_logs(cluster, WATCH_DAG, run_id, "score", "attempt=*.log.trigger.*.log")),
-        900,
+        run_timeout(n),
         cluster,
         interval=1,
     )
@@ -484,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 print(f"batch of {n} ...", file=sys.stderr, flush=True)
                 mark = time.monotonic()
-                batch = run_dag(cluster, sampler, BATCH_DAG, 900)
+                batch = run_dag(cluster, sampler, BATCH_DAG, run_timeout(n))
                 summary = cluster.xcom(BATCH_DAG, batch["run_id"], "score") if batch["state"] == "success" else None
                 attempts = task_logs(cluster, BATCH_DAG, batch["run_id"], "score", "attempt=*.log")
                 s3 = s3_checks(proxy.window(mark, time.monotonic()))
