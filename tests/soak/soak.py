@@ -67,6 +67,7 @@ import urllib.error
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,7 +123,7 @@ class Profile:
     fault_gap: float  # Celery: seconds between the faults that follow the first triggerer's
 
 
-SHORT = Profile(0.2, 150, 500, (30, 90), 30, 900, None, 45, 12)
+SHORT = Profile(0.2, 150, 500, (30, 90), 30, 900, None, 45, 8)
 FULL = Profile(1.0, 600, 1000, (60, 180), 60, 2400, 300, 90, 40)
 
 #: Airflow settings of the Celery topology's soak. A try whose worker died fails once its heartbeat is 60 s old
@@ -665,27 +666,20 @@ class Soak:
                 FaultStep("triggerer", start, True, lambda: self._kill_component("triggerer", "triggerer-restarted"))
             ]
         servers, gap = self.servers, self.profile.fault_gap
+        redis = partial(self._server_fault, "Redis restart", servers.redis.restart)
+        connections = partial(
+            self._server_fault,
+            "PostgreSQL connections terminated (pg_terminate_backend)",
+            servers.postgres.terminate_connections,
+        )
+        postgres = partial(self._server_fault, "PostgreSQL restart (fast shutdown)", servers.postgres.restart)
         return [
             FaultStep("triggerer-1", start, True, lambda: self._kill_component("triggerer-1", "triggerer-1")),
+            FaultStep("redis", start, False, redis),
             FaultStep("triggerer-2", start + gap, True, lambda: self._kill_component("triggerer-2", "triggerer-2")),
+            FaultStep("postgres connections", start + gap, False, connections),
             FaultStep("scheduler-1", start + 2 * gap, True, lambda: self._kill_component("scheduler-1", None)),
-            FaultStep(
-                "redis", start + 3 * gap, False, lambda: self._server_fault("Redis restart", servers.redis.restart)
-            ),
-            FaultStep(
-                "postgres connections",
-                start + 4 * gap,
-                False,
-                lambda: self._server_fault(
-                    "PostgreSQL connections terminated (pg_terminate_backend)", servers.postgres.terminate_connections
-                ),
-            ),
-            FaultStep(
-                "postgres restart",
-                start + 5 * gap,
-                False,
-                lambda: self._server_fault("PostgreSQL restart (fast shutdown)", servers.postgres.restart),
-            ),
+            FaultStep("postgres restart", start + 2 * gap, False, postgres),
         ]
 
     def _supervise(self, sampler: RssSampler) -> bool:
