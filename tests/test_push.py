@@ -156,12 +156,18 @@ def test_operator_and_sensor_take_a_templated_queue_and_default_to_the_slow_safe
 @pytest.mark.asyncio
 @pytest.mark.parametrize("raw", [False, True], ids=["sns-envelope", "raw-delivery"])
 async def test_notification_wakes_the_wait_long_before_the_next_poll(
-    push: PushEndpoint, backend_conn: str, raw: bool
+    push: PushEndpoint, proxied: Any, raw: bool, tmp_path: Path
 ) -> None:
     queue_url = push.new_queue(raw=raw)
-    answer = push.invoke(CustomAttributes="sleep=1.5")
+    release = tmp_path / "release"
+    # The model answers only once the trigger has made its first check (seen at the proxy), however loaded
+    # the machine: a model that answered first would be found by that check, not by the notification.
+    answer = push.invoke(CustomAttributes=f"wait_for={release}")
+    task = asyncio.ensure_future(run_trigger(trigger_for(answer, queue_url)))
+    await until(lambda: first_check_done(proxied), "the first check")
+    release.touch()
 
-    event, seconds = await run_trigger(trigger_for(answer, queue_url))
+    event, seconds = await task
 
     assert event["status"] == "Completed"
     assert event["expired"] is False
