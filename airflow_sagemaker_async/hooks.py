@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
 from botocore.config import Config
+from botocore.exceptions import ClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 if TYPE_CHECKING:
@@ -46,14 +47,18 @@ NOT_RETRIED_ONCE_SENT: Final = ("InvokeEndpoint", "InvokeEndpointWithResponseStr
 _RETRIED_SERVER_STATUS: Final = 503
 
 
-def no_retry_once_sent(response: Any = None, caught_exception: Exception | None = None, **_: Any) -> bool | None:
+def no_retry_once_sent(
+    response: Any = None, caught_exception: Exception | None = None, operation: Any = None, **_: Any
+) -> None:
     """
     Answer botocore's ``needs-retry`` event for InvokeEndpoint*: never retry an attempt that may have run the model.
 
-    ``False`` (do not retry) when the attempt may have reached the model, ``None`` (let botocore's retry mode
-    decide) when it cannot have.
+    When the attempt may have reached the model it is not retried: the attempt's own error is raised at once
+    (``ReadTimeoutError`` ..., or ``ClientError`` for the 5xx answer); ``None`` (let botocore's retry mode
+    decide) when it cannot have. Raising works in every botocore: an answer of ``False`` means "do not retry" only
+    from botocore 1.43 on, while older releases retry after ``False`` (0) seconds.
 
-    Not retried (``False``): a read timeout or a connection closed or broken after the request was sent
+    Not retried (raised): a read timeout or a connection closed or broken after the request was sent
     (``ReadTimeoutError``, ``ConnectionClosedError``, any ``HTTPClientError``), and a 5xx answer other than 503
     (``InternalFailure`` 500, 502, 504, ``InternalDependencyException`` 530), which may come after the model
     ran. Left to botocore (``None``): a connection never made (``EndpointConnectionError``,
@@ -65,12 +70,16 @@ def no_retry_once_sent(response: Any = None, caught_exception: Exception | None 
         - ``botocore/endpoint.py`` ``Endpoint._needs_retry`` (the event and how its answers are read)
     """
     if caught_exception is not None:
-        return None if isinstance(caught_exception, BotocoreConnectionError) else False
+        if isinstance(caught_exception, BotocoreConnectionError):
+            return None
+        # Raised, not answered with False: botocore before 1.43 reads any answer but None as "retry after that
+        # many seconds" (False = 0 s), so a False would re-invoke the model without end there.
+        raise caught_exception
     if response is None:
         return None
     status = int(getattr(response[0], "status_code", 0) or 0)
     if status >= 500 and status != _RETRIED_SERVER_STATUS:
-        return False
+        raise ClientError(response[1], operation.name if operation is not None else "InvokeEndpoint")
     return None
 
 

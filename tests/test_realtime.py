@@ -370,4 +370,8 @@ def test_no_retry_once_sent_leaves_connection_failures_to_botocore_and_vetoes_re
 
     assert no_retry_once_sent(caught_exception=EndpointConnectionError(endpoint_url="http://x")) is None
     assert no_retry_once_sent(caught_exception=ConnectTimeoutError(endpoint_url="http://x")) is None
-    assert no_retry_once_sent(caught_exception=ReadTimeoutError(endpoint_url="http://x")) is False
+    # Raised, not answered False: botocore before 1.43 reads False as "retry after 0 s" (without end).
+    timed_out = ReadTimeoutError(endpoint_url="http://x")
+    with pytest.raises(ReadTimeoutError) as raised:
+        no_retry_once_sent(caught_exception=timed_out)
+    assert raised.value is timed_out
