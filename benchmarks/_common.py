@@ -68,3 +68,13 @@ def run_script(main: Callable[[], int]) -> NoReturn:
     except HarnessError as error:
         print(f"benchmark failed: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def client_kwargs(ready: dict[str, Any]) -> dict[str, str]:
+    """Return boto3 client arguments (endpoint, region, credentials) for a local backend's ready document."""
+    return {
+        "endpoint_url": ready["endpoint_url"],
+        "region_name": ready["region_name"],
+        "aws_access_key_id": ready["aws_access_key_id"],
+        "aws_secret_access_key": ready["aws_secret_access_key"],
+    }

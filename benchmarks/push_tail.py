@@ -33,7 +33,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS_DIR, fmt, markdown_table, percentile, run_script, write_json
+from _common import RESULTS_DIR, client_kwargs, fmt, markdown_table, percentile, run_script, write_json
 
 from airflow_sagemaker_async.local.harness import BackendProcess
 
@@ -248,12 +248,7 @@ def _orchestrate(args: argparse.Namespace) -> int:
         import boto3
 
         ready = backend.ready
-        kwargs = {
-            "endpoint_url": ready["endpoint_url"],
-            "region_name": ready["region_name"],
-            "aws_access_key_id": ready["aws_access_key_id"],
-            "aws_secret_access_key": ready["aws_secret_access_key"],
-        }
+        kwargs = client_kwargs(ready)
         clients = {name: boto3.client(name, **kwargs) for name in ("s3", "sns", "sqs")}
         clients["s3"].create_bucket(Bucket=BUCKET)
         for processes in args.processes:

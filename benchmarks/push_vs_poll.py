@@ -56,7 +56,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS_DIR, fmt, markdown_table, percentile, write_json
+from _common import RESULTS_DIR, client_kwargs, fmt, markdown_table, percentile, write_json
 
 from airflow_sagemaker_async.local.harness import BackendProcess, airflow_environment
 
@@ -422,12 +422,7 @@ def _orchestrate(args: argparse.Namespace) -> int:
         ready = backend.ready
         import boto3
 
-        kwargs = {
-            "endpoint_url": ready["endpoint_url"],
-            "region_name": ready["region_name"],
-            "aws_access_key_id": ready["aws_access_key_id"],
-            "aws_secret_access_key": ready["aws_secret_access_key"],
-        }
+        kwargs = client_kwargs(ready)
         boto3.client("s3", **kwargs).create_bucket(Bucket=BUCKET)
         sns, sqs = boto3.client("sns", **kwargs), boto3.client("sqs", **kwargs)
         for n in ns:
