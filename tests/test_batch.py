@@ -20,6 +20,7 @@ from airflow_sagemaker_async.batch_operator import SageMakerInvokeEndpointAsyncB
 from airflow_sagemaker_async.batch_trigger import SageMakerAsyncBatchInferenceTrigger
 from airflow_sagemaker_async.exceptions import SageMakerAsyncBatchFailed, SageMakerAsyncParameterError
 from airflow_sagemaker_async.layout import split_s3_uri
+from airflow_sagemaker_async.validation import INLINE_BODY
 from tests.test_operators import StandInTaskInstance
 
 GOOD_ROW = "5.1,3.5,1.4,0.2\n"
@@ -236,8 +237,11 @@ def test_the_failure_policy_at_and_over_its_limit(
         ({"input_records": ["a"], "input_locations": ["s3://b/k"]}, "input_records"),
         ({"input_records": []}, "input_records"),
         ({"input_locations": ["s3://b/k", "ftp://x/y"]}, "input_locations"),
-        ({"input_records": ["a", {1, 2}]}, "input_records"),
-        ({"input_records": ["x" * 128_001]}, "input_records"),
+        # With somewhere to upload to (what a botocore without an inline Body needs), "a" is fine and {1, 2} is not.
+        ({"input_records": ["a", {1, 2}], "input_s3_prefix": "s3://b/uploads"}, "input_records"),
+        # Too large for the inline Body and nowhere to upload it: the record is named; a botocore without any
+        # inline Body (< 1.43.29) already names input_s3_prefix, which every record then needs.
+        ({"input_records": ["x" * 128_001]}, "input_records" if INLINE_BODY else "input_s3_prefix"),
         ({"input_records": ["a"], "filename": "x.out"}, "filename"),
         ({"input_records": ["a"], "max_failed_fraction": 1.5}, "max_failed_fraction"),
         ({"input_records": ["a"], "max_in_flight": 0}, "max_in_flight"),

@@ -31,6 +31,7 @@ from airflow_sagemaker_async.batch import batch_tag
 from airflow_sagemaker_async.exceptions import SageMakerAsyncBatchFailed, SageMakerAsyncParameterError
 from airflow_sagemaker_async.hooks import SageMakerRuntimeHook
 from airflow_sagemaker_async.layout import split_s3_uri
+from airflow_sagemaker_async.validation import INLINE_BODY
 from tests.test_batch import BAD_ROW, GOOD_ROW, batch, invocation_ids, manifest, run_batch
 from tests.test_operators import StandInTaskInstance
 
@@ -322,11 +323,15 @@ def test_pinned_locations_win_over_a_changed_upstream_list_and_changed_records_a
     recorded = StandInTaskInstance(task_id="score", run_id=f"pin-rec-{uuid.uuid4().hex[:8]}")
 
     first_try_dies(batch(echo_endpoint, input_locations=first), located, "after_pin", 0)
-    first_try_dies(batch(iris_endpoint, input_records=[GOOD_ROW] * 3), recorded, "after_pin", 0)
+    # input_s3_prefix: where the records go when the installed botocore has no inline Body (< 1.43.29).
+    uploads = f"s3://{bucket}/uploads"
+    first_try_dies(
+        batch(iris_endpoint, input_records=[GOOD_ROW] * 3, input_s3_prefix=uploads), recorded, "after_pin", 0
+    )
     located.try_number = recorded.try_number = 2
     summary = run_batch(batch(echo_endpoint, input_locations=changed), located)
     with pytest.raises(SageMakerAsyncParameterError, match="input_records changed between tries") as info:
-        run_batch(batch(iris_endpoint, input_records=[GOOD_ROW, GOOD_ROW, BAD_ROW]), recorded)
+        run_batch(batch(iris_endpoint, input_records=[GOOD_ROW, GOOD_ROW, BAD_ROW], input_s3_prefix=uploads), recorded)
 
     check_every_line_is_true(sagemaker_async_backend, s3, echo_endpoint, summary, first)
     assert info.value.parameter == "input_records"
@@ -363,8 +368,15 @@ def counted_connection(
         ({"input_records": 5}, "input_records", "got int"),
         ({"input_locations": ["s3://b/k", "ftp://x/y"]}, "input_locations", "input_locations[1]"),
         ({"input_locations": ["s3://b/k", 7]}, "input_locations", "input_locations[1]"),
-        ({"input_records": ["a", {1, 2}]}, "input_records", "input_records[1]"),
-        ({"input_records": ["x" * 128_001]}, "input_records", "input_s3_prefix"),
+        # With somewhere to upload to (what a botocore without an inline Body needs): nothing is uploaded either.
+        ({"input_records": ["a", {1, 2}], "input_s3_prefix": "s3://b/uploads"}, "input_records", "input_records[1]"),
+        # Too large for the inline Body, nowhere to upload it; without any inline Body (botocore < 1.43.29) the
+        # refusal names input_s3_prefix, which every record then needs.
+        (
+            {"input_records": ["x" * 128_001]},
+            "input_records" if INLINE_BODY else "input_s3_prefix",
+            "input_s3_prefix",
+        ),
         ({"input_prefix": "bucket/no-scheme"}, "input_prefix", "input_prefix"),
     ],
 )

@@ -9,6 +9,7 @@ by a notification, not by polling.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
@@ -33,6 +34,8 @@ from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
 from airflow_sagemaker_async.watch import isoformat, utcnow
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from airflow_sagemaker_async.local import LocalSageMakerAsyncBackend
 
 IRIS_ROW = b"5.1,3.5,1.4,0.2"
@@ -73,6 +76,40 @@ class PushEndpoint:
             EndpointName="push-iris", Body=IRIS_ROW, ContentType="text/csv", **kwargs
         )
         return answer
+
+
+@contextlib.contextmanager
+def push_waiters(count: int, backend: LocalSageMakerAsyncBackend) -> Iterator[list[subprocess.Popen[str]]]:
+    """
+    Start ``count`` triggerer-like processes (``tests.push_waiter``), pipes to their stdin and stdout.
+
+    On leaving, also when the test failed half-way: each one still running is killed, then reaped and its pipes
+    closed. A waiter only killed would be reported later (``ResourceWarning``: "subprocess ... is still running",
+    unclosed pipes), an error under ``filterwarnings = error``, by whichever test the garbage collector happened
+    to run in (seen in MWAA 3.2.1's set, where the 2-process test fails early by design).
+    """
+    env = {**os.environ, "AIRFLOW_CONN_AWS_DEFAULT": backend.airflow_connection_env()}
+    with contextlib.ExitStack() as stack:
+        workers = []
+        for _ in range(count):
+            worker = stack.enter_context(
+                subprocess.Popen(
+                    [sys.executable, "-m", "tests.push_waiter"],
+                    cwd=REPO,
+                    env=env,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+            stack.callback(_kill_if_running, worker)  # runs first: Popen's own exit then closes and waits
+            workers.append(worker)
+        yield workers
+
+
+def _kill_if_running(worker: subprocess.Popen[str]) -> None:
+    if worker.poll() is None:
+        worker.kill()
 
 
 @pytest.fixture(scope="module")
@@ -205,19 +242,7 @@ def test_two_triggerer_processes_share_one_queue_and_every_wait_ends_by_notifica
     push: PushEndpoint, sagemaker_async_backend: LocalSageMakerAsyncBackend
 ) -> None:
     queue_url = push.new_queue()
-    env = {**os.environ, "AIRFLOW_CONN_AWS_DEFAULT": sagemaker_async_backend.airflow_connection_env()}
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.push_waiter"],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    try:
+    with push_waiters(2, sagemaker_async_backend) as workers:
         for worker in workers:
             assert worker.stdout is not None
             assert worker.stdout.readline().strip() == "ready"
@@ -237,10 +262,6 @@ def test_two_triggerer_processes_share_one_queue_and_every_wait_ends_by_notifica
             worker.stdin.write(json.dumps(document) + "\n")
             worker.stdin.flush()
         outputs = [worker.communicate(timeout=60)[0] for worker in workers]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
     events = [[json.loads(line) for line in out.splitlines() if line.startswith("{")] for out in outputs]
 
     assert [len(e) for e in events] == [8, 8], outputs
@@ -772,21 +793,9 @@ def test_forty_waits_shared_by_several_triggerers_have_a_bounded_latency_tail(
     # 38-46 s in some runs. benchmarks/push_tail.py measures the exact figures; the bounds here hold on a
     # loaded 2-core machine.
     publisher = HandPublisher(sagemaker_async_backend, raw=False)
-    env = {**os.environ, "AIRFLOW_CONN_AWS_DEFAULT": sagemaker_async_backend.airflow_connection_env()}
-    workers = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.push_waiter"],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(processes)
-    ]
     answers = [manual_answer(bucket) for _ in range(40)]
     published: dict[str, float] = {}
-    try:
+    with push_waiters(processes, sagemaker_async_backend) as workers:
         for worker in workers:
             read_until(worker, "ready")
         for index, worker in enumerate(workers):
@@ -810,10 +819,6 @@ def test_forty_waits_shared_by_several_triggerers_have_a_bounded_latency_tail(
             published[answer["InferenceId"]] = time.time()  # before: moto may deliver before publish returns
             publisher.publish(aws_message("Completed", answer["InferenceId"], output_location=answer["OutputLocation"]))
         outputs = [worker.communicate(timeout=120)[0] for worker in workers]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
     events = [json.loads(line) for out in outputs for line in out.splitlines() if line.startswith('{"inference_id"')]
     latencies = sorted(event["at"] - published[event["inference_id"]] for event in events)
 
