@@ -161,8 +161,17 @@ def test_a_model_error_mid_stream_in_memory_keeps_the_parts_on_the_error() -> No
     assert raised.value.parts == 2
 
 
-def test_a_stream_larger_than_one_multipart_part_is_uploaded_in_parts(s3: Any, bucket: str) -> None:
-    token_bytes, tokens = 64 * 1024, 180  # 11.25 MiB: two 5 MiB parts and a last, shorter one
+# The completed upload is copied to the key: by one CopyObject below s3transfer's multipart threshold (8 MiB), by
+# UploadPartCopy above it, which kept no Content-Type in s3transfer before 0.18 (MWAA 3.2.1's 0.16.0).
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        pytest.param(96, id="6MiB-copy-object"),  # one 5 MiB part and a last, shorter one
+        pytest.param(180, id="11MiB-multipart-copy"),  # two 5 MiB parts and a last, shorter one
+    ],
+)
+def test_a_stream_larger_than_one_multipart_part_is_uploaded_in_parts(s3: Any, bucket: str, tokens: int) -> None:
+    token_bytes = 64 * 1024
     outcome = run(
         operator(
             custom_attributes=f"tokens={tokens},token_bytes={token_bytes},delay=0",

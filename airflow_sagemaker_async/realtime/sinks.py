@@ -187,8 +187,12 @@ class S3Sink(Sink):
             self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer), **self.extra)
         else:
             self._complete_partial()
-            # A managed copy (multipart above 5 GB); Content-Type and metadata are copied with the object.
-            self.client.copy({"Bucket": self.bucket, "Key": self.partial_key}, self.bucket, self.key)
+            # A managed copy: CopyObject below s3transfer's multipart threshold (8 MiB by default), UploadPartCopy
+            # above it. A multipart copy carries no metadata by itself: s3transfer before 0.18 (0.16.0 on MWAA
+            # 3.2.1) left the key binary/octet-stream; later ones copy it from a HeadObject. So the Content-Type is
+            # given, with MetadataDirective REPLACE (it is the only metadata the sink sets), for every release.
+            replace = {**self.extra, "MetadataDirective": "REPLACE"} if self.extra else None
+            self.client.copy({"Bucket": self.bucket, "Key": self.partial_key}, self.bucket, self.key, ExtraArgs=replace)
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self.partial_key)
         except ClientError as error:  # the answer is whole at key; a stale .partial only misleads
