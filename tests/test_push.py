@@ -344,12 +344,13 @@ def queue_depth(sqs: Any, queue_url: str) -> int:
 
 @pytest.mark.asyncio
 async def test_duplicate_notifications_end_the_wait_once_and_are_deleted(
-    sagemaker_async_backend: LocalSageMakerAsyncBackend, backend_conn: str, bare_queue: str, bucket: str, s3: Any
+    sagemaker_async_backend: LocalSageMakerAsyncBackend, proxied: Any, bare_queue: str, bucket: str, s3: Any
 ) -> None:
     sqs = sagemaker_async_backend.client("sqs")
     answer = manual_answer(bucket)
     task = asyncio.ensure_future(run_trigger(trigger_for(answer, bare_queue)))
-    await asyncio.sleep(1)
+    # The result appears only after the trigger's first check (seen at the proxy), however loaded the machine.
+    await until(lambda: first_check_done(proxied), "the first check")
     s3.put_object(Bucket=bucket, Key=key_of(answer["OutputLocation"]), Body=b"{}")
     body = notification_body(answer["InferenceId"], answer["OutputLocation"])
     for _ in range(3):
@@ -358,17 +359,20 @@ async def test_duplicate_notifications_end_the_wait_once_and_are_deleted(
     event, seconds = await task
 
     assert event["status"] == "Completed"
+    assert event["checks"] == 2, "one HEAD at the start, one to confirm the notification"
     assert seconds < 15
 
 
 @pytest.mark.asyncio
 async def test_delayed_notification_still_wakes_the_wait(
-    sagemaker_async_backend: LocalSageMakerAsyncBackend, backend_conn: str, bare_queue: str, bucket: str, s3: Any
+    sagemaker_async_backend: LocalSageMakerAsyncBackend, proxied: Any, bare_queue: str, bucket: str, s3: Any
 ) -> None:
     sqs = sagemaker_async_backend.client("sqs")
     answer = manual_answer(bucket)
     task = asyncio.ensure_future(run_trigger(trigger_for(answer, bare_queue)))
-    await asyncio.sleep(0.5)
+    # Before: a fixed 0.5 s, after which a trigger slow to start (a loaded machine) found the result by its first
+    # check (0.65 s, "Completed after 1 checks"), not by the delayed notification.
+    await until(lambda: first_check_done(proxied), "the first check")
     s3.put_object(Bucket=bucket, Key=key_of(answer["OutputLocation"]), Body=b"{}")
     sqs.send_message(
         QueueUrl=bare_queue,
@@ -379,6 +383,7 @@ async def test_delayed_notification_still_wakes_the_wait(
     event, seconds = await task
 
     assert event["status"] == "Completed"
+    assert event["checks"] == 2, "one HEAD at the start, one to confirm the notification"
     assert 3 < seconds < 20
 
 
