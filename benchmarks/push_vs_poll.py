@@ -52,7 +52,7 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,7 @@ async def _worker(args: argparse.Namespace) -> None:
     delivered = _record_deliveries()
     keys = _keys(args.run_id, args.n)
     ceiling = args.ceiling or CEILINGS[args.mode]
-    deadline = (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat()
+    deadline = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
     triggers = [
         SageMakerAsyncInferenceTrigger(
             inference_id=f"{args.run_id}-{index:05d}",
@@ -311,8 +311,8 @@ def _writer(args: argparse.Namespace) -> None:
             index = int(key.rsplit("/", 1)[1].removesuffix(".out"))
             message = {
                 "awsRegion": "us-east-1",
-                "eventTime": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-                "receivedTime": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+                "eventTime": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                "receivedTime": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
                 "invocationStatus": "Completed",
                 "requestParameters": {"endpointName": "bench", "contentType": "text/csv"},
                 "responseParameters": {"contentType": "application/json", "outputLocation": f"s3://{BUCKET}/{key}"},

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -22,7 +22,7 @@ from airflow_sagemaker_async.batch_operator import _as_list, _positive_int
 from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
 from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_ASYNC, field_rule
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NAMES = BatchNames.of("0123456789ab", "a" * 200, "score", "s3://b/out/ext", "s3://b/fail/ext")
 
 

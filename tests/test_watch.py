@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,7 +11,7 @@ import pytest
 from airflow_sagemaker_async.layout import DEADLINE_MARGIN_SECONDS, compute_deadline
 from airflow_sagemaker_async.watch import BACKOFF_FACTOR, JITTER_LOW, Probe, ProbeResult, Watch, utcnow, watch_sync
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def make_watch(inference_id: str = "a", deadline: datetime | None = None, **kwargs: Any) -> Watch:
