@@ -199,7 +199,7 @@ def _build_triggers(args: argparse.Namespace, keys: list[str]) -> list[Any]:
         from airflow.providers.amazon.aws.triggers.s3 import S3KeyTrigger
 
         return [S3KeyTrigger(bucket_name=args.bucket, bucket_key=key, poke_interval=args.poke_interval) for key in keys]
-    from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
+    from airflow_sagemaker_async.inference.triggers import SageMakerAsyncInferenceTrigger
 
     deadline = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
     return [
@@ -252,7 +252,7 @@ async def _worker(args: argparse.Namespace) -> None:
     # Imports before the clock starts: a triggerer has them loaded before its first trigger.
     from airflow.providers.amazon.aws.triggers import s3  # noqa: F401
 
-    import airflow_sagemaker_async.triggers  # noqa: F401
+    import airflow_sagemaker_async.inference.triggers  # noqa: F401
 
     recorder = Recorder(args, keys)
     recorder.baseline_rss_mb = _rss_mb()

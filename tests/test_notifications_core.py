@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from airflow_sagemaker_async.batch import BatchNames, batch_tag
-from airflow_sagemaker_async.layout import normalize_s3_uri
-from airflow_sagemaker_async.notifications import (
+from airflow_sagemaker_async.batch.core import BatchNames, batch_tag
+from airflow_sagemaker_async.common.layout import normalize_s3_uri
+from airflow_sagemaker_async.push.notifications import (
     CLAIM_WINDOW_SECONDS,
     EXPIRED_KEEP_SECONDS,
     MAX_RELEASE_VISIBILITY_SECONDS,
