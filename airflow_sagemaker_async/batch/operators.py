@@ -430,7 +430,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         inputs = (
             given
             if given is not None
-            else self._counted(self._locations(batch_state.list_objects(s3, self.input_prefix or ""), check=True))
+            else self._counted(self._locations(batch_state.listed_uris(s3, self.input_prefix or ""), check=True))
         )
         batch_state.put(s3, pin, "\n".join(json.dumps(i.location) for i in inputs).encode())
         return inputs

@@ -41,8 +41,8 @@ __all__ = [
     "find",
     "get_text",
     "get_text_or_none",
-    "list_objects",
     "list_prefix",
+    "listed_uris",
     "load_state",
     "manifest_lines",
     "put",
@@ -128,7 +128,7 @@ def list_prefix(s3: Any, prefix_uri: str) -> list[tuple[str, Any]]:
     return found
 
 
-def list_objects(s3: Any, prefix_uri: str) -> list[str]:
+def listed_uris(s3: Any, prefix_uri: str) -> list[str]:
     """Return the S3 URIs of the objects under ``prefix_uri``, sorted, keys ending in ``/`` skipped."""
     return sorted(uri for uri, _ in list_prefix(s3, prefix_uri) if not uri.endswith("/"))
 

@@ -38,7 +38,7 @@ from airflow_sagemaker_async.common.rules import INVOKE_ENDPOINT_WITH_RESPONSE_S
 from airflow_sagemaker_async.common.validation import check_positive, is_rendered, parse_s3_uri
 from airflow_sagemaker_async.common.watch import isoformat, utcnow
 from airflow_sagemaker_async.realtime.events import StreamEvent, read_events
-from airflow_sagemaker_async.realtime.operators import (
+from airflow_sagemaker_async.realtime.requests import (
     RealtimeRequestMixin,
     call_endpoint,
     check_output_format,
