@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install test lint typecheck pytest test-oldest test-py313 test-platforms package-check docs docs-serve demo demo-ui bench bench-quick bench-batch soak soak-celery constraints constraints-oldest clean
+.PHONY: install test lint typecheck pytest test-oldest test-py313 test-platforms package-check docs docs-serve demo demo-ui bench bench-quick bench-batch soak soak-celery soak-short-local constraints constraints-oldest clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo ">> creating $(VENV) and installing airflow-sagemaker-async[test,bench] (pinned by constraints.txt)"
@@ -26,7 +26,7 @@ typecheck: install
 	$(BIN)/mypy
 
 pytest: install
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not soak_local"
 
 test: lint typecheck pytest
 
@@ -97,6 +97,10 @@ bench-quick: install
 	$(BIN)/python benchmarks/triggerer_capacity.py --quick
 
 # 10,000 inferences through batch and push under combined faults, real Airflow (about 10 minutes).
+# The 1,000-item soak on SQLite + LocalExecutor (make test runs the Celery topology's).
+soak-short-local: install
+	$(BIN)/pytest -m soak_local tests/soak
+
 soak: install
 	$(BIN)/python -m tests.soak.soak --items 10000
 
