@@ -1,0 +1,132 @@
+"""
+The package's metrics (``airflow_sagemaker_async.common.metrics``) as a real StatsD server receives them.
+
+Each test starts a StatsD UDP listener on 127.0.0.1 and a fresh Python process with Airflow's ``[metrics]``
+pointing at it (Airflow sets its metrics client up once per process, from the configuration it reads then), which
+emits through the module as the operators, triggers and receiver do. No mock of ``Stats``: what is asserted is
+what crossed the socket. Metrics from a real scheduler, worker and triggerer: ``tests/e2e/test_airflow_cluster.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from airflow_sagemaker_async.common import metrics
+from tests.statsd_listener import StatsdListener
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: What the operators, the triggers and the receiver emit for one inference, one batch wave and a few messages.
+EMIT = textwrap.dedent(
+    """
+    import asyncio
+    from airflow_sagemaker_async.common import metrics
+
+    metrics.submitted("async", endpoint_name="iris-endpoint")
+    metrics.submitted("batch", endpoint_name="iris-endpoint", count=25)
+
+    async def trigger():
+        async with metrics.holding_wait():
+            metrics.s3_request("head", kind="inference")
+            metrics.s3_request("head", kind="inference")
+            metrics.s3_request("list", kind="batch")
+            for fate in ("routed", "not_ours", "stale", "malformed"):
+                metrics.notification(fate)
+
+    asyncio.run(trigger())
+    metrics.inference_ended(
+        {
+            "status": "Completed",
+            "endpoint_name": "iris-endpoint",
+            "submitted_at": "2026-12-05T10:00:00+00:00",
+            "completed_at": "2026-12-05T10:00:04+00:00",
+            "detected_at": "2026-12-05T10:00:04.750000+00:00",
+        },
+        kind="operator",
+    )
+    metrics.batch_items_ended({"Completed": 20, "Failed": 4, "TimedOut": 1}, endpoint_name="iris-endpoint")
+    metrics.batch_items_ended({"Completed": 5, "Failed": 0}, endpoint_name="iris-endpoint")
+    print("emitted")
+    """
+)
+
+
+def _emit(listener: StatsdListener, **settings: str) -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW__METRICS__")}
+    env.update(listener.airflow_environment(**settings))
+    done = subprocess.run(
+        [sys.executable, "-c", EMIT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "emitted" in done.stdout
+    assert "not sent" not in done.stderr, done.stderr  # metrics._report_once: nothing failed on the way
+
+
+def test_every_metric_reaches_statsd_under_airflow_prefix_with_the_dimension_in_the_name() -> None:
+    with StatsdListener() as listener:
+        _emit(listener)
+        listener.wait_for("batch items", lambda: listener.total("airflow.sagemaker_async.batch_items.Completed") == 25)
+        ours = listener.metrics("airflow.sagemaker_async.")
+        by_name = {metric.name: metric for metric in ours}
+
+        assert listener.total("airflow.sagemaker_async.submissions.async") == 1
+        assert listener.total("airflow.sagemaker_async.submissions.batch") == 25
+        assert listener.total("airflow.sagemaker_async.s3_requests.head") == 2
+        assert listener.total("airflow.sagemaker_async.s3_requests.list") == 1
+        for fate in ("routed", "not_ours", "stale", "malformed"):
+            assert listener.total(f"airflow.sagemaker_async.notifications.{fate}") == 1
+        assert listener.total("airflow.sagemaker_async.outcomes.Completed") == 1
+        assert listener.total("airflow.sagemaker_async.batch_items.Failed") == 4
+        assert listener.total("airflow.sagemaker_async.batch_items.TimedOut") == 1
+        assert "airflow.sagemaker_async.batch_items.Failed" in by_name  # a zero count is not sent...
+        assert sum(m.name.endswith(".Failed") and m.name.startswith("airflow.sagemaker_async.batch") for m in ours) == 1
+        # Timers in milliseconds: LastModified -> detected 750 ms, submitted -> detected 4,750 ms.
+        assert by_name["airflow.sagemaker_async.detection_latency"].type == "ms"
+        assert by_name["airflow.sagemaker_async.detection_latency"].value == pytest.approx(750)
+        assert by_name["airflow.sagemaker_async.submit_to_outcome.Completed"].value == pytest.approx(4750)
+        # The gauge: one wait held, then none, named after this host.
+        host = socket.gethostname().replace(".", "__")
+        gauges = [m for m in ours if m.name == f"airflow.sagemaker_async.waits_held.{host}"]
+        assert [(m.type, m.value) for m in gauges] == [("g", 1), ("g", 0)]
+        # Plain StatsD drops tags: none reached the wire, the dimensions are in the names above.
+        assert all(not metric.tags and "," not in metric.name for metric in ours)
+
+
+def test_influxdb_tagging_appends_the_tags_to_each_name() -> None:
+    with StatsdListener() as listener:
+        _emit(listener, statsd_influxdb_enabled="True", statsd_prefix="prod")
+        name = "prod.sagemaker_async.outcomes.Completed,status=Completed,kind=operator,endpoint_name=iris-endpoint"
+        listener.wait_for("the tagged outcome", lambda: listener.total(name) == 1)
+        assert listener.total("prod.sagemaker_async.submissions.batch,kind=batch,endpoint_name=iris-endpoint") == 25
+        assert not listener.metrics("airflow.")  # Airflow's statsd_prefix, not ours, is in front
+
+
+def test_no_airflow_metric_name_starts_with_the_package_prefix() -> None:
+    from airflow.sdk._shared.observability.metrics import metrics_registry
+
+    names = [entry["name"] for entry in metrics_registry.read_metrics_yaml(str(metrics_registry.YAML_REGISTRY_PATH))]
+    assert len(names) > 50  # Airflow's own registry was read
+    assert not [name for name in names if name.split(".")[0] == metrics.PREFIX]
+    assert not metrics.PREFIX.startswith("airflow")  # Airflow's statsd_prefix goes in front: no "airflow.airflow."
+
+
+@pytest.mark.parametrize(
+    ("kind", "routed", "deleted", "fate"),
+    [
+        ("notification", True, True, "routed"),
+        ("notification", False, False, "not_ours"),
+        ("notification", False, True, "stale"),
+        ("malformed", False, False, "malformed"),
+        ("malformed", False, True, "malformed"),
+        ("ignored", False, True, "ignored"),
+    ],
+)
+def test_notification_fate_names_what_the_receiver_did(kind: str, routed: bool, deleted: bool, fate: str) -> None:
+    assert metrics.notification_fate(kind, routed=routed, deleted=deleted) == fate  # type: ignore[arg-type]
