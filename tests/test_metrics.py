@@ -58,15 +58,40 @@ EMIT = textwrap.dedent(
 )
 
 
-def _emit(listener: StatsdListener, **settings: str) -> None:
+#: What the triggerer does (airflow/jobs/triggerer_job_runner.py, 3.2 and 3.3): set up airflow-core's own Stats
+#: only, then fork the trigger runner, where the triggers emit.
+LIKE_THE_TRIGGERER = textwrap.dedent(
+    """
+    import os
+    from airflow._shared.observability.metrics import stats
+    from airflow.observability.metrics import stats_utils
+
+    if hasattr(stats, "initialize"):  # Airflow 3.3
+        stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=True)
+    else:  # Airflow 3.2
+        stats.Stats.initialize(factory=stats_utils.get_stats_factory(stats.Stats))
+    pid = os.fork()
+    if pid == 0:
+        from airflow_sagemaker_async.common import metrics
+
+        metrics.s3_request("head", kind="inference")
+        print("emitted through", metrics.stats().__module__, flush=True)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    """
+)
+
+
+def _emit(listener: StatsdListener, code: str = EMIT, **settings: str) -> str:
     env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW__METRICS__")}
     env.update(listener.airflow_environment(**settings))
     done = subprocess.run(
-        [sys.executable, "-c", EMIT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode == 0, done.stderr
     assert "emitted" in done.stdout
     assert "not sent" not in done.stderr, done.stderr  # metrics._report_once: nothing failed on the way
+    return done.stdout
 
 
 def test_every_metric_reaches_statsd_under_airflow_prefix_with_the_dimension_in_the_name() -> None:
@@ -106,6 +131,15 @@ def test_influxdb_tagging_appends_the_tags_to_each_name() -> None:
         listener.wait_for("the tagged outcome", lambda: listener.total(name) == 1)
         assert listener.total("prod.sagemaker_async.submissions.batch,kind=batch,endpoint_name=iris-endpoint") == 25
         assert not listener.metrics("airflow.")  # Airflow's statsd_prefix, not ours, is in front
+
+
+def test_a_trigger_emits_through_the_stats_the_triggerer_set_up() -> None:
+    # apache/airflow#69172: on Airflow 3.2 the task SDK's Stats (airflow.sdk.observability.stats) is silent there,
+    # and only airflow-core's reaches the server; 3.3 sets the SDK's up as well (airflow.sdk.serde, at import).
+    with StatsdListener() as listener:
+        said = _emit(listener, LIKE_THE_TRIGGERER)
+        listener.wait_for("the trigger's HEAD", lambda: listener.total("airflow.sagemaker_async.s3_requests.head") == 1)
+    assert "emitted through airflow." in said
 
 
 def test_no_airflow_metric_name_starts_with_the_package_prefix() -> None:

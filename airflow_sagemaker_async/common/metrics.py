@@ -23,10 +23,11 @@ off the event loop by :func:`holding_wait` at the start of each trigger, before 
 else.
 
 **Which ``Stats``.** Airflow keeps two: the task SDK's (``airflow.sdk.observability.stats``, set up by the
-task runner on the worker) and airflow-core's (set up by the scheduler, the triggerer, ...). In 3.2 and 3.3
-the triggerer sets up only the core one, so the SDK one is silent there (apache/airflow#69172, fix proposed
-in #69270). :func:`stats` takes the one this process set up, and when none was (a script, ``airflow dags
-test``), sets up the task SDK's from ``[metrics]`` as the task runner does. That reads private attributes
+task runner on the worker) and airflow-core's (set up by the scheduler, the triggerer, ...). In 3.2 the
+triggerer sets up only the core one, so the SDK one is silent there (apache/airflow#69172, fix proposed in
+#69270; 3.3 happens to set the SDK one up in every process, when ``airflow.sdk.serde`` is imported).
+:func:`stats` takes the one this process set up, and when none was (a script, a test), sets up the task
+SDK's from ``[metrics]`` as the task runner does. That reads private attributes
 of Airflow's stats modules (which changed between 3.2 and 3.3); if they change again, the metrics go
 silent, never the tasks.
 
