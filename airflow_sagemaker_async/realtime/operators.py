@@ -1,11 +1,11 @@
 """
 SageMakerInvokeEndpointOperator: one real-time inference (InvokeEndpoint) on the worker.
 
-Also the request side shared with the streaming operator (:mod:`airflow_sagemaker_async.streaming`): every
+Also the request side shared with the streaming operator (:mod:`airflow_sagemaker_async.realtime.streaming`): every
 request field of the operation's service model as a snake_case parameter, checked before any AWS call from
-:mod:`airflow_sagemaker_async.rules`; the payload inline (``input_data``) or read from S3 (``input_location``,
+:mod:`airflow_sagemaker_async.common.rules`; the payload inline (``input_data``) or read from S3 (``input_location``,
 size checked by HEAD before the download); a ``ModelError`` turned into
-:class:`~airflow_sagemaker_async.exceptions.SageMakerModelError`.
+:class:`~airflow_sagemaker_async.common.exceptions.SageMakerModelError`.
 
 Real-time calls run on the worker only, never in a trigger: neither InvokeEndpoint nor its streaming variant
 is idempotent, and a trigger may run twice.
@@ -22,19 +22,19 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
 from botocore.exceptions import ClientError, ReadTimeoutError
 
-from airflow_sagemaker_async.exceptions import (
+from airflow_sagemaker_async.common.exceptions import (
     SageMakerAsyncOutputTooLarge,
     SageMakerAsyncParameterError,
     SageMakerEndpointReadTimeout,
     SageMakerModelError,
 )
-from airflow_sagemaker_async.hooks import SageMakerRuntimeHook
-from airflow_sagemaker_async.lineage import LineageRecord, operator_lineage
-from airflow_sagemaker_async.links import SageMakerEndpointLink, cloudwatch_logs_url
-from airflow_sagemaker_async.outcome import DEFAULT_MAX_OUTPUT_BYTES, decode_output
-from airflow_sagemaker_async.rules import INVOKE_ENDPOINT, field_rules
-from airflow_sagemaker_async.submission import default_inference_id, serialize_input_data
-from airflow_sagemaker_async.validation import (
+from airflow_sagemaker_async.common.hooks import SageMakerRuntimeHook
+from airflow_sagemaker_async.common.lineage import LineageRecord, operator_lineage
+from airflow_sagemaker_async.common.links import SageMakerEndpointLink, cloudwatch_logs_url
+from airflow_sagemaker_async.common.outcome import DEFAULT_MAX_OUTPUT_BYTES, decode_output
+from airflow_sagemaker_async.common.rules import INVOKE_ENDPOINT, field_rules
+from airflow_sagemaker_async.common.submission import default_inference_id, serialize_input_data
+from airflow_sagemaker_async.common.validation import (
     MAX_REALTIME_BODY_BYTES,
     OUTPUT_FORMATS,
     check_positive,
@@ -42,7 +42,7 @@ from airflow_sagemaker_async.validation import (
     is_rendered,
     parse_s3_uri,
 )
-from airflow_sagemaker_async.watch import isoformat, utcnow
+from airflow_sagemaker_async.common.watch import isoformat, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
-    from airflow_sagemaker_async.records import RealtimeOutcome
+    from airflow_sagemaker_async.common.records import RealtimeOutcome
 
 __all__ = ["SageMakerInvokeEndpointOperator"]
 
@@ -255,7 +255,7 @@ class SageMakerInvokeEndpointOperator(RealtimeRequestMixin, AwsBaseOperator[Sage
     Invoke a SageMaker real-time endpoint once (InvokeEndpoint) and return the answer as the outcome.
 
     Runs on the worker (never deferred: InvokeEndpoint is not idempotent; the model has 60 s to answer). The
-    task returns the :class:`~airflow_sagemaker_async.records.RealtimeOutcome`, which Airflow pushes to XCom.
+    task returns the :class:`~airflow_sagemaker_async.common.records.RealtimeOutcome`, which Airflow pushes to XCom.
     Every request field of InvokeEndpoint keeps its API name in snake_case:
 
     :param endpoint_name: a real-time endpoint (no AsyncInferenceConfig) (templated).
@@ -284,7 +284,7 @@ class SageMakerInvokeEndpointOperator(RealtimeRequestMixin, AwsBaseOperator[Sage
         ``output``; ``"location"`` only writes it to ``output_location``. Default: ``"location"`` with an
         ``output_location``, else ``"text"``.
     :param max_output_bytes: largest answer put in the outcome, bytes, default 1 MiB; a larger one raises
-        :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncOutputTooLarge` (after writing it to
+        :class:`~airflow_sagemaker_async.common.exceptions.SageMakerAsyncOutputTooLarge` (after writing it to
         ``output_location`` when given).
     :param aws_conn_id: Airflow AWS connection, default ``aws_default``; ``None`` uses boto3's default chain.
     :param region_name: AWS region, default from the connection.
@@ -393,7 +393,7 @@ class SageMakerInvokeEndpointOperator(RealtimeRequestMixin, AwsBaseOperator[Sage
         """
         Invoke the endpoint once; write the answer to ``output_location`` and / or return it in the outcome.
 
-        :return: the :class:`~airflow_sagemaker_async.records.RealtimeOutcome`.
+        :return: the :class:`~airflow_sagemaker_async.common.records.RealtimeOutcome`.
         :raises SageMakerAsyncParameterError: a rendered parameter breaks a rule (nothing was sent).
         :raises SageMakerModelError: the model answered an error.
         :raises SageMakerAsyncOutputTooLarge: the answer is larger than ``max_output_bytes`` (output formats
@@ -476,7 +476,7 @@ class SageMakerInvokeEndpointOperator(RealtimeRequestMixin, AwsBaseOperator[Sage
 
         Input: the ``input_location`` object (none for inline ``input_data``). Output: the ``output_location``
         object. Run facet ``sagemakerEndpoint``: the endpoint and the operation. See
-        :mod:`airflow_sagemaker_async.lineage`.
+        :mod:`airflow_sagemaker_async.common.lineage`.
         """
         return operator_lineage(realtime_lineage(self))
 
