@@ -9,6 +9,7 @@ what crossed the socket. Metrics from a real scheduler, worker and triggerer: ``
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from airflow_sagemaker_async.common import metrics
+from airflow_sagemaker_async.push.notifications import Notification, parse_message
 from tests.statsd_listener import StatsdListener
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,12 +136,12 @@ def test_influxdb_tagging_appends_the_tags_to_each_name() -> None:
 
 
 def test_a_trigger_emits_through_the_stats_the_triggerer_set_up() -> None:
-    # apache/airflow#69172: on Airflow 3.2 the task SDK's Stats (airflow.sdk.observability.stats) is silent there,
-    # and only airflow-core's reaches the server; 3.3 sets the SDK's up as well (airflow.sdk.serde, at import).
+    # apache/airflow#69172: on Airflow 3.2 the task SDK's Stats (airflow.sdk.observability.stats) is silent there;
+    # 3.3 sets the SDK's up as well (airflow.sdk.serde, at import), but the triggerer's client is core's.
     with StatsdListener() as listener:
         said = _emit(listener, LIKE_THE_TRIGGERER)
         listener.wait_for("the trigger's HEAD", lambda: listener.total("airflow.sagemaker_async.s3_requests.head") == 1)
-    assert "emitted through airflow." in said
+    assert "emitted through airflow._shared.observability.metrics.stats" in said
 
 
 def test_no_airflow_metric_name_starts_with_the_package_prefix() -> None:
@@ -151,16 +153,37 @@ def test_no_airflow_metric_name_starts_with_the_package_prefix() -> None:
     assert not metrics.PREFIX.startswith("airflow")  # Airflow's statsd_prefix goes in front: no "airflow.airflow."
 
 
+COMPLETED_MESSAGE = json.dumps(
+    {
+        "awsRegion": "us-east-1",
+        "eventTime": "2026-12-05T10:00:04.000Z",
+        "receivedTime": "2026-12-05T10:00:00.000Z",
+        "invocationStatus": "Completed",
+        "requestParameters": {"endpointName": "iris-endpoint", "inputLocation": "s3://b/in"},
+        "responseParameters": {"contentType": "application/json", "outputLocation": "s3://b/out/x.out"},
+        "inferenceId": "i-1",
+        "eventVersion": "1.0",
+        "eventSource": "aws:sagemaker",
+        "eventName": "InferenceResult",
+    }
+)
+TEST_MESSAGE = json.dumps({"eventName": "TestNotification", "endpointName": "ep", "eventSource": "aws:sagemaker"})
+
+
 @pytest.mark.parametrize(
-    ("kind", "routed", "deleted", "fate"),
+    ("body", "routed", "deleted", "fate"),
     [
-        ("notification", True, True, "routed"),
-        ("notification", False, False, "not_ours"),
-        ("notification", False, True, "stale"),
-        ("malformed", False, False, "malformed"),
-        ("malformed", False, True, "malformed"),
-        ("ignored", False, True, "ignored"),
+        (COMPLETED_MESSAGE, True, True, "routed"),
+        (COMPLETED_MESSAGE, False, False, "not_ours"),
+        (COMPLETED_MESSAGE, False, True, "stale"),
+        ("{not json", False, False, "malformed"),
+        ("{not json", False, True, "malformed"),
+        (TEST_MESSAGE, False, True, "ignored"),
     ],
 )
-def test_notification_fate_names_what_the_receiver_did(kind: str, routed: bool, deleted: bool, fate: str) -> None:
-    assert metrics.notification_fate(kind, routed=routed, deleted=deleted) == fate  # type: ignore[arg-type]
+def test_notification_fate_names_what_the_receiver_did_with_what_the_parser_made(
+    body: str, routed: bool, deleted: bool, fate: str
+) -> None:
+    parsed = parse_message(body)
+    assert isinstance(parsed, Notification) == (body == COMPLETED_MESSAGE)  # the message is one the parser reads
+    assert metrics.notification_fate(parsed, routed=routed, deleted=deleted) == fate

@@ -26,8 +26,9 @@ else.
 task runner on the worker) and airflow-core's (set up by the scheduler, the triggerer, ...). In 3.2 the
 triggerer sets up only the core one, so the SDK one is silent there (apache/airflow#69172, fix proposed in
 #69270; 3.3 happens to set the SDK one up in every process, when ``airflow.sdk.serde`` is imported).
-:func:`stats` takes the one this process set up, and when none was (a script, a test), sets up the task
-SDK's from ``[metrics]`` as the task runner does. That reads private attributes
+:func:`stats` takes airflow-core's where an Airflow component set it up (so a trigger uses the client the
+triggerer built, not a second one), else the task SDK's where the task runner did, and when neither was (a
+script, a test), sets up the task SDK's from ``[metrics]`` as the task runner does. That reads private attributes
 of Airflow's stats modules (which changed between 3.2 and 3.3); if they change again, the metrics go
 silent, never the tasks.
 
@@ -139,13 +140,13 @@ def _set_up(module: Any) -> bool:
 
 
 def _choose() -> Any:
-    sdk = importlib.import_module("airflow.sdk._shared.observability.metrics.stats")
-    if _set_up(sdk):  # the worker (task runner)
-        return sdk.Stats
     with contextlib.suppress(ImportError):
         core = importlib.import_module("airflow._shared.observability.metrics.stats")
-        if _set_up(core):  # the triggerer, the scheduler, the api-server (apache/airflow#69172)
+        if _set_up(core):  # the triggerer, the scheduler, the executors (apache/airflow#69172)
             return core.Stats
+    sdk = importlib.import_module("airflow.sdk._shared.observability.metrics.stats")
+    if _set_up(sdk):  # the task runner
+        return sdk.Stats
     # Nobody set metrics up in this process: the task SDK's Stats from [metrics], as the task runner does.
     from airflow.sdk.observability.metrics import stats_utils
 
@@ -223,7 +224,7 @@ def s3_request(operation: Literal["head", "list"], *, kind: Literal["inference",
     _incr(f"{S3_REQUESTS}.{operation}", 1, {"kind": kind})
 
 
-def notification_fate(kind: Literal["notification", "ignored", "malformed"], *, routed: bool, deleted: bool) -> Fate:
+def notification_fate(parsed: object, *, routed: bool, deleted: bool) -> Fate:
     """
     Return the fate of one received SQS message, as :data:`NOTIFICATIONS` names it.
 
@@ -231,13 +232,15 @@ def notification_fate(kind: Literal["notification", "ignored", "malformed"], *, 
     the other triggerers), ``stale`` (for no wait here, and too old to keep: deleted), ``malformed`` (not a
     SageMaker notification), ``ignored`` (SageMaker's ``TestNotification``, deleted).
 
-    :param kind: what the receiver's parser made of it.
+    :param parsed: what :func:`airflow_sagemaker_async.push.notifications.parse_message` made of it: a
+        ``Notification``, ``Malformed`` or ``Ignored`` (told apart by class name: this module imports no other).
     :param routed: it woke at least one wait.
     :param deleted: the receiver deletes it.
     """
-    if kind == "malformed":
+    kind = type(parsed).__name__
+    if kind == "Malformed":
         return "malformed"
-    if kind == "ignored":
+    if kind == "Ignored":
         return "ignored"
     if routed:
         return "routed"

@@ -22,6 +22,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
 from botocore.exceptions import ClientError, ReadTimeoutError
 
+from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.exceptions import (
     SageMakerAsyncOutputTooLarge,
     SageMakerAsyncParameterError,
@@ -416,6 +417,7 @@ class SageMakerInvokeEndpointOperator(RealtimeRequestMixin, AwsBaseOperator[Sage
             body=payload,
             **fields,
         )
+        metrics.submitted("realtime", endpoint_name=endpoint_name)
         SageMakerEndpointLink.persist(
             context=context,
             operator=self,
