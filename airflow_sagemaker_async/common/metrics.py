@@ -94,8 +94,8 @@ BATCH_ITEMS: Final = f"{PREFIX}.batch_items"
 #: Gauge, ``.<hostname>``: waits (trigger runs of this package) the triggerer on that host holds now. Tag
 #: ``hostname``.
 WAITS_HELD: Final = f"{PREFIX}.waits_held"
-#: Timer (ms): from the result object's LastModified to when a check saw it. Tags ``status``, ``kind``,
-#: ``endpoint_name``.
+#: Timer (ms): from the result object's LastModified to when a check saw it (HeadObject's Last-Modified is in
+#: whole seconds: up to 1 s high). Tags ``status``, ``kind``, ``endpoint_name``.
 DETECTION_LATENCY: Final = f"{PREFIX}.detection_latency"
 #: Timer (ms), ``.<status>``: from InvokeEndpointAsync's answer to when the wait saw the result (or gave up).
 #: Tags ``status``, ``kind``, ``endpoint_name``.
