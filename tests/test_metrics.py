@@ -144,6 +144,48 @@ def test_a_trigger_emits_through_the_stats_the_triggerer_set_up() -> None:
     assert "emitted through airflow._shared.observability.metrics.stats" in said
 
 
+#: A trigger in a triggerer-like process; says in which thread Airflow 3.3 parsed its metrics registry (YAML).
+REGISTRY_THREAD = textwrap.dedent(
+    """
+    import asyncio, os, threading
+    from airflow._shared.observability.metrics import metrics_registry, stats
+    from airflow.observability.metrics import stats_utils
+
+    stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=True)
+    parse = metrics_registry.MetricsRegistry.__init__
+
+    def spy(self):
+        print("registry parsed in", threading.current_thread().name, flush=True)
+        parse(self)
+
+    metrics_registry.MetricsRegistry.__init__ = spy
+    pid = os.fork()
+    if pid == 0:
+        from airflow_sagemaker_async.common import metrics
+
+        async def trigger():
+            async with metrics.holding_wait():
+                metrics.s3_request("head", kind="inference")
+            print("emitted", flush=True)
+
+        asyncio.run(trigger())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    """
+)
+
+
+def test_the_first_metric_of_a_trigger_process_is_prepared_off_the_event_loop() -> None:
+    from airflow._shared.observability.metrics import stats
+
+    if not hasattr(stats, "_get_registry"):
+        pytest.skip("Airflow 3.2 has no metrics registry to parse")
+    with StatsdListener() as listener:
+        said = _emit(listener, REGISTRY_THREAD)
+    assert "registry parsed in" in said
+    assert "registry parsed in MainThread" not in said  # the loop's thread: ~0.1 s of YAML parsing on the loop
+
+
 def test_no_airflow_metric_name_starts_with_the_package_prefix() -> None:
     from airflow.sdk._shared.observability.metrics import metrics_registry
 

@@ -18,9 +18,9 @@ keeps; the rest (the endpoint) is in the tags only, to keep names few.
 
 **Never in the way of a wait.** Each function here catches everything and logs it once per process (a metric
 is never worth a failed task or a dead trigger). A send is one UDP datagram (StatsD) or an in-memory
-update (OpenTelemetry). The one slow step, building Airflow's client (its host name resolved once), is done
-off the event loop by :func:`holding_wait` at the start of each trigger, before a trigger emits anything
-else.
+update (OpenTelemetry). The slow steps, once per process (building Airflow's client, its host name resolved;
+in 3.3 parsing Airflow's metrics registry, a YAML file), are done off the event loop by :func:`holding_wait`
+at the start of each trigger, before a trigger emits anything else.
 
 **Which ``Stats``.** Airflow keeps two: the task SDK's (``airflow.sdk.observability.stats``, set up by the
 task runner on the worker) and airflow-core's (set up by the scheduler, the triggerer, ...). In 3.2 the
@@ -177,8 +177,12 @@ def stats() -> Any:
 
 def _warm_up() -> None:
     chosen = stats()
-    # Build the backend now (Airflow 3.3: _get_backend; 3.2: any attribute of the Stats class does it).
+    # Build the backend now (Airflow 3.3: _get_backend; 3.2: any attribute of the Stats class does it), and
+    # 3.3's registry of Airflow's own names, which each emit looks ours up in: its first use parses a YAML
+    # file (~0.1 s of CPU, more on a loaded machine), which must not happen on the event loop.
     module = importlib.import_module(chosen.__module__)
+    if hasattr(module, "_get_registry"):
+        module._get_registry()
     if hasattr(module, "_get_backend"):
         module._get_backend()
     else:
