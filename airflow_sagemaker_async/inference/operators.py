@@ -11,6 +11,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
 from botocore.exceptions import ClientError
 
+from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.exceptions import SageMakerAsyncParameterError
 from airflow_sagemaker_async.common.hooks import AsyncInferenceSubmission, SageMakerRuntimeHook
 from airflow_sagemaker_async.common.layout import compute_deadline, result_locations
@@ -315,6 +316,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
                 )
             raise
         submitted_at = utcnow()
+        metrics.submitted("async", endpoint_name=fields["endpoint_name"])
         self._persist_links(context, submission)
         deadline = compute_deadline(
             submitted_at,

@@ -16,6 +16,7 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
 
+from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.exceptions import (
     SageMakerAsyncOutputTooLarge,
     SageMakerAsyncParameterError,
@@ -216,6 +217,7 @@ class SageMakerInvokeEndpointOperator(RealtimeRequestMixin, AwsBaseOperator[Sage
             body=payload,
             **fields,
         )
+        metrics.submitted("realtime", endpoint_name=endpoint_name)
         SageMakerEndpointLink.persist(
             context=context,
             operator=self,

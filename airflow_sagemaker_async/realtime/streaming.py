@@ -26,6 +26,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
 from urllib3.exceptions import ReadTimeoutError
 
+from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.exceptions import (
     SageMakerAsyncParameterError,
     SageMakerResponseStreamError,
@@ -309,6 +310,7 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
             body=payload,
             **fields,
         )
+        metrics.submitted("streaming", endpoint_name=endpoint_name)
         SageMakerEndpointLink.persist(
             context=context,
             operator=self,
