@@ -64,6 +64,7 @@ from typing import Any
 
 from _common import RESULTS_DIR, client_kwargs, fmt, markdown_table, percentile, write_json
 
+from airflow_sagemaker_async.common.watch import safety_ceiling
 from airflow_sagemaker_async.local.harness import BackendProcess, airflow_environment
 
 MODES = ("poll", "push")
@@ -87,9 +88,14 @@ def _cpu() -> float:
 # --------------------------------------------------------------------------------------------------
 
 
-def _spread_first_delay() -> None:
-    """Draw each schedule's first delay uniformly from [0, ceiling]: a population at its ceiling, phases spread."""
+def _spread_first_delay(push_waits: int) -> None:
+    """Draw each schedule's first delay uniformly from [0, ceiling]: a population at its ceiling, phases spread.
+
+    With ``push_waits`` (push mode), the ceiling is the one the loop's safety budget gives that many waits (at a
+    wait's first check fewer may have joined the budget yet); in poll mode (0) it is the wait's own.
+    """
     from airflow_sagemaker_async.common.watch import PollSchedule
+    from airflow_sagemaker_async.inference.triggers import safety_budget
 
     original = PollSchedule.next_delay
     rng = random.Random(7)  # a spread, not cryptography
@@ -98,6 +104,9 @@ def _spread_first_delay() -> None:
         if not getattr(self, "_bench_spread", False):
             self._bench_spread = True
             original(self, now)
+            if push_waits:  # a push wait: the ceiling its budget gives once all have joined
+                budget = safety_budget()
+                self.max_poll_interval = safety_ceiling(self.max_poll_interval, push_waits, budget.checks_per_second)
             self._interval = self.max_poll_interval  # --defaults: from 2 s straight to the ceiling
             return rng.uniform(0, self.max_poll_interval)
         return original(self, now)
@@ -162,7 +171,7 @@ def _keys(run_id: str, n: int) -> list[str]:
 async def _worker(args: argparse.Namespace) -> None:
     from airflow_sagemaker_async.inference.triggers import SageMakerAsyncInferenceTrigger
 
-    _spread_first_delay()
+    _spread_first_delay(args.n if args.mode == "push" else 0)
     calls: Counter[str] = Counter()
     _count_calls(calls)
     dwell = _record_queue_dwell()

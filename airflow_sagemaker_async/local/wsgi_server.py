@@ -27,6 +27,7 @@ Binds ``127.0.0.1`` only, on a port chosen by the OS.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import functools
 import queue
@@ -122,13 +123,24 @@ class KeepAliveWSGIServer:
         adapter = WSGIMiddleware(_moto_environ(app))
         adapter.executor.shutdown(wait=False)
         adapter.executor = self._pool  # type: ignore[assignment]
+        self._stopping = False
+
+        async def asgi(scope: Any, receive: Any, send: Any) -> None:
+            try:
+                await adapter(scope, receive, send)
+            except asyncio.CancelledError:
+                if not self._stopping:
+                    raise
+                # A long poll still running when the server stops: cancelled after the grace, not an error.
+
         self._config = uvicorn.Config(
-            adapter,
+            asgi,
             interface="asgi3",
             http="httptools",
             loop="asyncio",
             lifespan="off",
             access_log=False,
+            proxy_headers=False,  # no proxy in front: X-Forwarded-* are not read
             log_level="warning",
             timeout_keep_alive=KEEP_ALIVE_SECONDS,
             timeout_graceful_shutdown=_SHUTDOWN_GRACE,
@@ -166,6 +178,7 @@ class KeepAliveWSGIServer:
 
     def stop(self) -> None:
         """Stop accepting, close the connections (requests in flight get a short grace), join the thread."""
+        self._stopping = True
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
