@@ -88,21 +88,24 @@ def _cpu() -> float:
 # --------------------------------------------------------------------------------------------------
 
 
-def _spread_first_delay(push_waits: int) -> None:
+def _spread_first_delay(push_waits: int) -> list[int]:
     """Draw each schedule's first delay uniformly from [0, ceiling]: a population at its ceiling, phases spread.
 
     With ``push_waits`` (push mode), the ceiling is the one the loop's safety budget gives that many waits (at a
-    wait's first check fewer may have joined the budget yet); in poll mode (0) it is the wait's own.
+    wait's first check fewer may have joined the budget yet); in poll mode (0) it is the wait's own. Returns a
+    one-item list: the number of waits that have made their initial check so far.
     """
     from airflow_sagemaker_async.common.watch import PollSchedule
     from airflow_sagemaker_async.inference.triggers import safety_budget
 
     original = PollSchedule.next_delay
     rng = random.Random(7)  # a spread, not cryptography
+    initial_checks = [0]
 
     def next_delay(self: Any, now: datetime | None = None) -> float | None:
         if not getattr(self, "_bench_spread", False):
             self._bench_spread = True
+            initial_checks[0] += 1
             original(self, now)
             if push_waits:  # a push wait: the ceiling its budget gives once all have joined
                 budget = safety_budget()
@@ -112,6 +115,7 @@ def _spread_first_delay(push_waits: int) -> None:
         return original(self, now)
 
     PollSchedule.next_delay = next_delay  # type: ignore[method-assign]
+    return initial_checks
 
 
 def _count_calls(calls: Counter[str]) -> None:
@@ -171,7 +175,7 @@ def _keys(run_id: str, n: int) -> list[str]:
 async def _worker(args: argparse.Namespace) -> None:
     from airflow_sagemaker_async.inference.triggers import SageMakerAsyncInferenceTrigger
 
-    _spread_first_delay(args.n if args.mode == "push" else 0)
+    initial_checks = _spread_first_delay(args.n if args.mode == "push" else 0)
     calls: Counter[str] = Counter()
     _count_calls(calls)
     dwell = _record_queue_dwell()
@@ -211,8 +215,9 @@ async def _worker(args: argparse.Namespace) -> None:
     started_wall, started_cpu = time.perf_counter(), _cpu()
     lag_task = asyncio.create_task(monitor())
     tasks = [asyncio.create_task(drive(t, k)) for t, k in zip(triggers, keys, strict=True)]
-    # Ramp-up: every trigger has made its initial check (two HEADs) -- not measured.
-    while calls["HeadObject"] < 2 * args.n:  # noqa: ASYNC110 - a counter, polled 5 times a second
+    # Ramp-up: every trigger has made its initial check (two HEADs) -- not measured. (Counted per wait: on a
+    # loaded machine the ramp is long enough for early waits to make their next check during it.)
+    while initial_checks[0] < args.n:  # noqa: ASYNC110 - a counter, polled 5 times a second
         await asyncio.sleep(0.2)
     ramp_wall, ramp_cpu = time.perf_counter() - started_wall, _cpu() - started_cpu
     await asyncio.sleep(2)  # let the last first-checks' event-loop work settle
