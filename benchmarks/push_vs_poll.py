@@ -30,7 +30,7 @@ steady-state waiting**.
 1,000, spread over the N) at random times over ``completions / 50`` seconds (at least 20): it PUTs each output
 and, in push mode, publishes SageMaker's ``Completed`` notification to the SNS topic the queue is subscribed
 to (envelope delivery), after the PUT, as SageMaker does. The other waits keep waiting: the loop holds N
-waits throughout, and the local S3 (moto, one Python process that closes every connection) is not asked
+waits throughout, and the local S3 (moto, one Python process) is not asked
 for more completions per second than it can serve beside the polling. Detection latency =
 event received from the trigger - PUT returned (same clock), broken down in the JSON into publish delay
 (PUT returned -> SNS publish returned, in the writer), queue dwell (SQS SentTimestamp -> received) and wake
