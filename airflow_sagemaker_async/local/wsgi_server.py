@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import logging
 import queue
 import socket
 import threading
@@ -50,6 +51,24 @@ __all__ = ["KEEP_ALIVE_SECONDS", "KeepAliveWSGIServer"]
 KEEP_ALIVE_SECONDS: Final = 60
 #: Seconds the server waits, when stopped, for requests in flight (a long poll may otherwise hold it 20 s).
 _SHUTDOWN_GRACE: Final = 2
+
+
+class _StoppingFilter(logging.Filter):
+    """While our server stops, drop uvicorn's errors about the requests it cancels after the grace.
+
+    ("Cancel N running task(s), timeout graceful shutdown exceeded" and each task's ``CancelledError``): they
+    are SQS long polls still waiting (up to 20 s) when the backend stops, expected, not errors.
+    """
+
+    def __init__(self, server: KeepAliveWSGIServer) -> None:
+        super().__init__()
+        self._server = server
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._server.stopping:
+            return True
+        cancelled = record.exc_info is not None and record.exc_info[0] is asyncio.CancelledError
+        return not (cancelled or "timeout graceful shutdown exceeded" in record.getMessage())
 
 
 class _DaemonThreadPool(concurrent.futures.Executor):
@@ -123,18 +142,9 @@ class KeepAliveWSGIServer:
         adapter = WSGIMiddleware(_moto_environ(app))
         adapter.executor.shutdown(wait=False)
         adapter.executor = self._pool  # type: ignore[assignment]
-        self._stopping = False
-
-        async def asgi(scope: Any, receive: Any, send: Any) -> None:
-            try:
-                await adapter(scope, receive, send)
-            except asyncio.CancelledError:
-                if not self._stopping:
-                    raise
-                # A long poll still running when the server stops: cancelled after the grace, not an error.
-
+        self.stopping = False
         self._config = uvicorn.Config(
-            asgi,
+            adapter,
             interface="asgi3",
             http="httptools",
             loop="asyncio",
@@ -178,11 +188,16 @@ class KeepAliveWSGIServer:
 
     def stop(self) -> None:
         """Stop accepting, close the connections (requests in flight get a short grace), join the thread."""
-        self._stopping = True
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=_SHUTDOWN_GRACE + 10)
+        self.stopping = True
+        stopping_filter = _StoppingFilter(self)
+        logging.getLogger("uvicorn.error").addFilter(stopping_filter)
+        try:
+            if self._server is not None:
+                self._server.should_exit = True
+            if self._thread is not None:
+                self._thread.join(timeout=_SHUTDOWN_GRACE + 10)
+        finally:
+            logging.getLogger("uvicorn.error").removeFilter(stopping_filter)
         if self._socket is not None:
             self._socket.close()
         self._server = None
