@@ -45,6 +45,9 @@ IAM actions the triggerer's role needs on the queue: ``sqs:ReceiveMessage``, ``s
 .. seealso::
     - :external+boto3:py:meth:`SQS.Client.receive_message`
     - https://docs.aws.amazon.com/sagemaker/latest/dg/async-inference-check-predictions.html
+
+Longer than ~400 lines because :class:`NotificationReceiver`'s life cycle (receive, route, delete, hand back,
+close under cancellation) is one piece of concurrency, kept in one class so its invariants can be read at once.
 """
 
 from __future__ import annotations

@@ -153,7 +153,7 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
     :param verify: whether / how to verify SSL certificates, default from the connection.
     :param botocore_config: botocore ``Config`` parameters as a dict. ``read_timeout`` (seconds to the first
         part and between two parts) defaults to 70 s; the call is never retried once it may have reached the
-        model (README "Retries").
+        model (docs/concepts/waiting.md, "Retries").
 
     :raises SageMakerAsyncParameterError: a bad parameter, before any AWS call.
     :raises SageMakerModelError: the model answered an error before streaming (``ModelError``).
