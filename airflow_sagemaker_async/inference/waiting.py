@@ -21,14 +21,17 @@ so a rebuilt trigger keeps it).
 **Deployment settings** (Airflow config, section ``[sagemaker_async]``, or the environment variables
 ``AIRFLOW__SAGEMAKER_ASYNC__<KEY>``) give the defaults of parameters a DAG leaves out:
 
-=========================  ========  =====================================================================
-key                        default   meaning
-=========================  ========  =====================================================================
-``poll_interval``          2         seconds before the first re-check; the interval then grows 1.5x
-``max_poll_interval``      30        ceiling of the interval, seconds
-``push_max_poll_interval`` 300       ceiling with a ``notification_queue_url`` (safety polling), seconds
-``min_deferral_seconds``   10        the trigger fires no sooner than this after the deferral
-=========================  ========  =====================================================================
+============================  ========  ==================================================================
+key                           default   meaning
+============================  ========  ==================================================================
+``poll_interval``             2         seconds before the first re-check; the interval then grows 1.5x
+``max_poll_interval``         30        ceiling of the interval, seconds
+``push_max_poll_interval``    300       ceiling with a ``notification_queue_url`` (safety polling), seconds
+``min_deferral_seconds``      10        the trigger fires no sooner than this after the deferral
+``safety_checks_per_second``  20        read by the triggerer: cap on one event loop's safety checks (HEADs
+                                        per second) for all its push waits; their ceiling stretches beyond
+                                        5,400 waits (:class:`~airflow_sagemaker_async.common.watch.SafetyBudget`)
+============================  ========  ==================================================================
 
 **Deferrable by default, unless the deployment says otherwise.** ``deferrable`` left out (``None``) is
 ``True``, unless ``[operators] default_deferrable`` is *explicitly* configured (:func:`default_deferrable`):
