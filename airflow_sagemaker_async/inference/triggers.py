@@ -27,6 +27,7 @@ from airflow_sagemaker_async.common.watch import (
     isoformat,
     read_head_error,
     read_head_response,
+    utcnow,
 )
 from airflow_sagemaker_async.push.notifications import expiry_applies
 from airflow_sagemaker_async.push.receiver import subscribe_notifications
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
     from airflow_sagemaker_async.push.receiver import Inbox
 
 __all__ = ["S3ResultTrigger", "SageMakerAsyncInferenceTrigger", "safety_budget"]
+
+#: A check this close to the deadline, seconds, is the wait's last: it looks at both locations, never one.
+FINAL_CHECK_MARGIN_SECONDS = 1.0
 
 #: ``airflow_sagemaker_async.inference.waiting.CONFIG_SECTION`` (that module imports this one).
 _CONFIG_SECTION = "sagemaker_async"
@@ -354,8 +358,10 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
         loop = asyncio.get_running_loop()
         submitted_at = datetime.fromisoformat(self.submitted_at) if self.submitted_at else None
         while True:
-            # After the first check, and while notifications arrive, a safety check HEADs one location.
-            safety = watch.checks > 0 and inbox is not None and inbox.healthy
+            # After the first check, and while notifications arrive, a safety check HEADs one location; the last
+            # check, at the deadline, looks at both (a result at either location before the deadline is no timeout).
+            final = (watch.deadline - utcnow()).total_seconds() <= FINAL_CHECK_MARGIN_SECONDS
+            safety = watch.checks > 0 and inbox is not None and inbox.healthy and not final
             if (event := await self._check(watch, shared, one=safety)) is not None:
                 return event
             self._fit_ceiling(watch, inbox, budget)
