@@ -101,6 +101,7 @@ from airflow_sagemaker_async.clients import client_key
 from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
 from airflow_sagemaker_async.layout import normalize_s3_uri, split_s3_uri
 from airflow_sagemaker_async.notifications import (
+    HANDBACK_PAUSE_SECONDS,
     Action,
     Ignored,
     Malformed,
@@ -350,6 +351,7 @@ class SqsNotificationStream(SharedStreamProducer):
         self._client: Any = None
         self._background: set[asyncio.Task[None]] = set()
         self._reported: set[str] = set()
+        self._paused_until = 0.0
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any]) -> SqsNotificationStream:
@@ -400,6 +402,8 @@ class SqsNotificationStream(SharedStreamProducer):
 
     async def _receive(self) -> list[ReceivedMessage] | None:
         """Receive one batch; ``None`` when the call (or opening the client) failed."""
+        if (pause := self._paused_until - asyncio.get_running_loop().time()) > 0:
+            await asyncio.sleep(pause)
         try:
             if self._client is None:
                 manager = await self._open_client()
@@ -505,6 +509,9 @@ class SqsNotificationStream(SharedStreamProducer):
                 for i, (handle, seconds) in enumerate(pairs)
             ]
             self.released += await self._call("change_message_visibility_batch", entries)
+        if any(seconds == 0 for _, seconds in releases):
+            # Step aside, as push completion does: another triggerer's long poll takes what was handed back.
+            self._paused_until = asyncio.get_running_loop().time() + HANDBACK_PAUSE_SECONDS
 
     def settle_later(self, message: ReceivedMessage, delay: float) -> None:
         """Settle a matched ``message`` (delete it) ``delay`` seconds from now, in the background (Airflow 3.2)."""
