@@ -50,6 +50,8 @@ __all__ = [
     "check_output_assets",
     "covers",
     "inference_extra",
+    "record_batch_events",
+    "record_inference_events",
     "record_output_events",
     "sagemaker_output_asset",
 ]
@@ -187,3 +189,34 @@ def record_output_events(
     if filled:
         log.info("Asset events for %s carry %s", ", ".join(filled), sorted(extra))
     return filled
+
+
+def record_inference_events(task: Any, context: Mapping[str, Any]) -> list[str]:
+    """
+    Fill the outlet events of a single-inference task from its outcome (``task.last_outcome``), if any.
+
+    Called from the operator's ``post_execute`` (after ``execute`` or ``execute_complete`` returned). A task
+    that returned no outcome (``wait_for_completion=False``: nothing written yet) fills nothing.
+
+    :return: the URIs of the assets whose ``extra`` was filled.
+    """
+    outcome: Outcome | None = getattr(task, "last_outcome", None)
+    if not outcome or not task.outlets:
+        return []
+    locations = [outcome["output_location"], outcome["failure_location"]]
+    return record_output_events(context, task.outlets, inference_extra(outcome), locations, task.log)
+
+
+def record_batch_events(task: Any, context: Mapping[str, Any]) -> list[str]:
+    """
+    Fill the outlet events of a batch task from its summary (``task.last_summary``), if any.
+
+    Called from the operator's ``post_execute``: only a batch within its failure policy gets there.
+
+    :return: the URIs of the assets whose ``extra`` was filled.
+    """
+    summary: BatchSummary | None = getattr(task, "last_summary", None)
+    if not summary or not task.outlets:
+        return []
+    locations = [summary["output_prefix"], summary["failure_prefix"], summary["manifest_location"]]
+    return record_output_events(context, task.outlets, batch_extra(summary), locations, task.log)

@@ -219,7 +219,7 @@ def test_inferences_submitted_outside_airflow_start_one_run_each_and_foreign_mes
     assert {run[0]["inference_id"]: run[0]["status"] for run in payloads} == expected
     by_status = {run[0]["status"]: run[0] for run in payloads}
     assert by_status["Completed"]["output_location"].startswith("s3://sagemaker-async-local/watched-iris/output/")
-    assert "4 numbers" in by_status["Failed"]["failure_reason"]
+    assert "Received client error (400) from model" in by_status["Failed"]["failure_reason"]
     assert all(run[0]["endpoint_name"] == "watched-iris" for run in payloads)
     print("notification-started run payloads:", payloads)  # the closing note's sample (pytest -s)
     # No message lost: the matched ones were deleted once their events were stored; the malformed and the foreign
