@@ -61,7 +61,7 @@ import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     document: dict[str, Any] = {
         "benchmark": "batch",
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "settings": {
             "n": n,
             "m": m,

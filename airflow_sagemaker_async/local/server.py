@@ -7,6 +7,10 @@ other kind), checks SigV4 signatures, hears of endpoints created in moto (see
 :class:`~airflow_sagemaker_async.local.endpoints.EndpointRuntime` for each async endpoint, a
 :class:`~airflow_sagemaker_async.local.realtime.RealtimeEndpoint` for each real-time one, whose image is
 registered. Nothing here blocks the loop: S3, SNS and SageMaker calls to moto go through aiobotocore.
+
+Longer than ~400 lines because it holds one aiohttp handler per runtime operation (InvokeEndpointAsync,
+InvokeEndpoint, InvokeEndpointWithResponseStream, ping, control) with their AWS-shaped error answers; each
+is short, and splitting them would scatter the one table of routes.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import logging
 import socket
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -28,6 +32,7 @@ from aiobotocore.session import get_session
 from aiohttp import web
 from multidict import CIMultiDict
 
+from airflow_sagemaker_async.common.rules import INVOKE_ENDPOINT, INVOKE_ENDPOINT_WITH_RESPONSE_STREAM, field_rule
 from airflow_sagemaker_async.local.control import CONTROL_PREFIX, control_routes
 from airflow_sagemaker_async.local.endpoints import EndpointRuntime, EndpointSpec, RuntimeContext
 from airflow_sagemaker_async.local.notifications import endpoint_test_notification
@@ -39,7 +44,6 @@ from airflow_sagemaker_async.local.request_model import (
     validate_endpoint_name,
 )
 from airflow_sagemaker_async.local.sigv4 import SignatureError, verify_sigv4
-from airflow_sagemaker_async.rules import INVOKE_ENDPOINT, INVOKE_ENDPOINT_WITH_RESPONSE_STREAM, field_rule
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -295,7 +299,7 @@ class RuntimeServer:
     async def _send_test_notifications(self, spec: EndpointSpec) -> None:
         assert self._context is not None
         message = endpoint_test_notification(
-            region_name=self._region_name, endpoint_name=spec.endpoint_name, event_time=datetime.now(timezone.utc)
+            region_name=self._region_name, endpoint_name=spec.endpoint_name, event_time=datetime.now(UTC)
         )
         for topic in dict.fromkeys(t for t in (spec.success_topic, spec.error_topic) if t):
             try:
