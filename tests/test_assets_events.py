@@ -21,8 +21,8 @@ from airflow_sagemaker_async.assets.events import (
     record_output_events,
     sagemaker_output_asset,
 )
-from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
-from airflow_sagemaker_async.lineage import s3_dataset
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncParameterError
+from airflow_sagemaker_async.common.lineage import s3_dataset
 
 SUMMARY: dict[str, Any] = {
     "batch_tag": "7f3a",
@@ -108,3 +108,57 @@ def test_batch_extra_goes_to_the_covering_s3_outlets_only(caplog: pytest.LogCapt
     assert events[covering].extra["manifest_location"] == SUMMARY["manifest_location"]
     assert events[elsewhere].extra == {}
     assert "Outlet asset s3://out/other does not cover" in caplog.text
+
+
+def test_the_operators_refuse_a_non_s3_outlet_when_the_dag_is_parsed() -> None:
+    from airflow_sagemaker_async import SageMakerInvokeEndpointAsyncBatchOperator, SageMakerInvokeEndpointAsyncOperator
+
+    with pytest.raises(SageMakerAsyncParameterError, match="is not an S3 URI") as single:
+        SageMakerInvokeEndpointAsyncOperator(
+            task_id="predict", endpoint_name="iris", input_location="s3://in/x.csv", outlets=[Asset("file:///x")]
+        )
+    with pytest.raises(SageMakerAsyncParameterError, match="is not an S3 URI") as batch:
+        SageMakerInvokeEndpointAsyncBatchOperator(
+            task_id="score", endpoint_name="iris", input_prefix="s3://in/", outlets=[Asset("gs://b/x")]
+        )
+
+    assert (single.value.parameter, batch.value.parameter) == ("outlets[0]", "outlets[0]")
+
+
+def test_post_execute_of_the_operators_fills_the_covering_outlet_events() -> None:
+    from airflow_sagemaker_async import SageMakerInvokeEndpointAsyncBatchOperator, SageMakerInvokeEndpointAsyncOperator
+
+    scores, results = Asset("s3://out/iris"), Asset("s3://out/iris/output")
+    batch = SageMakerInvokeEndpointAsyncBatchOperator(
+        task_id="score", endpoint_name="iris", input_prefix="s3://in/", outlets=[scores]
+    )
+    single = SageMakerInvokeEndpointAsyncOperator(
+        task_id="predict", endpoint_name="iris", input_location="s3://in/x.csv", outlets=[results]
+    )
+    batch.last_summary = SUMMARY  # type: ignore[assignment]
+    single.last_outcome = {  # type: ignore[assignment]
+        "inference_id": "inf-1",
+        "endpoint_name": "iris",
+        "status": "Completed",
+        "output_location": "s3://out/iris/output/inf-1.out",
+        "failure_location": "s3://out/iris/failure/inf-1-error.out",
+        "submitted_at": "2026-12-05T10:00:00+00:00",
+        "completed_at": "2026-12-05T10:00:02+00:00",
+        "detected_at": "2026-12-05T10:00:03+00:00",
+        "output": {"predictions": []},
+    }
+    events = OutletEventAccessors()
+
+    batch.post_execute({"outlet_events": events})  # type: ignore[arg-type]
+    single.post_execute({"outlet_events": events})  # type: ignore[arg-type]
+
+    assert events[scores].extra["counts"] == SUMMARY["counts"]
+    assert events[results].extra == {
+        "inference_id": "inf-1",
+        "status": "Completed",
+        "endpoint_name": "iris",
+        "output_location": "s3://out/iris/output/inf-1.out",
+        "failure_location": "s3://out/iris/failure/inf-1-error.out",
+        "submitted_at": "2026-12-05T10:00:00+00:00",
+        "completed_at": "2026-12-05T10:00:02+00:00",
+    }

@@ -22,7 +22,7 @@ from airflow_sagemaker_async.assets.watcher import (
     SageMakerAsyncNotificationTrigger,
     SqsNotificationStream,
 )
-from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncParameterError
 
 if TYPE_CHECKING:
     from airflow_sagemaker_async.local import LocalSageMakerAsyncBackend

@@ -16,7 +16,7 @@ Rules of this subpackage:
 - The watcher's kwargs are deterministic (Airflow identifies an event trigger by a hash of them); its
   decisions (filters, payloads, what to do with a message) are I/O-free functions here, its SQS I/O a thin
   async shell; it shares the parsing and the message fate rules of push completion
-  (:mod:`airflow_sagemaker_async.notifications`).
+  (:mod:`airflow_sagemaker_async.push.notifications`).
 """
 
 from __future__ import annotations

@@ -35,15 +35,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
-from airflow_sagemaker_async.layout import normalize_s3_uri, split_s3_uri
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncParameterError
+from airflow_sagemaker_async.common.layout import normalize_s3_uri, split_s3_uri
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
     from airflow.sdk import Asset
 
-    from airflow_sagemaker_async.records import BatchSummary, Outcome
+    from airflow_sagemaker_async.common.records import BatchSummary, Outcome
 
 __all__ = [
     "batch_extra",
@@ -117,7 +117,7 @@ def covers(asset_uri: str, location: str) -> bool:
     Tell whether an asset URI covers a written location: the same, or a ``/``-bounded prefix of it.
 
     ``s3://b/out`` covers ``s3://b/out``, ``s3://b/out/`` and ``s3://b/out/x.out``, not ``s3://b/output``.
-    Both are compared in the ``s3://`` form (:func:`~airflow_sagemaker_async.layout.normalize_s3_uri`).
+    Both are compared in the ``s3://`` form (:func:`~airflow_sagemaker_async.common.layout.normalize_s3_uri`).
     """
     asset = normalize_s3_uri(asset_uri).rstrip("/")
     written = normalize_s3_uri(location)
@@ -125,7 +125,7 @@ def covers(asset_uri: str, location: str) -> bool:
 
 
 def inference_extra(outcome: Outcome) -> dict[str, Any]:
-    """Return the asset event ``extra`` of one inference's :class:`~airflow_sagemaker_async.records.Outcome`."""
+    """Return the asset event ``extra`` of one inference's :class:`~airflow_sagemaker_async.common.records.Outcome`."""
     return {
         "inference_id": outcome["inference_id"],
         "status": outcome["status"],
@@ -138,7 +138,7 @@ def inference_extra(outcome: Outcome) -> dict[str, Any]:
 
 
 def batch_extra(summary: BatchSummary) -> dict[str, Any]:
-    """Return the asset event ``extra`` of a batch's :class:`~airflow_sagemaker_async.records.BatchSummary`."""
+    """Return the asset event ``extra`` of a batch's :class:`~airflow_sagemaker_async.common.records.BatchSummary`."""
     return {
         "batch_tag": summary["batch_tag"],
         "endpoint_name": summary["endpoint_name"],

@@ -34,7 +34,7 @@ scheduled on the asset:
 
 **Filters** (``endpoint_name``, ``statuses``, ``output_prefix``) select the notifications; a notification
 that matches none of them, a ``TestNotification`` or a message that is not SageMaker's starts nothing. Filters
-that cannot match raise :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncParameterError` when the
+that cannot match raise :class:`~airflow_sagemaker_async.common.exceptions.SageMakerAsyncParameterError` when the
 DAG is parsed: an unknown status, an empty list, an ``output_prefix`` that is not an S3 URI, or an
 ``output_prefix`` with ``Failed`` / ``Expired`` (AWS's Failed and Expired notifications name no output
 location; with ``output_prefix`` and no ``statuses``, only ``Completed`` ones are watched).
@@ -58,7 +58,7 @@ far as the Airflow version lets a trigger know:
   that case.
 
 A message no watcher matched is handled as push completion handles it
-(:func:`~airflow_sagemaker_async.notifications.decide`): handed back for another triggerer's watchers
+(:func:`~airflow_sagemaker_async.push.notifications.decide`): handed back for another triggerer's watchers
 (visible again at once while young, then after a fifth of its age), deleted once older than 300 s
 (``Expired``: 4,200 s) or if it is a ``TestNotification``; a malformed message is kept (back every 30 s,
 or to the queue's dead-letter queue) and deleted once older than 300 s. So a watcher that starts within 5
@@ -92,15 +92,16 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from airflow_sagemaker_async.clients import client_key
-from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
-from airflow_sagemaker_async.layout import normalize_s3_uri, split_s3_uri
-from airflow_sagemaker_async.notifications import (
+from airflow_sagemaker_async.common.clients import client_key
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncParameterError
+from airflow_sagemaker_async.common.layout import normalize_s3_uri, split_s3_uri
+from airflow_sagemaker_async.common.validation import check_endpoint_name, check_queue_url
+from airflow_sagemaker_async.push.notifications import (
     HANDBACK_PAUSE_SECONDS,
     Action,
     Ignored,
@@ -112,7 +113,6 @@ from airflow_sagemaker_async.notifications import (
     queue_region,
     release_visibility,
 )
-from airflow_sagemaker_async.validation import check_endpoint_name, check_queue_url
 
 try:  # Airflow >= 3.3: shared streams, with acknowledgement (ack mode)
     from airflow.triggers.shared_stream import SharedStreamProducer
@@ -282,7 +282,7 @@ def notification_payload(
         "failure_reason": notification.failure_reason,
         "received_time": _iso(notification.received_time),
         "message_id": message_id,
-        "sent_at": _iso(datetime.fromtimestamp(sent_at, tz=timezone.utc)) if sent_at is not None else None,
+        "sent_at": _iso(datetime.fromtimestamp(sent_at, tz=UTC)) if sent_at is not None else None,
     }
 
 
@@ -293,7 +293,7 @@ class ReceivedMessage:
 
     The same object goes to every watcher and back to the stream, which decides its fate with ``matched``.
 
-    :param parsed: what :func:`~airflow_sagemaker_async.notifications.parse_message` made of the body.
+    :param parsed: what :func:`~airflow_sagemaker_async.push.notifications.parse_message` made of the body.
     :param message_id: the SQS ``MessageId``.
     :param receipt_handle: the handle that deletes it or changes its visibility.
     :param sent_at: SQS's ``SentTimestamp``, seconds since the epoch.
@@ -470,7 +470,7 @@ class SqsNotificationStream(SharedStreamProducer):
 
         A message some watcher matched is deleted when every watcher resolved it cleanly (its asset events
         stored), made visible again at once otherwise; one no watcher matched is handed back, kept or deleted
-        as push completion would (:func:`~airflow_sagemaker_async.notifications.decide`).
+        as push completion would (:func:`~airflow_sagemaker_async.push.notifications.decide`).
 
         :param batch: ``AdvanceItem`` s: ``broker_payload`` (the :class:`ReceivedMessage`) and ``outcome``.
         """
@@ -658,7 +658,7 @@ class SageMakerAsyncNotificationTrigger(BaseEventTrigger):
     def shared_stream_key(self) -> Hashable:
         """Return the key of the shared poll: the queue and the connection (Airflow >= 3.3)."""
         return (
-            "airflow_sagemaker_async.notifications",
+            "airflow_sagemaker_async.push.notifications",
             self.queue_url,
             client_key(self.aws_conn_id, self.region_name, self.verify, self.botocore_config),
         )
