@@ -34,8 +34,7 @@ from typing import Any
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk import DAG, get_current_context, task
 
-from airflow_sagemaker_async import SageMakerInvokeEndpointAsyncBatchOperator
-from airflow_sagemaker_async.assets.events import sagemaker_output_asset
+from airflow_sagemaker_async import SageMakerInvokeEndpointAsyncBatchOperator, sagemaker_output_asset
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@ A DAG run per finished inference, started by the endpoint's SNS notifications: i
 
 Inferences are often submitted by other systems (a web service, a Lambda). The endpoint publishes every
 result to its SuccessTopic and ErrorTopic; an SQS queue subscribed to both is watched by
-:class:`~airflow_sagemaker_async.assets.watcher.SageMakerAsyncNotificationTrigger` in an ``AssetWatcher``.
+:class:`~airflow_sagemaker_async.SageMakerAsyncNotificationTrigger` in an ``AssetWatcher``.
 Each notification that passes the filters (here: this endpoint, ``Completed`` or ``Failed``) becomes an
 event of the asset ``RESULTS``, and each event starts a run of this DAG. No sensor polls S3, no task waits.
 
@@ -29,8 +29,7 @@ from typing import Any
 
 from airflow.sdk import DAG, AssetWatcher, task
 
-from airflow_sagemaker_async.assets.events import sagemaker_output_asset
-from airflow_sagemaker_async.assets.watcher import SageMakerAsyncNotificationTrigger
+from airflow_sagemaker_async import SageMakerAsyncNotificationTrigger, sagemaker_output_asset
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+import urllib.parse
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +49,7 @@ def dag_runs(cluster: AirflowCluster, dag_id: str) -> list[dict[str, Any]]:
 
 def asset_events(cluster: AirflowCluster, **query: str) -> list[dict[str, Any]]:
     """Asset events as the REST API (and the UI) shows them, e.g. ``source_dag_id=...``."""
-    params = "&".join(f"{name}={value}" for name, value in query.items())
+    params = urllib.parse.urlencode(query)
     events: list[dict[str, Any]] = cluster.request("GET", f"/api/v2/assets/events?{params}")["asset_events"]
     return events
 
@@ -97,7 +98,9 @@ def check_asset_pair(cluster: AirflowCluster, score_run: str, report_run: dict[s
     (event,) = asset_events(cluster, source_dag_id=SCORE_DAG, source_run_id=score_run)
     assert event["uri"] == "s3://sagemaker-async-local/iris-endpoint/output/airflow-batch"
     assert event["extra"]["counts"] == summary["counts"]
-    assert [run["dag_run_id"] for run in event["created_dagruns"]] == [report_run["dag_run_id"]]
+    assert [(run["dag_id"], run["run_id"]) for run in event["created_dagruns"]] == [
+        (REPORT_DAG, report_run["dag_run_id"])
+    ]
     return event
 
 
