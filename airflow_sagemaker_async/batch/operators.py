@@ -42,6 +42,7 @@ from airflow_sagemaker_async.batch.core import (
 )
 from airflow_sagemaker_async.batch.inputs import BatchInput, as_list, positive_int, records_digest
 from airflow_sagemaker_async.batch.triggers import SageMakerAsyncBatchInferenceTrigger
+from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.exceptions import SageMakerAsyncBatchFailed, SageMakerAsyncParameterError
 from airflow_sagemaker_async.common.hooks import SageMakerRuntimeHook
 from airflow_sagemaker_async.common.layout import compute_deadline, join_s3, s3_uri
@@ -671,6 +672,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         if ended:
             lines = batch_state.manifest_lines(s3, ended, self.submit_concurrency)
             batch_state.write_part(s3, names, state, lines)
+            metrics.batch_items_ended(summary_counts(lines), endpoint_name=state.endpoint_name)
 
     def _submit_wave(
         self, s3: Any, names: BatchNames, state: BatchState, inputs: list[BatchInput], fields: dict[str, Any]
@@ -709,6 +711,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                     refused.append(item.ended(FAILED, completed_at=None, failure_reason=reason))
         state.pending += sent
         state.submitted += len(sent)
+        metrics.submitted("batch", endpoint_name=state.endpoint_name, count=len(sent))
         state.next_index = (candidates[-1] + 1) if candidates else state.next_index
         if error is not None:
             # Every item sent is recorded in flight; a retry of the task sends the others (after a LIST),
@@ -716,6 +719,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             state.next_index = min(set(to_send) - {item.index for item in sent})
         elif refused:
             batch_state.write_part(s3, names, state, refused)
+            metrics.batch_items_ended(summary_counts(refused), endpoint_name=state.endpoint_name)
         batch_state.put(s3, names.state_location(), state.to_json().encode())
         if error is not None:
             self.log.error(
