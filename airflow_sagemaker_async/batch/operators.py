@@ -170,10 +170,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     :param verify: whether / how to verify SSL certificates, default from the connection.
     :param botocore_config: botocore ``Config`` parameters as a dict; submissions default to retries
         ``{"mode": "adaptive", "max_attempts": 10}`` and a connection pool as large as ``submit_concurrency``.
-    :param outlets: Airflow's; each ``s3://`` asset covering the output prefix, failure prefix or manifest gets
-        the batch's figures (counts by status, manifest location, tag) in its event's ``extra``, when the batch
-        ends within its failure policy; a non-S3 asset is a parameter error (see
-        :mod:`airflow_sagemaker_async.assets.events`).
+
+    **Assets.** Each ``s3://`` asset of ``outlets`` covering the output prefix, failure prefix or manifest gets the
+    batch's figures (counts by status, manifest location, tag) in its event's ``extra`` when the batch ends within
+    its failure policy; a non-S3 asset in ``outlets`` is a parameter error (see
+    :mod:`airflow_sagemaker_async.assets.events`).
 
     Needs, beyond InvokeEndpointAsync: ``sagemaker:DescribeEndpoint`` and ``sagemaker:DescribeEndpointConfig``
     (to find the endpoint's output and failure paths before the first request), ``s3:ListBucket`` on the

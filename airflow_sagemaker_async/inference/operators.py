@@ -126,9 +126,10 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
     :param region_name: AWS region, default from the connection.
     :param verify: whether / how to verify SSL certificates, default from the connection.
     :param botocore_config: botocore ``Config`` parameters as a dict (e.g. ``{"retries": {"mode": "standard"}}``).
-    :param outlets: Airflow's; each ``s3://`` asset covering the output or failure location gets the outcome
-        (inference id, status, locations) in its event's ``extra``; a non-S3 asset is a parameter error (see
-        :mod:`airflow_sagemaker_async.assets.events`).
+
+    **Assets.** Each ``s3://`` asset of ``outlets`` covering the output or failure location gets the outcome
+    (inference id, status, locations) in its event's ``extra``; a non-S3 asset in ``outlets`` is a parameter
+    error (see :mod:`airflow_sagemaker_async.assets.events`).
 
     :raises SageMakerAsyncParameterError: at construction for a static bad value, at ``execute`` (before
         any AWS call) for a templated one.
