@@ -24,6 +24,7 @@ EXPECTED = {
     "SageMakerAsyncInferenceSensor",
     "SageMakerAsyncInferenceTimeout",
     "SageMakerAsyncInferenceTrigger",
+    "SageMakerAsyncNotificationTrigger",
     "SageMakerAsyncOutputDecodeError",
     "SageMakerAsyncOutputError",
     "SageMakerAsyncOutputMissing",
@@ -37,6 +38,7 @@ EXPECTED = {
     "SageMakerResponseStreamError",
     "SageMakerRuntimeHook",
     "__version__",
+    "sagemaker_output_asset",
 }
 
 

@@ -26,6 +26,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
 from botocore.exceptions import ClientError
 
+from airflow_sagemaker_async.assets.events import check_output_assets, record_batch_events
 from airflow_sagemaker_async.batch import state as batch_state
 from airflow_sagemaker_async.batch.core import (
     DEFAULT_MAX_IN_FLIGHT,
@@ -170,6 +171,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     :param botocore_config: botocore ``Config`` parameters as a dict; submissions default to retries
         ``{"mode": "adaptive", "max_attempts": 10}`` and a connection pool as large as ``submit_concurrency``.
 
+    **Assets.** Each ``s3://`` asset of ``outlets`` covering the output prefix, failure prefix or manifest gets the
+    batch's figures (counts by status, manifest location, tag) in its event's ``extra`` when the batch ends within
+    its failure policy; a non-S3 asset in ``outlets`` is a parameter error (see
+    :mod:`airflow_sagemaker_async.assets.events`).
+
     Needs, beyond InvokeEndpointAsync: ``sagemaker:DescribeEndpoint`` and ``sagemaker:DescribeEndpointConfig``
     (to find the endpoint's output and failure paths before the first request), ``s3:ListBucket`` on the
     output buckets, ``s3:GetObject`` / ``s3:PutObject`` under the output path.
@@ -243,6 +249,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 parameter="filename",
             )
         super().__init__(**kwargs)
+        check_output_assets(self.outlets)
         self.endpoint_name = endpoint_name
         self.input_locations = input_locations
         self.input_prefix = input_prefix
@@ -851,6 +858,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         return summary
 
     # -- OpenLineage -------------------------------------------------------------------------------------
+
+    def post_execute(self, context: Any, result: Any = None) -> None:
+        """Put the batch's figures in the ``extra`` of the outlet S3 assets that cover it (after a success)."""
+        super().post_execute(context, result)
+        record_batch_events(self, context)
 
     def _lineage(self) -> LineageRecord:
         """Return the batch's lineage as prefixes (never one dataset per item): inputs, result dirs, manifest."""

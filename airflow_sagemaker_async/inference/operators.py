@@ -11,6 +11,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
 from botocore.exceptions import ClientError
 
+from airflow_sagemaker_async.assets.events import check_output_assets, record_inference_events
 from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.exceptions import SageMakerAsyncParameterError
 from airflow_sagemaker_async.common.hooks import AsyncInferenceSubmission, SageMakerRuntimeHook
@@ -126,6 +127,10 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
     :param verify: whether / how to verify SSL certificates, default from the connection.
     :param botocore_config: botocore ``Config`` parameters as a dict (e.g. ``{"retries": {"mode": "standard"}}``).
 
+    **Assets.** Each ``s3://`` asset of ``outlets`` covering the output or failure location gets the outcome
+    (inference id, status, locations) in its event's ``extra``; a non-S3 asset in ``outlets`` is a parameter
+    error (see :mod:`airflow_sagemaker_async.assets.events`).
+
     :raises SageMakerAsyncParameterError: at construction for a static bad value, at ``execute`` (before
         any AWS call) for a templated one.
 
@@ -184,6 +189,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        check_output_assets(self.outlets)
         self.endpoint_name = endpoint_name
         self.input_location = input_location
         self.input_data = input_data
@@ -407,6 +413,11 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         )
 
     # -- OpenLineage -------------------------------------------------------------------------------------
+
+    def post_execute(self, context: Any, result: Any = None) -> None:
+        """Put the outcome in the ``extra`` of the outlet S3 assets that cover it (after a successful task)."""
+        super().post_execute(context, result)
+        record_inference_events(self, context)
 
     def _lineage(self) -> LineageRecord:
         """Return what this task read and what SageMaker wrote, from the outcome (or the submission record)."""

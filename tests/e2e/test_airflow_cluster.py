@@ -26,6 +26,19 @@ from tests.e2e.airflow_cluster import (
     check_sensor_example,
     examples_environment,
 )
+from tests.e2e.assets import (
+    ASSET_DAGS,
+    BAD_ROW,
+    GOOD_ROW,
+    WATCHER_QUEUE,
+    check_asset_pair,
+    notified_payloads,
+    run_asset_pair,
+    send_foreign_and_malformed,
+    submit_outside_airflow,
+    wait_queue_depth,
+    watcher_environment,
+)
 from tests.statsd_listener import StatsdListener
 
 if TYPE_CHECKING:
@@ -66,14 +79,16 @@ def cluster(
         sagemaker_async_backend,
         sagemaker_async_iris_endpoint,
         api_port=free_port(),
-        extra=statsd.airflow_environment(),
+        # the notification DAG's endpoint and queue; [metrics] to the StatsD listener
+        extra={**watcher_environment(sagemaker_async_backend), **statsd.airflow_environment()},
     )
     with AirflowCluster(env) as server:
         server.migrate_db()
         server.start_components(STARTUP_TIMEOUT)
+        wanted = (*EXAMPLE_DAGS, *ASSET_DAGS)
         wait_for(
-            f"the dag-processor to parse the {len(EXAMPLE_DAGS)} example DAGs",
-            lambda: all(server.dag_count(dag_id) >= 1 for dag_id in EXAMPLE_DAGS),  # a LIKE pattern: batch_scoring too
+            f"the dag-processor to parse the {len(wanted)} example DAGs",
+            lambda: all(server.dag_count(dag_id) >= 1 for dag_id in wanted),  # a LIKE pattern: batch_scoring too
             STARTUP_TIMEOUT,
             server,
             interval=1,
@@ -209,3 +224,37 @@ def test_metrics_of_workers_and_triggerer_reach_the_statsd_server_beside_airflow
     )
     # Airflow's own metrics on the same server, under the same prefix.
     assert statsd.metrics("airflow.triggerer_heartbeat")
+
+
+# -- assets: after the four examples, on the same cluster (tests/e2e/assets.py) ---------------------------------
+
+
+def test_report_dag_runs_because_the_batch_finished_and_reads_its_counts_from_the_asset_event(
+    cluster: AirflowCluster, finished: dict[str, str]
+) -> None:
+    score_run, report_run = run_asset_pair(cluster, RUN_TIMEOUT)
+
+    event = check_asset_pair(cluster, score_run, report_run)
+
+    print("asset event:", event)  # the closing note's sample (pytest -s)
+
+
+def test_inferences_submitted_outside_airflow_start_one_run_each_and_foreign_messages_start_none(
+    cluster: AirflowCluster, sagemaker_async_backend: LocalSageMakerAsyncBackend, finished: dict[str, str]
+) -> None:
+    queue_url = sagemaker_async_backend.client("sqs").get_queue_url(QueueName=WATCHER_QUEUE)["QueueUrl"]
+    send_foreign_and_malformed(sagemaker_async_backend, queue_url)
+
+    expected = submit_outside_airflow(sagemaker_async_backend, cluster, [GOOD_ROW, BAD_ROW, GOOD_ROW], RUN_TIMEOUT)
+    payloads = notified_payloads(cluster, RUN_TIMEOUT, len(expected))
+
+    assert [len(run) for run in payloads] == [1, 1, 1], payloads  # one run per notification, none for the others
+    assert {run[0]["inference_id"]: run[0]["status"] for run in payloads} == expected
+    by_status = {run[0]["status"]: run[0] for run in payloads}
+    assert by_status["Completed"]["output_location"].startswith("s3://sagemaker-async-local/watched-iris/output/")
+    assert "Received client error (400) from model" in by_status["Failed"]["failure_reason"]
+    assert all(run[0]["endpoint_name"] == "watched-iris" for run in payloads)
+    print("notification-started run payloads:", payloads)  # the closing note's sample (pytest -s)
+    # No message lost: the matched ones were deleted once their events were stored; the malformed and the foreign
+    # ones stay for their owner (until 300 s old).
+    assert wait_queue_depth(sagemaker_async_backend, queue_url, 2, 30) == 2
