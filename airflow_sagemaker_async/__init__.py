@@ -34,6 +34,8 @@ _EXPORTS = {
     "SageMakerAsyncOutputTooLarge": "common.exceptions",
     "SageMakerAsyncOutputMissing": "common.exceptions",
     "SageMakerAsyncOutputDecodeError": "common.exceptions",
+    "SageMakerAsyncNotificationTrigger": "assets.watcher",
+    "sagemaker_output_asset": "assets.events",
 }
 
 __all__ = [
@@ -45,6 +47,7 @@ __all__ = [
     "SageMakerAsyncInferenceSensor",
     "SageMakerAsyncInferenceTimeout",
     "SageMakerAsyncInferenceTrigger",
+    "SageMakerAsyncNotificationTrigger",
     "SageMakerAsyncOutputDecodeError",
     "SageMakerAsyncOutputError",
     "SageMakerAsyncOutputMissing",
@@ -59,9 +62,12 @@ __all__ = [
     "SageMakerResponseStreamError",
     "SageMakerRuntimeHook",
     "__version__",
+    "sagemaker_output_asset",
 ]
 
 if TYPE_CHECKING:
+    from airflow_sagemaker_async.assets.events import sagemaker_output_asset
+    from airflow_sagemaker_async.assets.watcher import SageMakerAsyncNotificationTrigger
     from airflow_sagemaker_async.batch.operators import SageMakerInvokeEndpointAsyncBatchOperator
     from airflow_sagemaker_async.batch.triggers import SageMakerAsyncBatchInferenceTrigger
     from airflow_sagemaker_async.common.exceptions import (

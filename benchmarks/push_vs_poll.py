@@ -4,6 +4,7 @@ Push vs poll: N concurrent waits on one event loop, woken by SageMaker's notific
     .venv/bin/python benchmarks/push_vs_poll.py                # N = 1,000 and 10,000, poll and push (~20 min here)
     .venv/bin/python benchmarks/push_vs_poll.py --n 1000       # one N (~5 min)
     .venv/bin/python benchmarks/push_vs_poll.py --n 10000 --modes push --push-ceiling 600   # another safety ceiling
+    .venv/bin/python benchmarks/push_vs_poll.py --n 10000 --modes push --defaults   # every setting at its default
 
 Modes, side by side in the same run (same backend, same N, fresh worker process each):
 
@@ -16,6 +17,11 @@ a while holds them at the ceiling, each at its own phase. The worker models that
 trigger starts with ``poll_interval = max_poll_interval = ceiling``, and the first delay after its initial
 check is drawn uniformly from [0, ceiling] (a patch of ``PollSchedule.next_delay`` in the worker only), so
 the checks are spread as in a long-running triggerer at once, without waiting for ceilings to be reached.
+With ``--defaults`` every trigger is built with its defaults instead (``poll_interval`` 2 s, ceiling 300 s with
+a queue, 30 s without, and the triggerer's budget of safety checks, ``[sagemaker_async]
+safety_checks_per_second``, which stretches the push ceiling with the number of waits: see
+:class:`~airflow_sagemaker_async.common.watch.SafetyBudget`); the patch then also sets each schedule's
+interval to the ceiling its trigger set (the stretched one in push mode), as in a long-running triggerer.
 Once every trigger has made its first check (ramp-up, not measured), the worker measures CPU (user + sys of
 the process, all threads) and the AWS requests for ``--window`` seconds (60): **CPU per minute of
 steady-state waiting**.
@@ -24,7 +30,7 @@ steady-state waiting**.
 1,000, spread over the N) at random times over ``completions / 50`` seconds (at least 20): it PUTs each output
 and, in push mode, publishes SageMaker's ``Completed`` notification to the SNS topic the queue is subscribed
 to (envelope delivery), after the PUT, as SageMaker does. The other waits keep waiting: the loop holds N
-waits throughout, and the local S3 (moto, one Python process that closes every connection) is not asked
+waits throughout, and the local S3 (moto, one Python process) is not asked
 for more completions per second than it can serve beside the polling. Detection latency =
 event received from the trigger - PUT returned (same clock), broken down in the JSON into publish delay
 (PUT returned -> SNS publish returned, in the writer), queue dwell (SQS SentTimestamp -> received) and wake
@@ -58,6 +64,7 @@ from typing import Any
 
 from _common import RESULTS_DIR, client_kwargs, fmt, markdown_table, percentile, write_json
 
+from airflow_sagemaker_async.common.watch import safety_ceiling
 from airflow_sagemaker_async.local.harness import BackendProcess, airflow_environment
 
 MODES = ("poll", "push")
@@ -81,21 +88,34 @@ def _cpu() -> float:
 # --------------------------------------------------------------------------------------------------
 
 
-def _spread_first_delay() -> None:
-    """Draw each schedule's first delay uniformly from [0, ceiling]: a population at its ceiling, phases spread."""
+def _spread_first_delay(push_waits: int) -> list[int]:
+    """Draw each schedule's first delay uniformly from [0, ceiling]: a population at its ceiling, phases spread.
+
+    With ``push_waits`` (push mode), the ceiling is the one the loop's safety budget gives that many waits (at a
+    wait's first check fewer may have joined the budget yet); in poll mode (0) it is the wait's own. Returns a
+    one-item list: the number of waits that have made their initial check so far.
+    """
     from airflow_sagemaker_async.common.watch import PollSchedule
+    from airflow_sagemaker_async.inference.triggers import safety_budget
 
     original = PollSchedule.next_delay
     rng = random.Random(7)  # a spread, not cryptography
+    initial_checks = [0]
 
     def next_delay(self: Any, now: datetime | None = None) -> float | None:
         if not getattr(self, "_bench_spread", False):
             self._bench_spread = True
+            initial_checks[0] += 1
             original(self, now)
+            if push_waits:  # a push wait: the ceiling its budget gives once all have joined
+                budget = safety_budget()
+                self.max_poll_interval = safety_ceiling(self.max_poll_interval, push_waits, budget.checks_per_second)
+            self._interval = self.max_poll_interval  # --defaults: from 2 s straight to the ceiling
             return rng.uniform(0, self.max_poll_interval)
         return original(self, now)
 
     PollSchedule.next_delay = next_delay  # type: ignore[method-assign]
+    return initial_checks
 
 
 def _count_calls(calls: Counter[str]) -> None:
@@ -141,6 +161,13 @@ def _record_queue_dwell() -> list[float]:
     return dwell
 
 
+def _effective_ceiling(trigger: Any) -> float:
+    """The safety ceiling the loop's budget gives a push wait now (its own ``max_poll_interval`` if not stretched)."""
+    from airflow_sagemaker_async.inference.triggers import safety_budget
+
+    return safety_budget().ceiling(trigger.max_poll_interval)
+
+
 def _keys(run_id: str, n: int) -> list[str]:
     return [f"{run_id}/{index:05d}.out" for index in range(n)]
 
@@ -148,7 +175,7 @@ def _keys(run_id: str, n: int) -> list[str]:
 async def _worker(args: argparse.Namespace) -> None:
     from airflow_sagemaker_async.inference.triggers import SageMakerAsyncInferenceTrigger
 
-    _spread_first_delay()
+    initial_checks = _spread_first_delay(args.n if args.mode == "push" else 0)
     calls: Counter[str] = Counter()
     _count_calls(calls)
     dwell = _record_queue_dwell()
@@ -163,9 +190,8 @@ async def _worker(args: argparse.Namespace) -> None:
             failure_location=f"s3://{BUCKET}/{key.removesuffix('.out')}-error.out",
             deadline=deadline,
             endpoint_name="bench",
-            poll_interval=ceiling,
-            max_poll_interval=ceiling,
             notification_queue_url=args.queue_url if args.mode == "push" else None,
+            **({} if args.defaults else {"poll_interval": ceiling, "max_poll_interval": ceiling}),
         )
         for index, key in enumerate(keys)
     ]
@@ -189,8 +215,9 @@ async def _worker(args: argparse.Namespace) -> None:
     started_wall, started_cpu = time.perf_counter(), _cpu()
     lag_task = asyncio.create_task(monitor())
     tasks = [asyncio.create_task(drive(t, k)) for t, k in zip(triggers, keys, strict=True)]
-    # Ramp-up: every trigger has made its initial check (two HEADs) -- not measured.
-    while calls["HeadObject"] < 2 * args.n:  # noqa: ASYNC110 - a counter, polled 5 times a second
+    # Ramp-up: every trigger has made its initial check (two HEADs) -- not measured. (Counted per wait: on a
+    # loaded machine the ramp is long enough for early waits to make their next check during it.)
+    while initial_checks[0] < args.n:  # noqa: ASYNC110 - a counter, polled 5 times a second
         await asyncio.sleep(0.2)
     ramp_wall, ramp_cpu = time.perf_counter() - started_wall, _cpu() - started_cpu
     await asyncio.sleep(2)  # let the last first-checks' event-loop work settle
@@ -201,6 +228,8 @@ async def _worker(args: argparse.Namespace) -> None:
     steady_cpu, steady_wall = _cpu() - window_cpu, time.perf_counter() - window_wall
     steady_calls = calls - window_calls
     steady_lags = list(lags)
+    load_average = os.getloadavg()
+    effective_ceiling = _effective_ceiling(triggers[0]) if args.mode == "push" else triggers[0].max_poll_interval
 
     completions = min(args.n, args.completions)
     write_window = max(20.0, completions / 50)
@@ -244,7 +273,10 @@ async def _worker(args: argparse.Namespace) -> None:
     result = {
         "mode": args.mode,
         "n": args.n,
-        "ceiling_s": ceiling,
+        "ceiling_s": triggers[0].max_poll_interval,
+        "effective_ceiling_s": effective_ceiling,
+        "defaults": args.defaults,
+        "load_average": load_average,
         "finished": len(events) >= min(args.n, args.completions),
         "events": len(events),
         "statuses": dict(statuses),
@@ -346,6 +378,8 @@ def _run_one(args: argparse.Namespace, ready: dict[str, Any], setup: dict[str, s
     command += ["--result-file", str(result_file), "--writes-file", str(writes_file)]
     if mode == "push" and args.push_ceiling:
         command += ["--ceiling", str(args.push_ceiling)]
+    if args.defaults:
+        command += ["--defaults"]
     env = airflow_environment(work_dir / "airflow-home", ready=ready)
     budget = args.window + max(20.0, min(n, args.completions) / 50) + args.detect_budget + 600
     with log_file.open("w") as log:
@@ -372,6 +406,7 @@ def _table(results: list[dict[str, Any]]) -> str:
         "S3 / SQS requests per completion",
         "S3 requests per 10-min inference",
         "loop lag p99 / max ms (steady)",
+        "load average (1 min)",
         "result",
     ]
     rows = []
@@ -380,7 +415,7 @@ def _table(results: list[dict[str, Any]]) -> str:
         rows.append(
             [
                 f"{r['n']:,}",
-                f"{r['mode']} (ceiling {fmt(r.get('ceiling_s'), 0)} s)",
+                _mode(r),
                 " / ".join(fmt(r.get(k), 2) for k in ("detection_p50_s", "detection_p95_s")),
                 f"{fmt(r.get('steady_cpu_per_min_s'), 2)} ({fmt(r.get('steady_core_percent'), 1)} %)",
                 fmt(steady_heads, 1),
@@ -388,10 +423,19 @@ def _table(results: list[dict[str, Any]]) -> str:
                 f"{fmt(r.get('s3_per_completion'), 2)} / {fmt(r.get('sqs_per_completion'), 2)}",
                 fmt(r.get("s3_per_10min_inference"), 1),
                 " / ".join(fmt(r.get(k), 0) for k in ("steady_lag_p99_ms", "steady_lag_max_ms")),
+                fmt((r.get("load_average") or [None])[0], 2),
                 _result(r),
             ]
         )
     return markdown_table(headers, rows)
+
+
+def _mode(r: dict[str, Any]) -> str:
+    ceiling, effective = r.get("ceiling_s"), r.get("effective_ceiling_s")
+    text = f"{r['mode']} (ceiling {fmt(ceiling, 0)} s"
+    if effective is not None and ceiling is not None and effective > ceiling:
+        text += f", stretched to {fmt(effective, 0)} s by the safety budget"
+    return text + (", all defaults)" if r.get("defaults") else ")")
 
 
 def _result(r: dict[str, Any]) -> str:
@@ -472,6 +516,7 @@ def main() -> int:
     worker.add_argument("--detect-budget", type=float, default=120.0)
     worker.add_argument("--completions", type=int, default=1000)
     worker.add_argument("--ceiling", type=float)
+    worker.add_argument("--defaults", action="store_true")
     writer = sub.add_parser("_writer")
     for name in ("--mode", "--run-id", "--endpoint-url", "--topic-arn", "--writes-file"):
         writer.add_argument(name, required=True)
@@ -485,6 +530,11 @@ def main() -> int:
     parser.add_argument("--completions", type=int, default=1000, help="inferences completed per run, default 1000")
     parser.add_argument(
         "--push-ceiling", type=float, help="push's safety-poll ceiling, s (push_max_poll_interval); default 300"
+    )
+    parser.add_argument(
+        "--defaults",
+        action="store_true",
+        help="build every trigger with its defaults (poll_interval, ceilings, safety budget from the config)",
     )
     parser.add_argument("--out-dir", default=str(RESULTS_DIR))
     args = parser.parse_args()

@@ -13,7 +13,13 @@ Run the example DAGs against the local SageMaker async backend and show what eac
 4. reads the task states and XComs of each run through Airflow's Python API (a child Python with the demo's
    ``AIRFLOW_HOME``) and prints, for each inference, its id, status, predictions (or the model's error) and
    the time from submission to outcome;
-5. exits non-zero if any example did not end as designed.
+5. then the asset examples, which need the scheduler and the triggerer (``airflow dags test`` has neither): it
+   subscribes a queue of the watcher's own to the demo endpoint's topics, starts Airflow's components (as
+   ``--ui`` does, logs in ``.demo/logs/assets/``), runs ``example_sagemaker_async_assets_score`` and shows what
+   ``example_sagemaker_async_assets_report``, started by the batch's asset event, read from it; then submits
+   three inferences with plain boto3 and shows the run of ``example_sagemaker_async_notifications`` that each
+   notification started (``--no-assets`` skips this step, ``--assets-only`` runs only it);
+6. exits non-zero if any example did not end as designed.
 
 The example DAGs keep the plugin's default poll schedule (a copied DAG runs as in production); the demo speeds
 them up from outside, with ``[sagemaker_async] poll_interval = 0.5`` and ``max_poll_interval = 1`` in the
@@ -34,6 +40,8 @@ Every process is started and stopped by :mod:`airflow_sagemaker_async.local.harn
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import shutil
 import signal
 import sys
@@ -345,6 +353,128 @@ def run_examples(env: dict[str, str]) -> int:
     return 0
 
 
+# -- assets: the scheduler and the triggerer at work ----------------------------------------------------------
+
+SCORE_DAG = "example_sagemaker_async_assets_score"
+REPORT_DAG = "example_sagemaker_async_assets_report"
+NOTIFIED_DAG = "example_sagemaker_async_notifications"
+#: The watcher's queue: its own (push completion's queue deletes what it routes), on the demo's topics.
+WATCHER_QUEUE = "sagemaker-async-local-watcher"
+ASSETS_TIMEOUT = 240.0
+TERMINAL = {"success", "failed"}
+
+
+def _boto3(ready: dict[str, Any], service: str) -> Any:
+    import boto3
+
+    session: Any = boto3.session.Session()
+    return session.client(
+        service,
+        endpoint_url=ready["runtime_url"] if service == "sagemaker-runtime" else ready["endpoint_url"],
+        region_name=ready["region_name"],
+        aws_access_key_id=ready["aws_access_key_id"],
+        aws_secret_access_key=ready["aws_secret_access_key"],
+    )
+
+
+def _runs(cluster: AirflowCluster, dag_id: str) -> list[dict[str, Any]]:
+    answer = cluster.request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")
+    return list(answer["dag_runs"])
+
+
+def _wait(what: str, condition: Callable[[], Any], cluster: AirflowCluster) -> Any:
+    from airflow_sagemaker_async.local.harness import wait_for
+
+    return wait_for(what, condition, ASSETS_TIMEOUT, cluster, interval=1)
+
+
+def watcher_queue(ready: dict[str, Any]) -> str:
+    """Subscribe a queue of the watcher's own to the demo endpoint's topics; return its URL."""
+    sqs, sns = _boto3(ready, "sqs"), _boto3(ready, "sns")
+    url: str = sqs.create_queue(QueueName=WATCHER_QUEUE)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sqs.set_queue_attributes(
+        QueueUrl=url,
+        Attributes={
+            "Policy": json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [{"Effect": "Allow", "Principal": "*", "Action": "sqs:SendMessage", "Resource": arn}],
+                }
+            )
+        },
+    )
+    for topic in (ready["demo"]["success_topic_arn"], ready["demo"]["error_topic_arn"]):
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    return url
+
+
+def run_asset_examples(env: dict[str, str], ready: dict[str, Any]) -> int:
+    """Start Airflow's components; show the asset pair and DAG runs started by notifications; return the exit code."""
+    problems: list[str] = []
+    (LOGS / "assets").mkdir(parents=True, exist_ok=True)
+    with AirflowCluster(env, log_dir=LOGS / "assets") as cluster:
+        say(f"[assets] starting Airflow's components (logs {(LOGS / 'assets').relative_to(REPO)}/) ...")
+        try:
+            cluster.start_components(UI_STARTUP_TIMEOUT)
+            dags = (SCORE_DAG, REPORT_DAG, NOTIFIED_DAG)
+            _wait("the asset DAGs to be parsed", lambda: all(cluster.dag_count(d) >= 1 for d in dags), cluster)
+            say(f"[assets] {SCORE_DAG}: a batch whose asset starts {REPORT_DAG}")
+            score_run = cluster.trigger(SCORE_DAG)
+            _wait(f"{SCORE_DAG} to end", lambda: cluster.run_state(SCORE_DAG, score_run) in TERMINAL, cluster)
+            reports = _wait(
+                f"{REPORT_DAG} to run on the asset event",
+                lambda: [r for r in _runs(cluster, REPORT_DAG) if r["state"] in TERMINAL],
+                cluster,
+            )
+            report = cluster.xcom(REPORT_DAG, reports[0]["dag_run_id"], "report")
+            say(
+                f"    {SCORE_DAG} run {cluster.run_state(SCORE_DAG, score_run)}; {REPORT_DAG} run {reports[0]['state']}"
+            )
+            say(f"    ({reports[0]['run_type']}), read from the asset event: {report}")
+            expect(problems, report and report["source_run_id"] == score_run, "the report did not read A's event")
+            expect(problems, report and report["counts"].get("Completed") == 5, "unexpected batch counts")
+
+            say(f"[assets] {NOTIFIED_DAG}: inferences submitted with plain boto3, one DAG run per notification")
+            runtime, s3 = _boto3(ready, "sagemaker-runtime"), _boto3(ready, "s3")
+
+            def seen(inference_id: str) -> dict[str, Any] | None:
+                for run in _runs(cluster, NOTIFIED_DAG):
+                    if run["state"] == "success":
+                        for payload in cluster.xcom(NOTIFIED_DAG, run["dag_run_id"], "handle_result") or []:
+                            if payload["inference_id"] == inference_id:
+                                return {**payload, "run_id": run["dag_run_id"]}
+                return None
+
+            # One at a time: Airflow starts one run for the events queued before it creates the run, and on SQLite
+            # an event stored while the scheduler creates a run waits for the next event (apache/airflow#62501).
+            for number, row in enumerate([b"5.1,3.5,1.4,0.2", b"5.1,3.5,1.4", b"6.3,3.3,6.0,2.5"]):
+                key = f"demo-watcher/{number}.csv"
+                s3.put_object(Bucket="sagemaker-async-local", Key=key, Body=row)
+                inference_id = runtime.invoke_endpoint_async(
+                    EndpointName=ready["demo"]["endpoint_name"],
+                    InputLocation=f"s3://sagemaker-async-local/{key}",
+                    ContentType="text/csv",
+                    InferenceId=f"demo-outside-airflow-{number}-{int(time.time())}",
+                )["InferenceId"]
+                expected = "Failed" if row.count(b",") < 3 else "Completed"
+                payload = _wait(
+                    f"a run of {NOTIFIED_DAG} for {inference_id}", functools.partial(seen, inference_id), cluster
+                )
+                say(f"    {inference_id} (submitted with boto3): {payload['status']} -> run {payload['run_id']}")
+                say(f"      {payload['output_location'] or payload['failure_reason']}")
+                expect(
+                    problems, payload["status"] == expected, f"{inference_id} is {payload['status']}, not {expected}"
+                )
+        except HarnessError as error:
+            problems.append(str(error))
+    if problems:
+        say("    NOT as designed: " + "; ".join(problems))
+        return 1
+    say("    as designed")
+    return 0
+
+
 # -- the UI ----------------------------------------------------------------------------------------------------
 
 
@@ -386,6 +516,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--ui", action="store_true", help="run Airflow's UI on 127.0.0.1 with the examples instead")
     parser.add_argument("--port", type=int, default=0, help="api-server port for --ui (default: a free one)")
+    parser.add_argument(
+        "--no-assets", action="store_true", help="skip the asset examples (they start Airflow's components)"
+    )
+    parser.add_argument("--assets-only", action="store_true", help="run only the asset examples")
     arguments = parser.parse_args()
 
     started = time.monotonic()
@@ -412,7 +546,18 @@ def main() -> int:
                 migrate_db(env, LOGS / "db-migrate.log")
                 if arguments.ui:
                     return run_ui(env)
-                code = run_examples(env)
+                code = 0 if arguments.assets_only else run_examples(env)
+                if not arguments.no_assets:
+                    assets_env = airflow_environment(
+                        home,
+                        ready=ready,
+                        dags_folder=EXAMPLES_DIR,
+                        api_port=free_port(),
+                        poll_interval=POLL_INTERVAL,
+                        max_poll_interval=MAX_POLL_INTERVAL,
+                        extra={"SAGEMAKER_ASYNC_WATCHER_QUEUE_URL": watcher_queue(ready)},
+                    )
+                    code = max(code, run_asset_examples(assets_env, ready))
                 say(f"Demo finished in {time.monotonic() - started:.0f} s. To watch the DAGs in the UI: make demo-ui")
                 return code
             finally:

@@ -38,7 +38,12 @@ EXPECTED_TASKS = {
     "example_sagemaker_async_push": {"predict", "log_predictions"},
     "example_sagemaker_realtime": {"load_samples", "predict", "report_accuracy"},
     "example_sagemaker_streaming": {"generate", "report"},
+    "example_sagemaker_async_assets_score": {"upload_inputs", "score"},
+    "example_sagemaker_async_assets_report": {"report"},
+    "example_sagemaker_async_notifications": {"handle_result"},
 }
+#: The examples scheduled on an asset (every other one runs only when triggered).
+ASSET_SCHEDULED = {"example_sagemaker_async_assets_report", "example_sagemaker_async_notifications"}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +63,9 @@ def test_example_dag_has_the_documented_tasks_no_schedule_and_its_docstring_as_d
     dag = dagbag.dags[dag_id]
 
     assert set(dag.task_ids) == EXPECTED_TASKS[dag_id]
-    assert type(dag.timetable).__name__ == "NullTimetable"  # schedule=None: runs only when triggered
+    # schedule=None: runs only when triggered; or on an asset's events
+    expected = "AssetTriggeredTimetable" if dag_id in ASSET_SCHEDULED else "NullTimetable"
+    assert type(dag.timetable).__name__ == expected
     # The module docstring that explains the DAG is its doc_md, shown in the UI.
     assert dag.doc_md
     assert inspect.cleandoc(dag.doc_md) == ast.get_docstring(ast.parse(Path(dag.fileloc).read_text()))
@@ -68,7 +75,9 @@ def test_example_dag_has_the_documented_tasks_no_schedule_and_its_docstring_as_d
 def test_airflowignore_keeps_the_demo_runner_and_data_out_of_the_dag_folder(dagbag: Any) -> None:
     parsed = {Path(dag.fileloc).name for dag in dagbag.dags.values()}
 
-    assert parsed == {f"{dag_id}.py" for dag_id in EXPECTED_TASKS}
+    assert parsed == {
+        f"{dag_id}.py" for dag_id in EXPECTED_TASKS if not dag_id.startswith("example_sagemaker_async_assets_")
+    } | {"example_sagemaker_async_assets.py"}
 
 
 def test_batch_dag_maps_over_the_uploaded_inputs_and_tolerates_model_errors(dagbag: Any) -> None:

@@ -431,6 +431,33 @@ async def test_with_a_healthy_queue_each_safety_check_heads_one_location_in_turn
 
 
 @pytest.mark.asyncio
+async def test_the_last_check_at_the_deadline_looks_at_both_locations_not_one(
+    sagemaker_async_backend: LocalSageMakerAsyncBackend,
+    bare_queue: str,
+    bucket: str,
+    s3: Any,
+    s3_proxy: Any,
+    aws_connection: Any,
+) -> None:
+    aws_connection(s3_proxy.url)
+    answer = manual_answer(bucket)
+    deadline = isoformat(utcnow() + timedelta(seconds=8))
+    trigger = trigger_for(answer, bare_queue, poll_interval=HOUR, max_poll_interval=HOUR, deadline=deadline)
+    task = asyncio.ensure_future(run_trigger(trigger, timeout=60))
+    for _ in range(300):  # the first check (both locations), however loaded the machine
+        if len(s3_proxy.requests("HEAD")) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    # A failure lands after the first check; no notification comes. The next check is the one at the deadline,
+    # and a safety check (one location: the output first) would miss it.
+    await asyncio.to_thread(s3.put_object, Bucket=bucket, Key=key_of(answer["FailureLocation"]), Body=b"{}")
+
+    event, _ = await task
+
+    assert event["status"] == "Failed", event
+
+
+@pytest.mark.asyncio
 async def test_notification_for_an_object_not_there_yet_is_no_success(
     sagemaker_async_backend: LocalSageMakerAsyncBackend, backend_conn: str, bare_queue: str, bucket: str, s3: Any
 ) -> None:

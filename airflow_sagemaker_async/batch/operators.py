@@ -26,6 +26,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
 from botocore.exceptions import ClientError
 
+from airflow_sagemaker_async.assets.events import check_output_assets, record_batch_events
 from airflow_sagemaker_async.batch import state as batch_state
 from airflow_sagemaker_async.batch.core import (
     DEFAULT_MAX_IN_FLIGHT,
@@ -41,6 +42,7 @@ from airflow_sagemaker_async.batch.core import (
 )
 from airflow_sagemaker_async.batch.inputs import BatchInput, as_list, positive_int, records_digest
 from airflow_sagemaker_async.batch.triggers import SageMakerAsyncBatchInferenceTrigger
+from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.exceptions import SageMakerAsyncBatchFailed, SageMakerAsyncParameterError
 from airflow_sagemaker_async.common.hooks import SageMakerRuntimeHook
 from airflow_sagemaker_async.common.layout import compute_deadline, join_s3, s3_uri
@@ -169,6 +171,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     :param botocore_config: botocore ``Config`` parameters as a dict; submissions default to retries
         ``{"mode": "adaptive", "max_attempts": 10}`` and a connection pool as large as ``submit_concurrency``.
 
+    **Assets.** Each ``s3://`` asset of ``outlets`` covering the output prefix, failure prefix or manifest gets the
+    batch's figures (counts by status, manifest location, tag) in its event's ``extra`` when the batch ends within
+    its failure policy; a non-S3 asset in ``outlets`` is a parameter error (see
+    :mod:`airflow_sagemaker_async.assets.events`).
+
     Needs, beyond InvokeEndpointAsync: ``sagemaker:DescribeEndpoint`` and ``sagemaker:DescribeEndpointConfig``
     (to find the endpoint's output and failure paths before the first request), ``s3:ListBucket`` on the
     output buckets, ``s3:GetObject`` / ``s3:PutObject`` under the output path.
@@ -242,6 +249,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 parameter="filename",
             )
         super().__init__(**kwargs)
+        check_output_assets(self.outlets)
         self.endpoint_name = endpoint_name
         self.input_locations = input_locations
         self.input_prefix = input_prefix
@@ -665,6 +673,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         if ended:
             lines = batch_state.manifest_lines(s3, ended, self.submit_concurrency)
             batch_state.write_part(s3, names, state, lines)
+            metrics.batch_items_ended(summary_counts(lines), endpoint_name=state.endpoint_name)
 
     def _submit_wave(
         self, s3: Any, names: BatchNames, state: BatchState, inputs: list[BatchInput], fields: dict[str, Any]
@@ -703,6 +712,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                     refused.append(item.ended(FAILED, completed_at=None, failure_reason=reason))
         state.pending += sent
         state.submitted += len(sent)
+        metrics.submitted("batch", endpoint_name=state.endpoint_name, count=len(sent))
         state.next_index = (candidates[-1] + 1) if candidates else state.next_index
         if error is not None:
             # Every item sent is recorded in flight; a retry of the task sends the others (after a LIST),
@@ -710,6 +720,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             state.next_index = min(set(to_send) - {item.index for item in sent})
         elif refused:
             batch_state.write_part(s3, names, state, refused)
+            metrics.batch_items_ended(summary_counts(refused), endpoint_name=state.endpoint_name)
         batch_state.put(s3, names.state_location(), state.to_json().encode())
         if error is not None:
             self.log.error(
@@ -847,6 +858,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         return summary
 
     # -- OpenLineage -------------------------------------------------------------------------------------
+
+    def post_execute(self, context: Any, result: Any = None) -> None:
+        """Put the batch's figures in the ``extra`` of the outlet S3 assets that cover it (after a success)."""
+        super().post_execute(context, result)
+        record_batch_events(self, context)
 
     def _lineage(self) -> LineageRecord:
         """Return the batch's lineage as prefixes (never one dataset per item): inputs, result dirs, manifest."""

@@ -18,6 +18,26 @@ How HEAD answers are read (S3 HeadObject):
 - 5xx, throttling (503 SlowDown), connection errors: transient; botocore has already retried them.
   The wait goes on at the next poll; they never end it.
 - anything else (400, credentials missing, ...): not a state of the inference; raised as is.
+
+**The safety checks' budget.** A wait woken by notifications (push) still checks S3 now and then, in case
+a notification is lost: one location per check, output and failure in turn (:meth:`Watch.safety_targets`),
+at an interval that grows to the safety ceiling ``max_poll_interval`` (default
+:data:`DEFAULT_PUSH_MAX_POLL_INTERVAL`, 300 s). Each check is a HEAD, about 1 to 4 ms of the triggerer's CPU,
+so their number, not the notifications, sets what 10,000 push waits cost. A :class:`SafetyBudget` per event
+loop (one per triggerer) caps the loop's safety checks at ``checks_per_second`` (the deployment setting
+``[sagemaker_async] safety_checks_per_second``, default :data:`DEFAULT_SAFETY_CHECKS_PER_SECOND`, 20): the
+ceiling of each of the ``n`` push waits the loop holds becomes (:func:`safety_ceiling`)
+
+.. code-block:: text
+
+    ceiling(n) = max(max_poll_interval, n / (0.9 * checks_per_second))        (0.9: the mean jitter)
+
+so with the defaults it stays 300 s up to 5,400 waits and grows beyond: 556 s at 10,000 waits, 5,556 s at
+100,000 (at 20 HEADs per second in all). **Worst case for a lost notification**: the result is seen by the
+next safety check of its location, at most two checks later, so within ``2 * ceiling(n)`` after it was
+written (600 s up to 5,400 waits at the defaults, 1,111 s at 10,000, ``n / 9`` s beyond 5,400) -- latency,
+never the outcome, and never past the deadline, which ends the wait with its own check. While the queue
+fails, the waits poll at ``min(max_poll_interval, 30 s)``, outside the budget (as without a queue).
 """
 
 from __future__ import annotations
@@ -46,14 +66,19 @@ if TYPE_CHECKING:
 DEFAULT_POLL_INTERVAL: Final = 2.0
 #: Ceiling of the poll interval, seconds.
 DEFAULT_MAX_POLL_INTERVAL: Final = 30.0
-#: Ceiling of the poll interval when a notification queue wakes the wait (safety polling), seconds: a lost
-#: notification costs at most about this much latency. While the queue fails, the ceiling is
+#: Ceiling of the poll interval when a notification queue wakes the wait (safety polling), seconds; stretched
+#: by the loop's :class:`SafetyBudget` when it holds many waits. While the queue fails, the ceiling is
 #: ``min(max_poll_interval, DEFAULT_MAX_POLL_INTERVAL)``.
 DEFAULT_PUSH_MAX_POLL_INTERVAL: Final = 300.0
 BACKOFF_FACTOR: Final = 1.5
 #: Each interval is drawn uniformly from [JITTER_LOW * interval, interval] so triggers started
 #: together drift apart instead of polling S3 in lockstep.
 JITTER_LOW: Final = 0.8
+#: The mean of a jittered interval, as a fraction of the interval (uniform on [JITTER_LOW, 1]).
+MEAN_JITTER: Final = (JITTER_LOW + 1.0) / 2
+#: Cap on the safety checks (HEADs) per second one event loop makes for all the push waits it holds, when
+#: ``[sagemaker_async] safety_checks_per_second`` says nothing: see :class:`SafetyBudget`.
+DEFAULT_SAFETY_CHECKS_PER_SECOND: Final = 20.0
 EXPIRY_HINT: Final = (
     "SageMaker writes no S3 object for a request that expired in its queue (older than "
     "RequestTTLSeconds, e.g. while the endpoint scaled up from zero), so an expired request shows only "
@@ -174,6 +199,59 @@ class PollSchedule:
         """Change the ceiling (seconds); the current interval is lowered to it if above."""
         self.max_poll_interval = max_poll_interval
         self._interval = min(self._interval, max_poll_interval)
+
+
+def safety_ceiling(base: float, waits: int, checks_per_second: float) -> float:
+    """
+    Return the safety ceiling, seconds, of each of ``waits`` push waits that share ``checks_per_second``.
+
+    ``max(base, waits / (MEAN_JITTER * checks_per_second))``: a wait at its ceiling checks once per
+    ``MEAN_JITTER * ceiling`` seconds on average (one HEAD: :meth:`Watch.safety_targets`), so the waits together
+    make at most ``checks_per_second`` HEADs per second; with few waits the ceiling stays ``base``.
+
+    :param base: the wait's own ceiling (its ``max_poll_interval``: 300 s by default with a queue), seconds.
+    :param waits: the push waits the event loop holds, this one included.
+    :param checks_per_second: the loop's cap, > 0 (``math.inf``: no cap, the ceiling stays ``base``).
+    """
+    return max(base, waits / (MEAN_JITTER * checks_per_second))
+
+
+class SafetyBudget:
+    """
+    One event loop's budget of safety checks: counts the push waits it holds and stretches their ceiling; no I/O.
+
+    A wait calls :meth:`join` while notifications can wake it and :meth:`leave` when it ends; before each
+    sleep it sets its ceiling to :meth:`ceiling`. The loop's safety checks then stay under
+    ``checks_per_second`` HEADs per second whatever the number of waits, once their intervals have reached the
+    ceiling (an interval grows 1.5x per check; a sleep already started is not shortened when waits leave).
+    The cost, latency for a lost notification, is in the module docstring.
+
+    :param checks_per_second: the cap, HEADs per second, > 0 (``math.inf``: no cap); default
+        :data:`DEFAULT_SAFETY_CHECKS_PER_SECOND`.
+    :raises ValueError: when ``checks_per_second`` is not a number > 0.
+    """
+
+    def __init__(self, checks_per_second: float = DEFAULT_SAFETY_CHECKS_PER_SECOND) -> None:
+        if not checks_per_second > 0:  # also refuses NaN
+            raise ValueError(
+                f"safety_checks_per_second must be > 0 (HEADs per second of one triggerer's safety checks), got "
+                f"{checks_per_second!r}; set [sagemaker_async] safety_checks_per_second to a positive number, or "
+                "inf for no cap."
+            )
+        self.checks_per_second = float(checks_per_second)
+        self.waits = 0
+
+    def join(self) -> None:
+        """Count one more push wait."""
+        self.waits += 1
+
+    def leave(self) -> None:
+        """Count one push wait less."""
+        self.waits = max(0, self.waits - 1)
+
+    def ceiling(self, base: float) -> float:
+        """Return the safety ceiling, seconds, for a wait whose own ceiling is ``base`` (:func:`safety_ceiling`)."""
+        return safety_ceiling(base, max(self.waits, 1), self.checks_per_second)
 
 
 @dataclass

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+from airflow.providers.common.compat.sdk import conf
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.clients import SharedClient, client_key, shared_s3_clients
 from airflow_sagemaker_async.common.layout import normalize_s3_uri
 from airflow_sagemaker_async.common.validation import check_poll_schedule, check_queue_url
@@ -17,11 +20,14 @@ from airflow_sagemaker_async.common.watch import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_PUSH_MAX_POLL_INTERVAL,
+    DEFAULT_SAFETY_CHECKS_PER_SECOND,
     ProbeResult,
+    SafetyBudget,
     Watch,
     isoformat,
     read_head_error,
     read_head_response,
+    utcnow,
 )
 from airflow_sagemaker_async.push.notifications import expiry_applies
 from airflow_sagemaker_async.push.receiver import subscribe_notifications
@@ -33,7 +39,34 @@ if TYPE_CHECKING:
     from airflow_sagemaker_async.push.notifications import Notification
     from airflow_sagemaker_async.push.receiver import Inbox
 
-__all__ = ["S3ResultTrigger", "SageMakerAsyncInferenceTrigger"]
+__all__ = ["S3ResultTrigger", "SageMakerAsyncInferenceTrigger", "safety_budget"]
+
+#: A check this close to the deadline, seconds, is the wait's last: it looks at both locations, never one.
+FINAL_CHECK_MARGIN_SECONDS = 1.0
+
+#: ``airflow_sagemaker_async.inference.waiting.CONFIG_SECTION`` (that module imports this one).
+_CONFIG_SECTION = "sagemaker_async"
+_budgets: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SafetyBudget] = weakref.WeakKeyDictionary()
+
+
+def safety_budget() -> SafetyBudget:
+    """
+    Return the running event loop's budget of safety checks, shared by its push waits (see :class:`SafetyBudget`).
+
+    Created at the loop's first push wait with the cap ``[sagemaker_async] safety_checks_per_second`` from the
+    triggerer's Airflow config (default :data:`~airflow_sagemaker_async.common.watch.DEFAULT_SAFETY_CHECKS_PER_SECOND`,
+    20 HEADs per second); read once per loop.
+
+    :raises ValueError: when the setting is not a number > 0 (every push wait of the loop fails with it).
+    """
+    loop = asyncio.get_running_loop()
+    budget = _budgets.get(loop)
+    if budget is None:
+        checks_per_second = conf.getfloat(
+            _CONFIG_SECTION, "safety_checks_per_second", fallback=DEFAULT_SAFETY_CHECKS_PER_SECOND
+        )
+        budget = _budgets[loop] = SafetyBudget(checks_per_second)
+    return budget
 
 
 class S3ResultTrigger(BaseTrigger):
@@ -46,6 +79,9 @@ class S3ResultTrigger(BaseTrigger):
     left out so defaults apply, as the amazon provider does); opens the shared aiobotocore S3 client
     (:mod:`airflow_sagemaker_async.common.clients`) and HEADs through it.
     """
+
+    #: the ``kind`` tag of the S3 request metrics (:mod:`airflow_sagemaker_async.common.metrics`).
+    metrics_kind: ClassVar[Literal["inference", "batch"]] = "inference"
 
     def __init__(
         self,
@@ -105,6 +141,7 @@ class S3ResultTrigger(BaseTrigger):
     async def _head(self, shared: SharedClient, bucket: str, key: str) -> ProbeResult:
         try:
             async with shared.limit:  # build and sign the request only when a pooled connection can take it
+                metrics.s3_request("head", kind=self.metrics_kind)
                 response = await shared.client.head_object(Bucket=bucket, Key=key)
             return read_head_response(response)
         except asyncio.CancelledError:
@@ -133,10 +170,13 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
     is routed by inference id and the failure location is HEADed first. A notification is only a hint: the
     trigger HEADs its own locations before it yields (without a ``failure_location``, a ``Failed`` message
     cannot be confirmed and the wait goes on to its deadline, with a warning). The polling above goes on as
-    a safety net with a ceiling of 300 s by default, each safety check
-    HEADing one location in turn (:meth:`~airflow_sagemaker_async.common.watch.Watch.safety_targets`; a lost
-    notification costs latency, never the outcome), back to at most 30 s and both locations while the queue
-    fails. An ``Expired``
+    a safety net with a ceiling of 300 s by default, stretched when the triggerer's event loop holds so many
+    push waits that their safety checks would pass ``[sagemaker_async] safety_checks_per_second`` (20 HEADs
+    per second by default: beyond 5,400 waits, :class:`~airflow_sagemaker_async.common.watch.SafetyBudget`),
+    each safety check HEADing one location in turn
+    (:meth:`~airflow_sagemaker_async.common.watch.Watch.safety_targets`; a lost notification costs latency,
+    never the outcome: at most twice the ceiling, see :mod:`airflow_sagemaker_async.common.watch`), back to at
+    most 30 s and both locations while the queue fails. An ``Expired``
     notification for this inference ends the wait at once with ``TimedOut`` and ``expired`` set (SageMaker
     writes no object for an expired request; see :mod:`airflow_sagemaker_async.push.notifications` for why this
     one message is trusted).
@@ -301,21 +341,30 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
             self.inference_id,
         )
 
-    def _fit_ceiling(self, watch: Watch, inbox: Inbox | None) -> None:
-        # Safety polling at the slow ceiling while notifications can arrive, the polling ceiling otherwise.
-        healthy = inbox is None or inbox.healthy
-        watch.set_ceiling(self.max_poll_interval if healthy else min(self.max_poll_interval, DEFAULT_MAX_POLL_INTERVAL))
+    def _fit_ceiling(self, watch: Watch, inbox: Inbox | None, budget: SafetyBudget | None = None) -> None:
+        # Safety polling at the slow ceiling (stretched by the loop's budget) while notifications can arrive, the
+        # polling ceiling otherwise.
+        if inbox is None:
+            watch.set_ceiling(self.max_poll_interval)
+        elif inbox.healthy:
+            watch.set_ceiling(budget.ceiling(self.max_poll_interval) if budget else self.max_poll_interval)
+        else:
+            watch.set_ceiling(min(self.max_poll_interval, DEFAULT_MAX_POLL_INTERVAL))
 
-    async def _wait(self, watch: Watch, shared: SharedClient, inbox: Inbox | None) -> WatchEvent:
+    async def _wait(
+        self, watch: Watch, shared: SharedClient, inbox: Inbox | None, budget: SafetyBudget | None = None
+    ) -> WatchEvent:
         """Check at the poll schedule, and whenever a notification names this inference; return the final event."""
         loop = asyncio.get_running_loop()
         submitted_at = datetime.fromisoformat(self.submitted_at) if self.submitted_at else None
         while True:
-            # After the first check, and while notifications arrive, a safety check HEADs one location.
-            safety = watch.checks > 0 and inbox is not None and inbox.healthy
+            # After the first check, and while notifications arrive, a safety check HEADs one location; the last
+            # check, at the deadline, looks at both (a result at either location before the deadline is no timeout).
+            final = (watch.deadline - utcnow()).total_seconds() <= FINAL_CHECK_MARGIN_SECONDS
+            safety = watch.checks > 0 and inbox is not None and inbox.healthy and not final
             if (event := await self._check(watch, shared, one=safety)) is not None:
                 return event
-            self._fit_ceiling(watch, inbox)
+            self._fit_ceiling(watch, inbox, budget)
             delay = watch.next_delay()
             if delay is None:
                 return watch.timeout_event()
@@ -352,7 +401,7 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
                         return event
                     self._log_unconfirmed(hints)
                 if inbox.healthy != was_healthy:
-                    self._fit_ceiling(watch, inbox)
+                    self._fit_ceiling(watch, inbox, budget)
                     if not inbox.healthy:
                         poll_at = min(poll_at, loop.time() + (watch.next_delay() or 0.0))
 
@@ -379,10 +428,16 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
             self.notification_queue_url or "(none: polling only)",
         )
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(metrics.holding_wait())
             shared = await stack.enter_async_context(self._s3_client())
             # Subscribed before the first HEAD: a result written in between is seen by one or the other.
             inbox = await stack.enter_async_context(self._inbox())
-            event = await self._wait(watch, shared, inbox)
+            budget = None
+            if inbox is not None:  # a push wait: its safety checks count in the loop's budget
+                budget = safety_budget()
+                budget.join()
+                stack.callback(budget.leave)
+            event = await self._wait(watch, shared, inbox, budget)
         if (hold := watch.hold()) > 0:
             self.log.info(
                 "Inference %s: %s; holding the event %.1f s, until %s (fast-event guard: the deferral is too young)",

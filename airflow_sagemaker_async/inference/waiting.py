@@ -21,14 +21,17 @@ so a rebuilt trigger keeps it).
 **Deployment settings** (Airflow config, section ``[sagemaker_async]``, or the environment variables
 ``AIRFLOW__SAGEMAKER_ASYNC__<KEY>``) give the defaults of parameters a DAG leaves out:
 
-=========================  ========  =====================================================================
-key                        default   meaning
-=========================  ========  =====================================================================
-``poll_interval``          2         seconds before the first re-check; the interval then grows 1.5x
-``max_poll_interval``      30        ceiling of the interval, seconds
-``push_max_poll_interval`` 300       ceiling with a ``notification_queue_url`` (safety polling), seconds
-``min_deferral_seconds``   10        the trigger fires no sooner than this after the deferral
-=========================  ========  =====================================================================
+============================  ========  ==================================================================
+key                           default   meaning
+============================  ========  ==================================================================
+``poll_interval``             2         seconds before the first re-check; the interval then grows 1.5x
+``max_poll_interval``         30        ceiling of the interval, seconds
+``push_max_poll_interval``    300       ceiling with a ``notification_queue_url`` (safety polling), seconds
+``min_deferral_seconds``      10        the trigger fires no sooner than this after the deferral
+``safety_checks_per_second``  20        read by the triggerer: cap on one event loop's safety checks (HEADs
+                                        per second) for all its push waits; their ceiling stretches beyond
+                                        5,400 waits (:class:`~airflow_sagemaker_async.common.watch.SafetyBudget`)
+============================  ========  ==================================================================
 
 **Deferrable by default, unless the deployment says otherwise.** ``deferrable`` left out (``None``) is
 ``True``, unless ``[operators] default_deferrable`` is *explicitly* configured (:func:`default_deferrable`):
@@ -45,10 +48,11 @@ from __future__ import annotations
 import os
 from configparser import RawConfigParser
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from airflow.providers.common.compat.sdk import conf
 
+from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.exceptions import SageMakerAsyncInferenceError, SageMakerAsyncInferenceTimeout
 from airflow_sagemaker_async.common.outcome import finish
 from airflow_sagemaker_async.common.validation import (
@@ -197,6 +201,8 @@ class InferenceWaitMixin:
     defer: Any
     #: the outcome of the wait once finished (also when it raised with one), for lineage; ``None`` before.
     last_outcome: Outcome | None = None
+    #: the ``kind`` tag of the outcome metrics (:func:`~airflow_sagemaker_async.common.metrics.inference_ended`).
+    metrics_kind: ClassVar[Literal["operator", "sensor"]] = "operator"
 
     def _s3_client(self) -> Any:
         """Return a boto3 S3 client built from the task's AWS parameters."""
@@ -265,8 +271,10 @@ class InferenceWaitMixin:
             )
         except (SageMakerAsyncInferenceError, SageMakerAsyncInferenceTimeout) as error:
             self.last_outcome = error.outcome
+            metrics.inference_ended(error.outcome, kind=self.metrics_kind)
             raise
         self.last_outcome = outcome
+        metrics.inference_ended(outcome, kind=self.metrics_kind)
         self.log.info(
             "Inference %s: %s (completed %s, detected %s after %s checks)",
             outcome["inference_id"],

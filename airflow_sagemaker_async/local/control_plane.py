@@ -13,17 +13,16 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.sagemaker.exceptions import ValidationError as MotoValidationError
 from moto.sagemaker.models import SageMakerModelBackend
 from moto.sagemaker.responses import SageMakerResponse
-from werkzeug.serving import make_server
 
 from airflow_sagemaker_async.local import moto_speedups
+from airflow_sagemaker_async.local.wsgi_server import KeepAliveWSGIServer
 
 if TYPE_CHECKING:
     from moto.sagemaker.models import FakeEndpoint
-    from werkzeug.serving import BaseWSGIServer
 
 log = logging.getLogger(__name__)
 
@@ -155,23 +154,15 @@ def reset_region(account_id: str, region_name: str, *, include_s3: bool) -> None
         s3_backends[account_id]["aws"].reset()
 
 
-class _QuietRequestHandler(MotoRequestHandler):
-    """moto's request handler without a line on stderr per request (our runtime logs what matters)."""
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        log.debug("moto: %s %s", self.requestline, code)
-
-
 class MotoServer:
     """moto's WSGI application served from a daemon thread on ``127.0.0.1`` and a port chosen by the OS.
 
-    :param host: the address to bind, default ``127.0.0.1`` (loopback only).
+    Served with HTTP/1.1 keep-alive, as AWS serves its clients (:mod:`~airflow_sagemaker_async.local.wsgi_server`;
+    moto's own werkzeug server closes every connection), without a log line per request.
     """
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self._host = host
-        self._server: BaseWSGIServer | None = None
-        self._thread: threading.Thread | None = None
+    def __init__(self) -> None:
+        self._server: KeepAliveWSGIServer | None = None
 
     @property
     def url(self) -> str:
@@ -181,24 +172,17 @@ class MotoServer:
         """
         if self._server is None:
             raise RuntimeError("The moto server is not started.")
-        return f"http://{self._host}:{self._server.server_port}"
+        return f"http://127.0.0.1:{self._server.port}"
 
     def start(self) -> None:
         """Bind and serve in a background thread; returns once the socket listens (installs :mod:`.moto_speedups`)."""
         moto_speedups.install()
-        app = DomainDispatcherApplication(create_backend_app)
-        self._server = make_server(self._host, 0, app, threaded=True, request_handler=_QuietRequestHandler)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="sagemaker-async-local-moto", daemon=True
-        )
-        self._thread.start()
+        server = KeepAliveWSGIServer(DomainDispatcherApplication(create_backend_app), "sagemaker-async-local-moto")
+        server.start()
+        self._server = server
 
     def stop(self) -> None:
         """Stop serving and join the thread (idempotent)."""
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._server.stop()
         self._server = None
-        self._thread = None

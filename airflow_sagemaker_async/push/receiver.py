@@ -58,6 +58,7 @@ import time
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final
 
+from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.clients import SharedRegistry, client_key
 from airflow_sagemaker_async.push.notifications import (
     HANDBACK_PAUSE_SECONDS,
@@ -326,6 +327,7 @@ class NotificationReceiver:
             attributes = message.get("Attributes") or {}
             age = now - int(attributes.get("SentTimestamp") or now * 1000) / 1000
             action = decide(parsed, routed=bool(woken), age_seconds=age)
+            metrics.notification(metrics.notification_fate(parsed, routed=bool(woken), deleted=action is Action.DELETE))
             if action is Action.DELETE:
                 deletes.append(message["ReceiptHandle"])
             elif action is Action.RELEASE:

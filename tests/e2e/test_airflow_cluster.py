@@ -26,6 +26,20 @@ from tests.e2e.airflow_cluster import (
     check_sensor_example,
     examples_environment,
 )
+from tests.e2e.assets import (
+    ASSET_DAGS,
+    BAD_ROW,
+    GOOD_ROW,
+    WATCHER_QUEUE,
+    check_asset_pair,
+    notified_payloads,
+    run_asset_pair,
+    send_foreign_and_malformed,
+    submit_outside_airflow,
+    wait_queue_depth,
+    watcher_environment,
+)
+from tests.statsd_listener import StatsdListener
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -46,19 +60,35 @@ EXAMPLE_DAGS = (
 
 
 @pytest.fixture(scope="module")
+def statsd() -> Iterator[StatsdListener]:
+    """A StatsD server on 127.0.0.1 that the cluster's ``[metrics]`` sends to (Airflow's metrics and ours)."""
+    with StatsdListener() as listener:
+        yield listener
+
+
+@pytest.fixture(scope="module")
 def cluster(
     tmp_path_factory: pytest.TempPathFactory,
     sagemaker_async_backend: LocalSageMakerAsyncBackend,
     sagemaker_async_iris_endpoint: LocalEndpoint,
+    statsd: StatsdListener,
 ) -> Iterator[AirflowCluster]:
     home = tmp_path_factory.mktemp("cluster-airflow")
-    env = examples_environment(home, sagemaker_async_backend, sagemaker_async_iris_endpoint, api_port=free_port())
+    env = examples_environment(
+        home,
+        sagemaker_async_backend,
+        sagemaker_async_iris_endpoint,
+        api_port=free_port(),
+        # the notification DAG's endpoint and queue; [metrics] to the StatsD listener
+        extra={**watcher_environment(sagemaker_async_backend), **statsd.airflow_environment()},
+    )
     with AirflowCluster(env) as server:
         server.migrate_db()
         server.start_components(STARTUP_TIMEOUT)
+        wanted = (*EXAMPLE_DAGS, *ASSET_DAGS)
         wait_for(
-            f"the dag-processor to parse the {len(EXAMPLE_DAGS)} example DAGs",
-            lambda: all(server.dag_count(dag_id) >= 1 for dag_id in EXAMPLE_DAGS),  # a LIKE pattern: batch_scoring too
+            f"the dag-processor to parse the {len(wanted)} example DAGs",
+            lambda: all(server.dag_count(dag_id) >= 1 for dag_id in wanted),  # a LIKE pattern: batch_scoring too
             STARTUP_TIMEOUT,
             server,
             interval=1,
@@ -171,3 +201,60 @@ def test_sensor_dag_waits_for_the_submitted_inference_and_gets_its_predictions(
     cluster: AirflowCluster, runs: dict[str, str], finished: dict[str, str]
 ) -> None:
     check_sensor_example(cluster, runs["example_sagemaker_async_sensor"])
+
+
+def test_metrics_of_workers_and_triggerer_reach_the_statsd_server_beside_airflows_own(
+    cluster: AirflowCluster, runs: dict[str, str], finished: dict[str, str], statsd: StatsdListener
+) -> None:
+    # Submitted: predict (1), the batch example's four mapped predict, the failure example's two, the sensor's submit.
+    assert statsd.total("airflow.sagemaker_async.submissions.async") >= 8
+    # Ended, on the workers: inference + three batch inputs + the sensor; one batch input + both failure tasks.
+    assert statsd.total("airflow.sagemaker_async.outcomes.Completed") >= 5
+    assert statsd.total("airflow.sagemaker_async.outcomes.Failed") >= 3
+    timers = {metric.name for metric in statsd.metrics("airflow.sagemaker_async.") if metric.type == "ms"}
+    assert "airflow.sagemaker_async.detection_latency" in timers
+    assert "airflow.sagemaker_async.submit_to_outcome.Completed" in timers
+    # From the triggerer's trigger runner, where Airflow set up only its internal Stats (apache/airflow#69172).
+    assert statsd.total("airflow.sagemaker_async.s3_requests.head") > 0
+    held = [metric for metric in statsd.metrics("airflow.sagemaker_async.waits_held.") if metric.type == "g"]
+    assert max(metric.value for metric in held) >= 1
+    statsd.wait_for(
+        "the waits held back at 0",
+        lambda: statsd.metrics("airflow.sagemaker_async.waits_held.")[-1].value == 0,
+    )
+    # Airflow's own metrics on the same server, under the same prefix.
+    assert statsd.metrics("airflow.triggerer_heartbeat")
+
+
+# -- assets: after the four examples, on the same cluster (tests/e2e/assets.py) ---------------------------------
+
+
+def test_report_dag_runs_because_the_batch_finished_and_reads_its_counts_from_the_asset_event(
+    cluster: AirflowCluster, finished: dict[str, str]
+) -> None:
+    score_run, report_run = run_asset_pair(cluster, RUN_TIMEOUT)
+
+    event = check_asset_pair(cluster, score_run, report_run)
+
+    print("asset event:", event)  # the closing note's sample (pytest -s)
+
+
+def test_inferences_submitted_outside_airflow_start_one_run_each_and_foreign_messages_start_none(
+    cluster: AirflowCluster, sagemaker_async_backend: LocalSageMakerAsyncBackend, finished: dict[str, str]
+) -> None:
+    queue_url = sagemaker_async_backend.client("sqs").get_queue_url(QueueName=WATCHER_QUEUE)["QueueUrl"]
+    send_foreign_and_malformed(sagemaker_async_backend, queue_url)
+
+    expected = submit_outside_airflow(sagemaker_async_backend, cluster, [GOOD_ROW, BAD_ROW, GOOD_ROW], RUN_TIMEOUT)
+    payloads = notified_payloads(cluster, RUN_TIMEOUT, len(expected))
+
+    assert [len(run) for run in payloads] == [1, 1, 1], payloads  # one run per notification, none for the others
+    assert {run[0]["inference_id"]: run[0]["status"] for run in payloads} == expected
+    by_status = {run[0]["status"]: run[0] for run in payloads}
+    assert by_status["Completed"]["output_location"].startswith("s3://sagemaker-async-local/watched-iris/output/")
+    assert "Received client error (400) from model" in by_status["Failed"]["failure_reason"]
+    assert all(run[0]["endpoint_name"] == "watched-iris" for run in payloads)
+    print("notification-started run payloads:", payloads)  # the closing note's sample (pytest -s)
+    # No message lost: the matched ones were deleted once their events were stored; the malformed and the foreign
+    # ones stay for their owner (until 300 s old).
+    assert wait_queue_depth(sagemaker_async_backend, queue_url, 2, 30) == 2
