@@ -3,7 +3,7 @@ pytest plugin for the platform sets (.ci/platform-test): a refusal by design is 
 
 With an older botocore (MWAA 3.2.1's 1.42.84), the plugin refuses on purpose what that botocore cannot send
 (an inline ``Body``, ``PrefixAwareId``) with a ``SageMakerAsyncParameterError`` saying "needs botocore >= X"
-(:data:`airflow_sagemaker_async.rules.FIELDS_ADDED`), and botocore itself refuses a request carrying them.
+(:data:`airflow_sagemaker_async.common.rules.FIELDS_ADDED`), and botocore itself refuses a request carrying them.
 A test written for the newest botocore then fails with exactly such a refusal; this plugin reports it as
 xfailed, with the botocore release as its reason. Any other failure stays a failure.
 ``tests/test_botocore_range.py`` checks the refusals themselves.

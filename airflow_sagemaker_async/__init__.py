@@ -13,27 +13,27 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "SageMakerRuntimeHook": "hooks",
-    "AsyncInferenceSubmission": "hooks",
-    "SageMakerInvokeEndpointAsyncOperator": "operators",
-    "SageMakerInvokeEndpointOperator": "realtime",
-    "SageMakerInvokeEndpointWithResponseStreamOperator": "streaming",
-    "SageMakerModelError": "exceptions",
-    "SageMakerEndpointReadTimeout": "exceptions",
-    "SageMakerResponseStreamError": "exceptions",
-    "SageMakerInvokeEndpointAsyncBatchOperator": "batch_operator",
-    "SageMakerAsyncBatchInferenceTrigger": "batch_trigger",
-    "SageMakerAsyncBatchFailed": "exceptions",
-    "SageMakerAsyncInferenceSensor": "sensors",
-    "SageMakerAsyncInferenceTrigger": "triggers",
-    "SageMakerAsyncError": "exceptions",
-    "SageMakerAsyncParameterError": "exceptions",
-    "SageMakerAsyncInferenceError": "exceptions",
-    "SageMakerAsyncInferenceTimeout": "exceptions",
-    "SageMakerAsyncOutputError": "exceptions",
-    "SageMakerAsyncOutputTooLarge": "exceptions",
-    "SageMakerAsyncOutputMissing": "exceptions",
-    "SageMakerAsyncOutputDecodeError": "exceptions",
+    "SageMakerRuntimeHook": "common.hooks",
+    "AsyncInferenceSubmission": "common.hooks",
+    "SageMakerInvokeEndpointAsyncOperator": "inference.operators",
+    "SageMakerInvokeEndpointOperator": "realtime.operators",
+    "SageMakerInvokeEndpointWithResponseStreamOperator": "realtime.streaming",
+    "SageMakerModelError": "common.exceptions",
+    "SageMakerEndpointReadTimeout": "common.exceptions",
+    "SageMakerResponseStreamError": "common.exceptions",
+    "SageMakerInvokeEndpointAsyncBatchOperator": "batch.operators",
+    "SageMakerAsyncBatchInferenceTrigger": "batch.triggers",
+    "SageMakerAsyncBatchFailed": "common.exceptions",
+    "SageMakerAsyncInferenceSensor": "inference.sensors",
+    "SageMakerAsyncInferenceTrigger": "inference.triggers",
+    "SageMakerAsyncError": "common.exceptions",
+    "SageMakerAsyncParameterError": "common.exceptions",
+    "SageMakerAsyncInferenceError": "common.exceptions",
+    "SageMakerAsyncInferenceTimeout": "common.exceptions",
+    "SageMakerAsyncOutputError": "common.exceptions",
+    "SageMakerAsyncOutputTooLarge": "common.exceptions",
+    "SageMakerAsyncOutputMissing": "common.exceptions",
+    "SageMakerAsyncOutputDecodeError": "common.exceptions",
 }
 
 __all__ = [
@@ -62,9 +62,9 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from airflow_sagemaker_async.batch_operator import SageMakerInvokeEndpointAsyncBatchOperator
-    from airflow_sagemaker_async.batch_trigger import SageMakerAsyncBatchInferenceTrigger
-    from airflow_sagemaker_async.exceptions import (
+    from airflow_sagemaker_async.batch.operators import SageMakerInvokeEndpointAsyncBatchOperator
+    from airflow_sagemaker_async.batch.triggers import SageMakerAsyncBatchInferenceTrigger
+    from airflow_sagemaker_async.common.exceptions import (
         SageMakerAsyncBatchFailed,
         SageMakerAsyncError,
         SageMakerAsyncInferenceError,
@@ -78,12 +78,12 @@ if TYPE_CHECKING:
         SageMakerModelError,
         SageMakerResponseStreamError,
     )
-    from airflow_sagemaker_async.hooks import AsyncInferenceSubmission, SageMakerRuntimeHook
-    from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
-    from airflow_sagemaker_async.realtime import SageMakerInvokeEndpointOperator
-    from airflow_sagemaker_async.sensors import SageMakerAsyncInferenceSensor
-    from airflow_sagemaker_async.streaming import SageMakerInvokeEndpointWithResponseStreamOperator
-    from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
+    from airflow_sagemaker_async.common.hooks import AsyncInferenceSubmission, SageMakerRuntimeHook
+    from airflow_sagemaker_async.inference.operators import SageMakerInvokeEndpointAsyncOperator
+    from airflow_sagemaker_async.inference.sensors import SageMakerAsyncInferenceSensor
+    from airflow_sagemaker_async.inference.triggers import SageMakerAsyncInferenceTrigger
+    from airflow_sagemaker_async.realtime.operators import SageMakerInvokeEndpointOperator
+    from airflow_sagemaker_async.realtime.streaming import SageMakerInvokeEndpointWithResponseStreamOperator
 
 
 def __getattr__(name: str) -> Any:

@@ -30,33 +30,36 @@ def get_provider_info() -> dict[str, Any]:
             {
                 "integration-name": "Amazon SageMaker Asynchronous Inference",
                 "python-modules": [
-                    "airflow_sagemaker_async.operators",
-                    "airflow_sagemaker_async.realtime",
-                    "airflow_sagemaker_async.streaming",
-                    "airflow_sagemaker_async.batch_operator",
+                    "airflow_sagemaker_async.inference.operators",
+                    "airflow_sagemaker_async.realtime.operators",
+                    "airflow_sagemaker_async.realtime.streaming",
+                    "airflow_sagemaker_async.batch.operators",
                 ],
             }
         ],
         "sensors": [
             {
                 "integration-name": "Amazon SageMaker Asynchronous Inference",
-                "python-modules": ["airflow_sagemaker_async.sensors"],
+                "python-modules": ["airflow_sagemaker_async.inference.sensors"],
             }
         ],
         "hooks": [
             {
                 "integration-name": "Amazon SageMaker Asynchronous Inference",
-                "python-modules": ["airflow_sagemaker_async.hooks"],
+                "python-modules": ["airflow_sagemaker_async.common.hooks"],
             }
         ],
         "triggers": [
             {
                 "integration-name": "Amazon SageMaker Asynchronous Inference",
-                "python-modules": ["airflow_sagemaker_async.triggers", "airflow_sagemaker_async.batch_trigger"],
+                "python-modules": [
+                    "airflow_sagemaker_async.inference.triggers",
+                    "airflow_sagemaker_async.batch.triggers",
+                ],
             }
         ],
         "extra-links": [
-            "airflow_sagemaker_async.links.SageMakerEndpointLink",
-            "airflow_sagemaker_async.links.SageMakerAsyncOutputLink",
+            "airflow_sagemaker_async.common.links.SageMakerEndpointLink",
+            "airflow_sagemaker_async.common.links.SageMakerAsyncOutputLink",
         ],
     }

@@ -29,7 +29,7 @@ import argparse
 import shutil
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     document = {
         "benchmark": "airflow_overhead",
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "settings": {"m": args.m, "model_sleep_s": args.sleep, "poll_interval_s": args.poll_interval},
         "completed": sum(1 for row in rows if row["status"] == "Completed"),
         "db_migrate_s": migrate_s,

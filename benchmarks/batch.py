@@ -62,7 +62,7 @@ import time
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -542,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     document: dict[str, Any] = {
         "benchmark": "batch",
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "settings": {
             "n": n,
             "m": m,

@@ -32,7 +32,7 @@ import shutil
 import sys
 import time
 import urllib.parse
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     modes: list[dict[str, Any]] = []
     document = {
         "benchmark": "fast_events",
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "settings": {
             "runs": args.runs,
             "at_once": args.at_once,

@@ -65,9 +65,9 @@ def _message(inference_id: str, output_location: str) -> str:
 
 async def _waiter() -> None:
     """Read the waits from stdin, run a trigger each; print ``watching`` once all subscribed, then the events."""
-    from airflow_sagemaker_async import receiver
-    from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
-    from airflow_sagemaker_async.watch import isoformat, utcnow
+    from airflow_sagemaker_async.common.watch import isoformat, utcnow
+    from airflow_sagemaker_async.inference.triggers import SageMakerAsyncInferenceTrigger
+    from airflow_sagemaker_async.push import receiver
 
     if pause := os.environ.get("PUSH_TAIL_HANDBACK_PAUSE"):
         receiver.HANDBACK_PAUSE_SECONDS = float(pause)  # type: ignore[misc]

@@ -52,7 +52,7 @@ import time
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,7 @@ def _cpu() -> float:
 
 def _spread_first_delay() -> None:
     """Draw each schedule's first delay uniformly from [0, ceiling]: a population at its ceiling, phases spread."""
-    from airflow_sagemaker_async.watch import PollSchedule
+    from airflow_sagemaker_async.common.watch import PollSchedule
 
     original = PollSchedule.next_delay
     rng = random.Random(7)  # a spread, not cryptography
@@ -112,7 +112,7 @@ def _count_calls(calls: Counter[str]) -> None:
 
 def _record_deliveries() -> dict[str, float]:
     """Record when each inference's first notification reached its wait's inbox."""
-    from airflow_sagemaker_async.receiver import Inbox
+    from airflow_sagemaker_async.push.receiver import Inbox
 
     delivered: dict[str, float] = {}
     original = Inbox.deliver
@@ -127,7 +127,7 @@ def _record_deliveries() -> dict[str, float]:
 
 def _record_queue_dwell() -> list[float]:
     """Record, per message received, the seconds it spent in SQS (receive time - ``SentTimestamp``)."""
-    from airflow_sagemaker_async.receiver import NotificationReceiver
+    from airflow_sagemaker_async.push.receiver import NotificationReceiver
 
     dwell: list[float] = []
     original = NotificationReceiver._handle
@@ -146,7 +146,7 @@ def _keys(run_id: str, n: int) -> list[str]:
 
 
 async def _worker(args: argparse.Namespace) -> None:
-    from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
+    from airflow_sagemaker_async.inference.triggers import SageMakerAsyncInferenceTrigger
 
     _spread_first_delay()
     calls: Counter[str] = Counter()
@@ -155,7 +155,7 @@ async def _worker(args: argparse.Namespace) -> None:
     delivered = _record_deliveries()
     keys = _keys(args.run_id, args.n)
     ceiling = args.ceiling or CEILINGS[args.mode]
-    deadline = (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat()
+    deadline = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
     triggers = [
         SageMakerAsyncInferenceTrigger(
             inference_id=f"{args.run_id}-{index:05d}",
@@ -311,8 +311,8 @@ def _writer(args: argparse.Namespace) -> None:
             index = int(key.rsplit("/", 1)[1].removesuffix(".out"))
             message = {
                 "awsRegion": "us-east-1",
-                "eventTime": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
-                "receivedTime": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+                "eventTime": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+                "receivedTime": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
                 "invocationStatus": "Completed",
                 "requestParameters": {"endpointName": "bench", "contentType": "text/csv"},
                 "responseParameters": {"contentType": "application/json", "outputLocation": f"s3://{BUCKET}/{key}"},

@@ -50,7 +50,7 @@ class StandInTaskInstance:
 
 
 def run_case(case: dict[str, Any], number: int, directory: Path) -> dict[str, float]:
-    from airflow_sagemaker_async.streaming import SageMakerInvokeEndpointWithResponseStreamOperator
+    from airflow_sagemaker_async.realtime.streaming import SageMakerInvokeEndpointWithResponseStreamOperator
 
     destination: dict[str, str] = (
         {"output_location": f"s3://sagemaker-async-local/bench/streaming-{number}.txt"}

@@ -43,7 +43,7 @@ import sys
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -199,9 +199,9 @@ def _build_triggers(args: argparse.Namespace, keys: list[str]) -> list[Any]:
         from airflow.providers.amazon.aws.triggers.s3 import S3KeyTrigger
 
         return [S3KeyTrigger(bucket_name=args.bucket, bucket_key=key, poke_interval=args.poke_interval) for key in keys]
-    from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
+    from airflow_sagemaker_async.inference.triggers import SageMakerAsyncInferenceTrigger
 
-    deadline = (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat()
+    deadline = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
     return [
         SageMakerAsyncInferenceTrigger(
             inference_id=f"{args.run_id}-{index:05d}",
@@ -252,7 +252,7 @@ async def _worker(args: argparse.Namespace) -> None:
     # Imports before the clock starts: a triggerer has them loaded before its first trigger.
     from airflow.providers.amazon.aws.triggers import s3  # noqa: F401
 
-    import airflow_sagemaker_async.triggers  # noqa: F401
+    import airflow_sagemaker_async.inference.triggers  # noqa: F401
 
     recorder = Recorder(args, keys)
     recorder.baseline_rss_mb = _rss_mb()
@@ -549,7 +549,7 @@ def _orchestrate(args: argparse.Namespace) -> int:
                 )
     document = {
         "benchmark": "triggerer_capacity",
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
         "settings": {
             "stock_poke_interval_s": args.poke_interval,

@@ -32,7 +32,7 @@ from typing import Any
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk import DAG, Param, Variable, get_current_context, task
 
-from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
+from airflow_sagemaker_async import SageMakerInvokeEndpointAsyncOperator
 
 log = logging.getLogger(__name__)
 

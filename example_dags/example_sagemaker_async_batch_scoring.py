@@ -5,7 +5,7 @@ Score a few hundred inputs in ONE task with the batch operator, then read its su
 ``data/iris_sample.csv`` beside this file, one flower per object, and every 25th object deliberately
 malformed (three numbers where the model wants four). It returns the prefix.
 
-``score`` (:class:`~airflow_sagemaker_async.batch_operator.SageMakerInvokeEndpointAsyncBatchOperator`) lists
+``score`` (:class:`~airflow_sagemaker_async.batch.operators.SageMakerInvokeEndpointAsyncBatchOperator`) lists
 the prefix, submits every object with InvokeEndpointAsync in waves of at most ``max_in_flight``, defers
 while they run (one trigger watches the whole batch by listing its results), and returns a small summary:
 counts by status and where the manifest is. The manifest (JSON lines in S3) has one line per input: its
@@ -37,7 +37,7 @@ from typing import Any
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk import DAG, Param, Variable, get_current_context, task
 
-from airflow_sagemaker_async.batch_operator import SageMakerInvokeEndpointAsyncBatchOperator
+from airflow_sagemaker_async import SageMakerInvokeEndpointAsyncBatchOperator
 
 log = logging.getLogger(__name__)
 

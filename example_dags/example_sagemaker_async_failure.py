@@ -29,7 +29,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, TriggerRule, task
 
-from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
+from airflow_sagemaker_async import SageMakerInvokeEndpointAsyncOperator
 
 log = logging.getLogger(__name__)
 

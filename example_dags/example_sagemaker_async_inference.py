@@ -26,7 +26,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, task
 
-from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
+from airflow_sagemaker_async import SageMakerInvokeEndpointAsyncOperator
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, task
 
-from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
-from airflow_sagemaker_async.sensors import SageMakerAsyncInferenceSensor
+from airflow_sagemaker_async import SageMakerAsyncInferenceSensor, SageMakerInvokeEndpointAsyncOperator
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from airflow.sdk import DAG, Param, task
 
-from airflow_sagemaker_async.realtime import SageMakerInvokeEndpointOperator
+from airflow_sagemaker_async import SageMakerInvokeEndpointOperator
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Any
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk import DAG, Param, task
 
-from airflow_sagemaker_async.streaming import SageMakerInvokeEndpointWithResponseStreamOperator
+from airflow_sagemaker_async import SageMakerInvokeEndpointWithResponseStreamOperator
 
 log = logging.getLogger(__name__)
 

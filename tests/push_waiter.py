@@ -21,9 +21,9 @@ import time
 from datetime import timedelta
 from typing import Any
 
-from airflow_sagemaker_async import receiver
-from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
-from airflow_sagemaker_async.watch import isoformat, utcnow
+from airflow_sagemaker_async.common.watch import isoformat, utcnow
+from airflow_sagemaker_async.inference.triggers import SageMakerAsyncInferenceTrigger
+from airflow_sagemaker_async.push import receiver
 
 
 async def main() -> None:

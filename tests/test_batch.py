@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from airflow_sagemaker_async.batch_operator import SageMakerInvokeEndpointAsyncBatchOperator
-from airflow_sagemaker_async.batch_trigger import SageMakerAsyncBatchInferenceTrigger
-from airflow_sagemaker_async.exceptions import SageMakerAsyncBatchFailed, SageMakerAsyncParameterError
-from airflow_sagemaker_async.layout import split_s3_uri
+from airflow_sagemaker_async.batch.operators import SageMakerInvokeEndpointAsyncBatchOperator
+from airflow_sagemaker_async.batch.triggers import SageMakerAsyncBatchInferenceTrigger
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncBatchFailed, SageMakerAsyncParameterError
+from airflow_sagemaker_async.common.layout import split_s3_uri
 from tests.test_operators import StandInTaskInstance
 
 GOOD_ROW = "5.1,3.5,1.4,0.2\n"

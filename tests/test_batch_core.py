@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from airflow_sagemaker_async.batch import (
+from airflow_sagemaker_async.batch.core import (
     BatchNames,
     BatchState,
     Found,
@@ -18,11 +18,12 @@ from airflow_sagemaker_async.batch import (
     merge_found,
     reconcile,
 )
-from airflow_sagemaker_async.batch_operator import _as_list, _positive_int
-from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
-from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_ASYNC, field_rule
+from airflow_sagemaker_async.batch.inputs import as_list as _as_list
+from airflow_sagemaker_async.batch.inputs import positive_int as _positive_int
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncParameterError
+from airflow_sagemaker_async.common.rules import INVOKE_ENDPOINT_ASYNC, field_rule
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 NAMES = BatchNames.of("0123456789ab", "a" * 200, "score", "s3://b/out/ext", "s3://b/fail/ext")
 
 

@@ -26,18 +26,18 @@ import jinja2.sandbox
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from airflow_sagemaker_async import batch_operator
-from airflow_sagemaker_async.batch import batch_tag
-from airflow_sagemaker_async.exceptions import SageMakerAsyncBatchFailed, SageMakerAsyncParameterError
-from airflow_sagemaker_async.hooks import SageMakerRuntimeHook
-from airflow_sagemaker_async.layout import split_s3_uri
+from airflow_sagemaker_async.batch import state as batch_state
+from airflow_sagemaker_async.batch.core import batch_tag
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncBatchFailed, SageMakerAsyncParameterError
+from airflow_sagemaker_async.common.hooks import SageMakerRuntimeHook
+from airflow_sagemaker_async.common.layout import split_s3_uri
 from tests.test_batch import BAD_ROW, GOOD_ROW, batch, invocation_ids, manifest, run_batch
 from tests.test_operators import StandInTaskInstance
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from airflow_sagemaker_async.batch_operator import SageMakerInvokeEndpointAsyncBatchOperator
+    from airflow_sagemaker_async.batch.operators import SageMakerInvokeEndpointAsyncBatchOperator
     from tests.proxy import Proxy
 
 # A model that writes back the body it read (as JSON {"body": ...}); CustomAttributes "gate=<path>" holds every
@@ -103,12 +103,12 @@ def put_inputs(s3: Any, bucket: str, prefix: str, names: list[str]) -> None:
 
 
 def die_at(point: str, after: int = 0) -> None:
-    """In the forked first try: SIGKILL this process at ``point`` (patches the operator module's I/O)."""
+    """In the forked first try: SIGKILL this process at ``point`` (patches the batch state module's writes)."""
 
     def kill() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
-    real_put = batch_operator._put
+    real_put = batch_state.put
     puts: dict[str, int] = defaultdict(int)
 
     def put(s3: Any, uri: str, body: bytes) -> None:
@@ -124,7 +124,7 @@ def die_at(point: str, after: int = 0) -> None:
         if point == "after_state" and name == "state.json" and puts[name] > after:
             kill()
 
-    batch_operator._put = put
+    batch_state.put = put
     if point == "during":
         real_invoke = SageMakerRuntimeHook.invoke_endpoint_async
         calls = [0]

@@ -2,7 +2,7 @@
 Older botocore: each field it lacks is refused by name (never dropped), and input_data goes through S3.
 
 The older botocore is real botocore reading a real model: the installed ``sagemaker-runtime`` model with the
-fields of :data:`~airflow_sagemaker_async.rules.FIELDS_ADDED` removed as botocore 1.42.84 (MWAA 3.2.1's pin)
+fields of :data:`~airflow_sagemaker_async.common.rules.FIELDS_ADDED` removed as botocore 1.42.84 (MWAA 3.2.1's pin)
 lacks them (no InvokeEndpointAsync ``Body``, ``InputLocation`` required, no ``PrefixAwareId``), put first on
 botocore's search path with ``AWS_DATA_PATH`` in a fresh interpreter. CI also runs the fast tests with
 botocore 1.42.84 itself (``make test-platforms``, MWAA 3.2.1's set).
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import botocore.loaders
 import pytest
 
-from airflow_sagemaker_async.rules import FIELDS_ADDED, INVOKE_ENDPOINT_ASYNC, field_rules
+from airflow_sagemaker_async.common.rules import FIELDS_ADDED, INVOKE_ENDPOINT_ASYNC, field_rules
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -29,13 +29,13 @@ if TYPE_CHECKING:
 _PROBE = textwrap.dedent(
     """
     import json
-    from airflow_sagemaker_async import validation
-    from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
+    from airflow_sagemaker_async.common import validation
+    from airflow_sagemaker_async.common.exceptions import SageMakerAsyncParameterError
     from airflow_sagemaker_async.local.request_model import parse_invoke_endpoint_async
-    from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
-    from airflow_sagemaker_async.realtime import SageMakerInvokeEndpointOperator
-    from airflow_sagemaker_async.rules import field_rules
-    from airflow_sagemaker_async.streaming import SageMakerInvokeEndpointWithResponseStreamOperator
+    from airflow_sagemaker_async.inference.operators import SageMakerInvokeEndpointAsyncOperator
+    from airflow_sagemaker_async.realtime.operators import SageMakerInvokeEndpointOperator
+    from airflow_sagemaker_async.common.rules import field_rules
+    from airflow_sagemaker_async.realtime.streaming import SageMakerInvokeEndpointWithResponseStreamOperator
 
     seen = {"inline_body": validation.INLINE_BODY, "max_inline": validation.MAX_INLINE_BODY_BYTES}
     seen["unavailable"] = sorted(
@@ -77,7 +77,7 @@ _PROBE = textwrap.dedent(
     seen["realtime_without_prefix_aware_id"] = refusal(
         lambda: SageMakerInvokeEndpointOperator(task_id="e", endpoint_name="llm", input_data="hi")
     )
-    from airflow_sagemaker_async.batch_operator import SageMakerInvokeEndpointAsyncBatchOperator
+    from airflow_sagemaker_async.batch.operators import SageMakerInvokeEndpointAsyncBatchOperator
 
     batch = SageMakerInvokeEndpointAsyncBatchOperator(task_id="f", endpoint_name="iris", input_records=[{"x": 1}])
     seen["batch_records_without_prefix"] = refusal(lambda: batch._given_inputs(check=True))

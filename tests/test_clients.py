@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from airflow_sagemaker_async.clients import SharedClients, client_key, shared_s3_clients
+from airflow_sagemaker_async.common.clients import SharedClients, client_key, shared_s3_clients
 from tests.test_triggers import collect, make_trigger
 
 

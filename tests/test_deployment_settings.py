@@ -15,7 +15,7 @@ from airflow_sagemaker_async import (
     SageMakerInvokeEndpointAsyncBatchOperator,
     SageMakerInvokeEndpointAsyncOperator,
 )
-from airflow_sagemaker_async.waiting import default_deferrable
+from airflow_sagemaker_async.inference.waiting import default_deferrable
 
 VARIABLE = "AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE"
 
@@ -77,7 +77,7 @@ def test_airflows_generated_default_in_airflow_cfg_says_nothing(
 def test_a_value_in_airflow_cfg_other_than_airflows_default_is_honoured(
     monkeypatch: pytest.MonkeyPatch, config_file_value: Any
 ) -> None:
-    import airflow_sagemaker_async.waiting as waiting
+    import airflow_sagemaker_async.inference.waiting as waiting
 
     monkeypatch.delenv(VARIABLE, raising=False)
     monkeypatch.setattr(waiting, "_airflow_default_deferrable", lambda: True)  # an Airflow whose default is True
@@ -88,6 +88,6 @@ def test_a_value_in_airflow_cfg_other_than_airflows_default_is_honoured(
 
 
 def test_airflows_own_default_is_false_so_only_the_environment_can_turn_deferral_off() -> None:
-    from airflow_sagemaker_async.waiting import _airflow_default_deferrable
+    from airflow_sagemaker_async.inference.waiting import _airflow_default_deferrable
 
     assert _airflow_default_deferrable() is False

@@ -18,12 +18,12 @@ from airflow.providers.common.compat.sdk import redact
 from airflow.sdk.exceptions import TaskDeferred
 from botocore.exceptions import ClientError
 
-from airflow_sagemaker_async.exceptions import (
+from airflow_sagemaker_async.common.exceptions import (
     SageMakerAsyncInferenceError,
     SageMakerAsyncInferenceTimeout,
     SageMakerAsyncOutputMissing,
 )
-from airflow_sagemaker_async.validation import parse_s3_uri
+from airflow_sagemaker_async.common.validation import parse_s3_uri
 from tests.proxy import Fault
 from tests.test_operators import CSV_ROWS, StandInTaskInstance, operator, run
 

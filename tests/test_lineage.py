@@ -17,7 +17,7 @@ from airflow_sagemaker_async import (
     SageMakerInvokeEndpointOperator,
     SageMakerInvokeEndpointWithResponseStreamOperator,
 )
-from airflow_sagemaker_async.lineage import ENDPOINT_FACET, s3_dataset
+from airflow_sagemaker_async.common.lineage import ENDPOINT_FACET, s3_dataset
 
 
 def names(datasets: list[Any]) -> list[tuple[str, str]]:

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from airflow_sagemaker_async.exceptions import SageMakerAsyncInferenceError
-from airflow_sagemaker_async.hooks import SageMakerRuntimeHook
-from airflow_sagemaker_async.outcome import finish
-from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
-from airflow_sagemaker_async.watch import isoformat, utcnow
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncInferenceError
+from airflow_sagemaker_async.common.hooks import SageMakerRuntimeHook
+from airflow_sagemaker_async.common.outcome import finish
+from airflow_sagemaker_async.common.watch import isoformat, utcnow
+from airflow_sagemaker_async.inference.triggers import SageMakerAsyncInferenceTrigger
 
 N = 1000
 FAILING_EVERY = 10

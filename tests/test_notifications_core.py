@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from airflow_sagemaker_async.batch import BatchNames, batch_tag
-from airflow_sagemaker_async.layout import normalize_s3_uri
-from airflow_sagemaker_async.notifications import (
+from airflow_sagemaker_async.batch.core import BatchNames, batch_tag
+from airflow_sagemaker_async.common.layout import normalize_s3_uri
+from airflow_sagemaker_async.push.notifications import (
     CLAIM_WINDOW_SECONDS,
     EXPIRED_KEEP_SECONDS,
     MAX_RELEASE_VISIBILITY_SECONDS,
@@ -82,7 +82,7 @@ def test_completed_notification_is_read_from_raw_and_enveloped_bodies(wrap) -> N
         endpoint_name="ep",
         locations=(OUT,),
         input_location="s3://bucket/in/x",
-        received_time=datetime(2026, 11, 22, 10, 0, 0, 455000, tzinfo=timezone.utc),
+        received_time=datetime(2026, 11, 22, 10, 0, 0, 455000, tzinfo=UTC),
     )
     assert not parsed.expired
 
@@ -258,7 +258,7 @@ def test_a_young_message_is_handed_back_at_once_then_after_a_fifth_of_its_age_up
 
 
 def test_expiry_applies_only_to_the_same_inference_endpoint_and_try() -> None:
-    submitted = datetime(2026, 11, 22, 10, 0, 1, tzinfo=timezone.utc)
+    submitted = datetime(2026, 11, 22, 10, 0, 1, tzinfo=UTC)
     expired = Notification("Expired", "inf-1", endpoint_name="ep", received_time=submitted - timedelta(seconds=1))
 
     assert expiry_applies(expired, inference_id="inf-1", endpoint_name="ep", submitted_at=submitted)

@@ -18,14 +18,14 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from botocore.exceptions import ClientError
 
-from airflow_sagemaker_async.exceptions import (
+from airflow_sagemaker_async.common.exceptions import (
     SageMakerAsyncInferenceError,
     SageMakerAsyncInferenceTimeout,
     SageMakerAsyncOutputTooLarge,
     SageMakerAsyncParameterError,
 )
-from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
-from airflow_sagemaker_async.submission import default_inference_id
+from airflow_sagemaker_async.common.submission import default_inference_id
+from airflow_sagemaker_async.inference.operators import SageMakerInvokeEndpointAsyncOperator
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 import airflow_sagemaker_async
-from airflow_sagemaker_async.batch_operator import SageMakerInvokeEndpointAsyncBatchOperator
-from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
-from airflow_sagemaker_async.realtime import SageMakerInvokeEndpointOperator
-from airflow_sagemaker_async.sensors import SageMakerAsyncInferenceSensor
-from airflow_sagemaker_async.streaming import SageMakerInvokeEndpointWithResponseStreamOperator
+from airflow_sagemaker_async.batch.operators import SageMakerInvokeEndpointAsyncBatchOperator
+from airflow_sagemaker_async.inference.operators import SageMakerInvokeEndpointAsyncOperator
+from airflow_sagemaker_async.inference.sensors import SageMakerAsyncInferenceSensor
+from airflow_sagemaker_async.realtime.operators import SageMakerInvokeEndpointOperator
+from airflow_sagemaker_async.realtime.streaming import SageMakerInvokeEndpointWithResponseStreamOperator
 
 MODULES = sorted(
     module.name for module in pkgutil.walk_packages(airflow_sagemaker_async.__path__, prefix="airflow_sagemaker_async.")
@@ -37,7 +37,7 @@ PINNED = (
 
 
 def test_the_package_has_modules_to_import() -> None:
-    assert "airflow_sagemaker_async.operators" in MODULES
+    assert "airflow_sagemaker_async.inference.operators" in MODULES
     assert "airflow_sagemaker_async.local.server" in MODULES
     assert len(MODULES) > 30
 

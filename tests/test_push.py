@@ -23,14 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from airflow_sagemaker_async import receiver as receiver_module
-from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
-from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
-from airflow_sagemaker_async.outcome import timeout_error
-from airflow_sagemaker_async.receiver import shared_receivers
-from airflow_sagemaker_async.sensors import SageMakerAsyncInferenceSensor
-from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
-from airflow_sagemaker_async.watch import isoformat, utcnow
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncParameterError
+from airflow_sagemaker_async.common.outcome import timeout_error
+from airflow_sagemaker_async.common.watch import isoformat, utcnow
+from airflow_sagemaker_async.inference.operators import SageMakerInvokeEndpointAsyncOperator
+from airflow_sagemaker_async.inference.sensors import SageMakerAsyncInferenceSensor
+from airflow_sagemaker_async.inference.triggers import SageMakerAsyncInferenceTrigger
+from airflow_sagemaker_async.push import receiver as receiver_module
+from airflow_sagemaker_async.push.receiver import shared_receivers
 
 if TYPE_CHECKING:
     from airflow_sagemaker_async.local import LocalSageMakerAsyncBackend
@@ -460,7 +460,7 @@ async def test_malformed_message_is_logged_once_and_the_wait_goes_on(
     answer = manual_answer(bucket)
     task = asyncio.ensure_future(run_trigger(trigger_for(answer, bare_queue)))
     await asyncio.sleep(0.5)
-    with caplog.at_level(logging.WARNING, logger="airflow_sagemaker_async.receiver"):
+    with caplog.at_level(logging.WARNING, logger="airflow_sagemaker_async.push.receiver"):
         for _ in range(3):
             sqs.send_message(QueueUrl=bare_queue, MessageBody="<not a notification>")
         s3.put_object(Bucket=bucket, Key=key_of(answer["OutputLocation"]), Body=b"{}")
@@ -486,9 +486,9 @@ async def test_queue_deleted_mid_wait_falls_back_to_polling_with_the_same_outcom
 ) -> None:
     monkeypatch.setattr(receiver_module, "WAIT_TIME_SECONDS", 1)
     # The fallback ceiling (30 s in production) short enough for a test.
-    monkeypatch.setattr("airflow_sagemaker_async.triggers.DEFAULT_MAX_POLL_INTERVAL", 1.0)
+    monkeypatch.setattr("airflow_sagemaker_async.inference.triggers.DEFAULT_MAX_POLL_INTERVAL", 1.0)
     answer = manual_answer(bucket)
-    with caplog.at_level(logging.WARNING, logger="airflow_sagemaker_async.receiver"):
+    with caplog.at_level(logging.WARNING, logger="airflow_sagemaker_async.push.receiver"):
         task = asyncio.ensure_future(run_trigger(trigger_for(answer, bare_queue)))
         await asyncio.sleep(0.5)
         sagemaker_async_backend.client("sqs").delete_queue(QueueUrl=bare_queue)
@@ -611,8 +611,8 @@ async def test_aws_documented_message_published_by_hand_wakes_a_single_wait(
 def test_aws_documented_message_published_by_hand_wakes_a_batch(
     hand: HandPublisher, proxied: Any, bucket: str, s3: Any, status: str
 ) -> None:
-    from airflow_sagemaker_async.batch import BatchNames, BatchState, PendingItem, batch_tag
-    from airflow_sagemaker_async.batch_trigger import SageMakerAsyncBatchInferenceTrigger
+    from airflow_sagemaker_async.batch.core import BatchNames, BatchState, PendingItem, batch_tag
+    from airflow_sagemaker_async.batch.triggers import SageMakerAsyncBatchInferenceTrigger
 
     tag = batch_tag("hand_dag", "score", uuid.uuid4().hex)
     names = BatchNames.of(tag, "hand_dag", "score", f"s3://{bucket}/out/airflow-batch/{tag}", f"s3://{bucket}/fail")

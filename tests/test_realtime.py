@@ -15,18 +15,18 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from airflow_sagemaker_async.exceptions import (
+from airflow_sagemaker_async.common.exceptions import (
     SageMakerAsyncOutputTooLarge,
     SageMakerAsyncParameterError,
     SageMakerEndpointReadTimeout,
     SageMakerModelError,
 )
-from airflow_sagemaker_async.hooks import MODEL_READ_TIMEOUT_SECONDS, SageMakerRuntimeHook, no_retry_once_sent
-from airflow_sagemaker_async.links import cloudwatch_logs_url
-from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
-from airflow_sagemaker_async.realtime import SageMakerInvokeEndpointOperator
-from airflow_sagemaker_async.rules import INVOKE_ENDPOINT, field_rules
-from airflow_sagemaker_async.validation import MAX_REALTIME_BODY_BYTES
+from airflow_sagemaker_async.common.hooks import MODEL_READ_TIMEOUT_SECONDS, SageMakerRuntimeHook, no_retry_once_sent
+from airflow_sagemaker_async.common.links import cloudwatch_logs_url
+from airflow_sagemaker_async.common.rules import INVOKE_ENDPOINT, field_rules
+from airflow_sagemaker_async.common.validation import MAX_REALTIME_BODY_BYTES
+from airflow_sagemaker_async.inference.operators import SageMakerInvokeEndpointAsyncOperator
+from airflow_sagemaker_async.realtime.operators import SageMakerInvokeEndpointOperator
 from tests.proxy import Fault
 
 RECORDER_COMMAND = [sys.executable, str(Path(__file__).with_name("recording_container.py"))]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import pytest
 
-from airflow_sagemaker_async.exceptions import SageMakerAsyncInferenceError, SageMakerAsyncInferenceTimeout
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncInferenceError, SageMakerAsyncInferenceTimeout
 from tests.test_operators import CSV_ROWS, StandInTaskInstance, operator, run
 
 if TYPE_CHECKING:

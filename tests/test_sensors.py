@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from airflow_sagemaker_async.exceptions import SageMakerAsyncInferenceError, SageMakerAsyncInferenceTimeout
-from airflow_sagemaker_async.sensors import SageMakerAsyncInferenceSensor
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncInferenceError, SageMakerAsyncInferenceTimeout
+from airflow_sagemaker_async.inference.sensors import SageMakerAsyncInferenceSensor
 from tests.test_operators import CSV_ROWS, FAST, StandInTaskInstance, operator, run
 
 pytestmark = pytest.mark.usefixtures("endpoints", "backend_connection")

@@ -12,21 +12,19 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from botocore.exceptions import ClientError, EventStreamError
 
-from airflow_sagemaker_async.exceptions import (
+from airflow_sagemaker_async.common.exceptions import (
     SageMakerAsyncOutputTooLarge,
     SageMakerAsyncParameterError,
     SageMakerEndpointReadTimeout,
     SageMakerModelError,
     SageMakerResponseStreamError,
 )
+from airflow_sagemaker_async.common.rules import INVOKE_ENDPOINT_WITH_RESPONSE_STREAM, field_rules
 from airflow_sagemaker_async.local.eventstream import CONTENT_TYPE, encode_exception, encode_payload_part
 from airflow_sagemaker_async.local.text_container import generate, read_prompt
-from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_WITH_RESPONSE_STREAM, field_rules
-from airflow_sagemaker_async.streaming import (
-    MIN_MULTIPART_PART_BYTES,
-    SageMakerInvokeEndpointWithResponseStreamOperator,
-    read_events,
-)
+from airflow_sagemaker_async.realtime.events import read_events
+from airflow_sagemaker_async.realtime.sinks import MIN_MULTIPART_PART_BYTES
+from airflow_sagemaker_async.realtime.streaming import SageMakerInvokeEndpointWithResponseStreamOperator
 from tests.proxy import Fault
 from tests.test_realtime import RECORDER_COMMAND, StandInTaskInstance
 

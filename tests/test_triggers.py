@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
-from airflow_sagemaker_async.watch import FORBIDDEN_HINT, isoformat, utcnow
+from airflow_sagemaker_async.common.watch import FORBIDDEN_HINT, isoformat, utcnow
+from airflow_sagemaker_async.inference.triggers import SageMakerAsyncInferenceTrigger
 from tests.proxy import Fault, s3_error
 
 NO_RETRIES = {"retries": {"max_attempts": 1, "mode": "standard"}}
@@ -227,7 +227,7 @@ def test_serialize_round_trip_rebuilds_an_equal_trigger() -> None:
     module, name = classpath.rsplit(".", 1)
     rebuilt = getattr(importlib.import_module(module), name)(**kwargs)
 
-    assert classpath == "airflow_sagemaker_async.triggers.SageMakerAsyncInferenceTrigger"
+    assert classpath == "airflow_sagemaker_async.inference.triggers.SageMakerAsyncInferenceTrigger"
     assert rebuilt.serialize() == (classpath, kwargs)
     hook = rebuilt.hook()
     assert (hook.aws_conn_id, hook._region_name, hook._verify) == ("my_aws", "eu-west-1", "/etc/ca.pem")

@@ -7,11 +7,11 @@ from typing import Any
 import botocore.session
 import pytest
 
-from airflow_sagemaker_async import validation as v
-from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
-from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
-from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_ASYNC, FieldRule, field_rule
-from airflow_sagemaker_async.sensors import SageMakerAsyncInferenceSensor
+from airflow_sagemaker_async.common import validation as v
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncParameterError
+from airflow_sagemaker_async.common.rules import INVOKE_ENDPOINT_ASYNC, FieldRule, field_rule
+from airflow_sagemaker_async.inference.operators import SageMakerInvokeEndpointAsyncOperator
+from airflow_sagemaker_async.inference.sensors import SageMakerAsyncInferenceSensor
 
 GOOD = {"endpoint_name": "iris", "input_location": "s3://bucket/in.csv", "task_id": "t"}
 

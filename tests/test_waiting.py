@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
-from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
-from airflow_sagemaker_async.sensors import SageMakerAsyncInferenceSensor
-from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
-from airflow_sagemaker_async.watch import isoformat, utcnow
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncParameterError
+from airflow_sagemaker_async.common.watch import isoformat, utcnow
+from airflow_sagemaker_async.inference.sensors import SageMakerAsyncInferenceSensor
+from airflow_sagemaker_async.inference.triggers import SageMakerAsyncInferenceTrigger
 from tests.test_operators import CSV_ROWS, StandInTaskInstance, operator, run
 
 pytestmark = pytest.mark.usefixtures("endpoints", "backend_connection")

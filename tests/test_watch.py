@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from airflow_sagemaker_async.layout import DEADLINE_MARGIN_SECONDS, compute_deadline
-from airflow_sagemaker_async.watch import BACKOFF_FACTOR, JITTER_LOW, Probe, ProbeResult, Watch, utcnow, watch_sync
+from airflow_sagemaker_async.common.layout import DEADLINE_MARGIN_SECONDS, compute_deadline
+from airflow_sagemaker_async.common.watch import (
+    BACKOFF_FACTOR,
+    JITTER_LOW,
+    Probe,
+    ProbeResult,
+    Watch,
+    utcnow,
+    watch_sync,
+)
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def make_watch(inference_id: str = "a", deadline: datetime | None = None, **kwargs: Any) -> Watch:
@@ -115,8 +123,8 @@ def test_sync_shell_times_out_at_the_deadline(s3: Any, bucket: str) -> None:
 
 
 def test_timeout_error_names_both_locations_the_deadline_and_the_403_when_seen() -> None:
-    from airflow_sagemaker_async.outcome import timeout_error
-    from airflow_sagemaker_async.watch import FORBIDDEN_HINT
+    from airflow_sagemaker_async.common.outcome import timeout_error
+    from airflow_sagemaker_async.common.watch import FORBIDDEN_HINT
 
     watch = make_watch("late", endpoint_name="iris", submitted_at="2026-01-01T00:00:00+00:00")
     watch.forbidden_seen = True

@@ -119,7 +119,7 @@ class ContainerProcess:
         if not self._stopping:
             log.warning("container %s (pid %s) exited with code %s", self.name, self.pid, returncode)
 
-    async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> None:
+    async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> None:  # noqa: ASYNC109 - a deadline for its own poll loop
         """Poll ``GET /ping`` every 0.1 s until it answers 200.
 
         :param session: the HTTP session to use.
@@ -158,12 +158,12 @@ class ContainerProcess:
                 os.killpg(process.pid, signal.SIGCONT)  # a stopped process handles SIGTERM only once continued
             try:
                 await asyncio.wait_for(process.wait(), grace)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(process.pid, signal.SIGKILL)
                 await process.wait()
         if self._log_task is not None:
             try:
                 await asyncio.wait_for(self._log_task, 1.0)
-            except (asyncio.TimeoutError, asyncio.CancelledError):
+            except (TimeoutError, asyncio.CancelledError):
                 self._log_task.cancel()

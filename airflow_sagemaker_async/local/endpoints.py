@@ -14,13 +14,13 @@ import json
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from botocore.exceptions import BotoCoreError, ClientError
 
-from airflow_sagemaker_async.layout import result_locations, split_s3_uri
+from airflow_sagemaker_async.common.layout import result_locations, split_s3_uri
 from airflow_sagemaker_async.local.containers import ContainerProcess
 from airflow_sagemaker_async.local.notifications import inference_result
 from airflow_sagemaker_async.local.records import InvocationRecord, InvocationStatus
@@ -51,7 +51,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -363,7 +363,7 @@ class EndpointRuntime:
                 body = await response.read()
                 content_type = response.headers.get("Content-Type", "application/octet-stream")
                 status = response.status
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return _failed(
                 "ModelError: The model did not answer within InvocationTimeoutSeconds "
                 f"({request.invocation_timeout_seconds} s"

@@ -15,7 +15,7 @@ ReceiveMessage checks every message it returns against the queue's retention per
 ``get_queue_attributes``, which computes *all* the queue's attributes, among them three counts over every
 message held. A receive therefore costs (messages returned) x (queue depth) clock reads. A queue shared by
 triggerers holds thousands of unclaimed notifications during a large batch (see
-:mod:`airflow_sagemaker_async.notifications`: released, not deleted, until stale), and in the 10,000-item
+:mod:`airflow_sagemaker_async.push.notifications`: released, not deleted, until stale), and in the 10,000-item
 soak moto's SQS took over a third of the backend's CPU.
 
 :func:`install` replaces, process-wide and idempotently:

@@ -203,7 +203,7 @@ class RealtimeEndpoint:
                 status = response.status
                 answer = {k: v for k, v in response.headers.items() if k in PASSED_BACK}
                 answer["Content-Type"] = response.headers.get("Content-Type", "application/octet-stream")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ModelFailure(
                 "Your invocation timed out while waiting for a response from container primary "
                 f"({self._timeout(time_scale):g} s).",
@@ -275,7 +275,7 @@ class RealtimeEndpoint:
                 while True:
                     remaining = deadline - asyncio.get_running_loop().time()
                     if remaining <= 0:
-                        raise asyncio.TimeoutError
+                        raise TimeoutError
                     data, end_of_chunk = await asyncio.wait_for(upstream.content.readchunk(), remaining)
                     if not data and not end_of_chunk:
                         break  # the end of the body
@@ -285,7 +285,7 @@ class RealtimeEndpoint:
                             parts += 1
                             await response.write(frame)
                         pending.clear()
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 await response.write(
                     encode_exception(
                         "ModelStreamError",

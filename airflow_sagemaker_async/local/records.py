@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
 
-class InvocationStatus(str, enum.Enum):
+class InvocationStatus(enum.StrEnum):
     """Life cycle of one async request, in the words of the SNS ``invocationStatus`` where one exists.
 
     ``Queued`` and ``InProgress`` are ours (SageMaker does not expose them); ``Completed``, ``Failed`` and

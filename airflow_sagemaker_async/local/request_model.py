@@ -1,12 +1,12 @@
 """Parse and validate InvokeEndpointAsync requests with the constraints of botocore's service model.
 
-The constraints (min / max length, integer ranges, patterns) come from :mod:`airflow_sagemaker_async.rules`,
+The constraints (min / max length, integer ranges, patterns) come from :mod:`airflow_sagemaker_async.common.rules`,
 the one source the operators use too, read from the ``sagemaker-runtime`` service model shipped with botocore.
 
 The backend follows the service, not the installed client: it accepts both InvokeEndpointAsync shapes,
 the current one (exactly one of ``Body`` and ``InputLocation``) and the one older botocore sends
 (``InputLocation`` only, botocore < 1.43.29). A field the installed botocore's model lacks is still read
-and checked with the rules of :data:`airflow_sagemaker_async.rules.FIELDS_ADDED`.
+and checked with the rules of :data:`airflow_sagemaker_async.common.rules.FIELDS_ADDED`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_sagemaker_async.rules import DEFAULT_INVOCATION_TIMEOUT_SECONDS, DEFAULT_REQUEST_TTL_SECONDS, field_rules
+from airflow_sagemaker_async.common.rules import (
+    DEFAULT_INVOCATION_TIMEOUT_SECONDS,
+    DEFAULT_REQUEST_TTL_SECONDS,
+    field_rules,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from airflow_sagemaker_async.rules import FieldRule
+    from airflow_sagemaker_async.common.rules import FieldRule
 
 
 class RequestValidationError(Exception):
@@ -198,7 +202,7 @@ def parse_invoke_endpoint(
     """Build a :class:`RealtimeInvocationRequest` from the HTTP request, as the service would.
 
     Every header field of the operation's input shape is read under its wire name and checked with the
-    model's constraints (:mod:`airflow_sagemaker_async.rules`); all broken constraints in one message.
+    model's constraints (:mod:`airflow_sagemaker_async.common.rules`); all broken constraints in one message.
 
     :param operation_name: ``InvokeEndpoint`` or ``InvokeEndpointWithResponseStream``.
     :param endpoint_name: the ``{EndpointName}`` of the URI, already percent-decoded.

@@ -19,7 +19,7 @@ import logging
 import socket
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -28,6 +28,7 @@ from aiobotocore.session import get_session
 from aiohttp import web
 from multidict import CIMultiDict
 
+from airflow_sagemaker_async.common.rules import INVOKE_ENDPOINT, INVOKE_ENDPOINT_WITH_RESPONSE_STREAM, field_rule
 from airflow_sagemaker_async.local.control import CONTROL_PREFIX, control_routes
 from airflow_sagemaker_async.local.endpoints import EndpointRuntime, EndpointSpec, RuntimeContext
 from airflow_sagemaker_async.local.notifications import endpoint_test_notification
@@ -39,7 +40,6 @@ from airflow_sagemaker_async.local.request_model import (
     validate_endpoint_name,
 )
 from airflow_sagemaker_async.local.sigv4 import SignatureError, verify_sigv4
-from airflow_sagemaker_async.rules import INVOKE_ENDPOINT, INVOKE_ENDPOINT_WITH_RESPONSE_STREAM, field_rule
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
@@ -295,7 +295,7 @@ class RuntimeServer:
     async def _send_test_notifications(self, spec: EndpointSpec) -> None:
         assert self._context is not None
         message = endpoint_test_notification(
-            region_name=self._region_name, endpoint_name=spec.endpoint_name, event_time=datetime.now(timezone.utc)
+            region_name=self._region_name, endpoint_name=spec.endpoint_name, event_time=datetime.now(UTC)
         )
         for topic in dict.fromkeys(t for t in (spec.success_topic, spec.error_topic) if t):
             try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from botocore.auth import SigV4Auth
@@ -115,12 +115,12 @@ def verify_sigv4(
             f"SignedHeaders (missing: {', '.join(missing) or 'none'}).",
         )
     try:
-        signed_at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        signed_at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     except ValueError:
         raise SignatureError(
             "InvalidSignatureException", f"X-Amz-Date '{amz_date}' is not in the form YYYYMMDDTHHMMSSZ."
         ) from None
-    current = now or datetime.now(timezone.utc)
+    current = now or datetime.now(UTC)
     if abs(current - signed_at) > MAX_CLOCK_SKEW or match["date"] != amz_date[:8]:
         raise SignatureError(
             "InvalidSignatureException",

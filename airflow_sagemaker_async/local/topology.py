@@ -42,8 +42,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
-
-    from typing_extensions import Self
+    from typing import Self
 
 LOCALHOST = "127.0.0.1"
 #: The environment variable that picks the topology when no parameter does.

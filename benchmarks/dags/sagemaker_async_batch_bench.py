@@ -15,10 +15,10 @@ objects ``<prefix>/<i:05d>.csv`` that the benchmark uploads before it triggers a
 The DAGs:
 
 - ``sagemaker_async_bench_batch``: every object under the prefix through one
-  :class:`~airflow_sagemaker_async.batch_operator.SageMakerInvokeEndpointAsyncBatchOperator`, with its defaults
+  :class:`~airflow_sagemaker_async.batch.operators.SageMakerInvokeEndpointAsyncBatchOperator`, with its defaults
   (``max_in_flight`` 1,000, the fast-event guard of ``[sagemaker_async] min_deferral_seconds``);
 - ``sagemaker_async_bench_expand``: the first M objects, one mapped
-  :class:`~airflow_sagemaker_async.operators.SageMakerInvokeEndpointAsyncOperator` each (``input_location``);
+  :class:`~airflow_sagemaker_async.inference.operators.SageMakerInvokeEndpointAsyncOperator` each (``input_location``);
 - ``sagemaker_async_bench_watch``: the same batch with a slow model and every item in flight at once, so
   that one trigger watches them all;
 - ``sagemaker_async_bench_watch_state``: no submission at all: a task writes a batch state with N pending items
@@ -36,8 +36,8 @@ from typing import Any
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.sdk import DAG, BaseOperator
 
-from airflow_sagemaker_async.batch_operator import SageMakerInvokeEndpointAsyncBatchOperator
-from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
+from airflow_sagemaker_async.batch.operators import SageMakerInvokeEndpointAsyncBatchOperator
+from airflow_sagemaker_async.inference.operators import SageMakerInvokeEndpointAsyncOperator
 
 ENDPOINT_NAME = os.environ.get("SAGEMAKER_ASYNC_ENDPOINT", "iris-endpoint")
 INPUT_PREFIX = os.environ.get("SAGEMAKER_ASYNC_BENCH_INPUT_PREFIX", "s3://sagemaker-async-local/bench-batch/inputs")

@@ -14,7 +14,7 @@ import os
 
 from airflow.sdk import DAG
 
-from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
+from airflow_sagemaker_async.inference.operators import SageMakerInvokeEndpointAsyncOperator
 
 M = int(os.environ.get("SAGEMAKER_ASYNC_BENCH_M", "20"))
 SLEEP = os.environ.get("SAGEMAKER_ASYNC_BENCH_SLEEP", "2")

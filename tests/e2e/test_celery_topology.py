@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from airflow_sagemaker_async.common.submission import default_inference_id
 from airflow_sagemaker_async.local.harness import AirflowCluster, free_port, signal_tree, wait_for
-from airflow_sagemaker_async.submission import default_inference_id
 from tests.e2e.airflow_cluster import EXAMPLE_CHECKS, EXAMPLES_DIR, MORE_EXAMPLE_CHECKS, examples_environment
 from tests.e2e.fast_events import (
     DAG_ID as FAST_DAG_ID,

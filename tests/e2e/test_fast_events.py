@@ -3,7 +3,7 @@ End to end: the fast-event guard under a real Airflow, with models that answer w
 
 apache/airflow#71580 / #72716: when a trigger fires before the scheduler has processed the executor's event of
 the attempt that deferred, an Airflow 3.3 scheduler can mark the resumed task failed ("state mismatch"). The
-plugin's guard (:mod:`airflow_sagemaker_async.waiting`) checks once on the worker before deferring and keeps
+plugin's guard (:mod:`airflow_sagemaker_async.inference.waiting`) checks once on the worker before deferring and keeps
 every trigger's event until ``min_deferral_seconds`` (default 10 s) after the deferral.
 
 A real Airflow on 127.0.0.1 (scheduler with the LocalExecutor, dag-processor, triggerer, api-server; SQLite)

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import pytest
 
+from airflow_sagemaker_async.common.submission import default_inference_id
 from airflow_sagemaker_async.local.harness import AirflowCluster, MetadataReader, free_port, signal_tree, wait_for
-from airflow_sagemaker_async.submission import default_inference_id
 from tests.e2e.airflow_cluster import examples_environment
 
 if TYPE_CHECKING:

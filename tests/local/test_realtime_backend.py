@@ -15,7 +15,7 @@ from botocore.exceptions import ClientError, EventStreamError
 
 from airflow_sagemaker_async.local.eventstream import MAX_MESSAGE_BYTES, MAX_PAYLOAD_PART_BYTES
 from airflow_sagemaker_async.local.text_container import generate
-from airflow_sagemaker_async.streaming import read_events
+from airflow_sagemaker_async.realtime.events import read_events
 from tests.local.conftest import IRIS_ROW, TIME_SCALE
 from tests.local.signing import send, send_signed
 from tests.test_realtime import RECORDER_COMMAND

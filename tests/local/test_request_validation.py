@@ -5,11 +5,11 @@ from aiobotocore.session import get_session
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from airflow_sagemaker_async.common.rules import python_pattern
 from airflow_sagemaker_async.local.request_model import (
     RequestValidationError,
     parse_invoke_endpoint_async,
 )
-from airflow_sagemaker_async.rules import python_pattern
 from tests.local.conftest import IRIS_ROW
 from tests.local.signing import send_signed
 

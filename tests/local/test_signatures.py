@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.auth import SigV4Auth
@@ -126,7 +126,7 @@ def test_verify_accepts_what_botocore_signs_including_query_and_spaced_header_va
 
 def test_verify_refuses_a_signature_older_than_15_minutes():
     request = _botocore_signed("http://127.0.0.1:9/endpoints/e/async-invocations", b"", {"Host": "127.0.0.1:9"})
-    signed_at = datetime.strptime(request.headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    signed_at = datetime.strptime(request.headers["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     with pytest.raises(SignatureError, match="Signature expired"):
         verify_sigv4(
             method="POST",

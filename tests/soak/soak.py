@@ -74,8 +74,8 @@ from typing import TYPE_CHECKING, Any
 import psutil
 
 import airflow_sagemaker_async.local.backend as backend_module
-from airflow_sagemaker_async.batch import BatchNames, BatchState, batch_tag
-from airflow_sagemaker_async.layout import join_s3, split_s3_uri
+from airflow_sagemaker_async.batch.core import BatchNames, BatchState, batch_tag
+from airflow_sagemaker_async.common.layout import join_s3, split_s3_uri
 from airflow_sagemaker_async.local.backend import LocalSageMakerAsyncBackend
 from airflow_sagemaker_async.local.harness import (
     AirflowCluster,

@@ -22,7 +22,7 @@ from typing import Any
 
 from airflow.sdk import DAG, task
 
-from airflow_sagemaker_async.batch_operator import SageMakerInvokeEndpointAsyncBatchOperator
+from airflow_sagemaker_async.batch.operators import SageMakerInvokeEndpointAsyncBatchOperator
 
 _path = os.environ.get("SAGEMAKER_ASYNC_SOAK_CONFIG")
 CONFIG: dict[str, Any] = json.loads(open(_path).read()) if _path and os.path.exists(_path) else {}  # noqa: SIM115

@@ -21,8 +21,8 @@ import os
 
 from airflow.sdk import DAG
 
-from airflow_sagemaker_async.batch_operator import SageMakerInvokeEndpointAsyncBatchOperator
-from airflow_sagemaker_async.operators import SageMakerInvokeEndpointAsyncOperator
+from airflow_sagemaker_async.batch.operators import SageMakerInvokeEndpointAsyncBatchOperator
+from airflow_sagemaker_async.inference.operators import SageMakerInvokeEndpointAsyncOperator
 
 ENDPOINT_NAME = os.environ.get("SAGEMAKER_ASYNC_ENDPOINT", "iris-endpoint")
 FLOWERS = ("5.1,3.5,1.4,0.2", "6.7,3.0,5.2,2.3", "5.9,3.0,4.2,1.5", "6.3,2.5,5.0,1.9")

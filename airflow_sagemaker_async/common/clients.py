@@ -33,7 +33,7 @@ the client is opened.
 The same registry, :class:`SharedRegistry`, holds any other resource the triggers of a loop share with the
 same rules (one per key, reference-counted, opened once in its own task, closed with its last user even
 under cancellation). :class:`SharedClients` is the registry of clients (it adds the request semaphore); the
-SQS notification receivers of :mod:`airflow_sagemaker_async.receiver` live in another instance, keyed by
+SQS notification receivers of :mod:`airflow_sagemaker_async.push.receiver` live in another instance, keyed by
 ``(queue URL, client_key(...))``.
 """
 

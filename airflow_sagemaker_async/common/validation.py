@@ -2,16 +2,16 @@
 Parameter checks, done once here and called from the operators, the sensor and the triggers.
 
 The limits and patterns are not written here: they come from botocore's service model through
-:mod:`airflow_sagemaker_async.rules`, the one source shared with the local backend. This module adds the
+:mod:`airflow_sagemaker_async.common.rules`, the one source shared with the local backend. This module adds the
 messages (parameter, rule, offending value redacted where the model marks it sensitive, what to do) and
 the few rules the model does not carry (CustomAttributes is *visible* US-ASCII, per the API reference;
 InferenceId travels as an ASCII header).
 
-A field the installed botocore cannot send (:data:`~airflow_sagemaker_async.rules.FIELDS_ADDED`) is refused
+A field the installed botocore cannot send (:data:`~airflow_sagemaker_async.common.rules.FIELDS_ADDED`) is refused
 with an error naming the botocore release that added it; ``input_data`` then goes through S3
 (:data:`INLINE_BODY`).
 
-Each check raises :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncParameterError`. A value that
+Each check raises :class:`~airflow_sagemaker_async.common.exceptions.SageMakerAsyncParameterError`. A value that
 Airflow will still render (a Jinja string, an ``XComArg``) is not checked at construction; the operator
 checks it again after rendering, before any AWS call.
 """
@@ -21,9 +21,9 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
-from airflow_sagemaker_async.layout import split_s3_uri
-from airflow_sagemaker_async.rules import (
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncParameterError
+from airflow_sagemaker_async.common.layout import split_s3_uri
+from airflow_sagemaker_async.common.rules import (
     INVOKE_ENDPOINT,
     INVOKE_ENDPOINT_ASYNC,
     field_rule,
@@ -34,7 +34,7 @@ from airflow_sagemaker_async.rules import (
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from airflow_sagemaker_async.rules import FieldRule
+    from airflow_sagemaker_async.common.rules import FieldRule
 
 _ENDPOINT_NAME: Final = field_rule(INVOKE_ENDPOINT_ASYNC, "endpoint_name")
 _INFERENCE_ID: Final = field_rule(INVOKE_ENDPOINT_ASYNC, "inference_id")
@@ -189,8 +189,8 @@ def check_realtime_fields(fields: dict[str, Any], *, operation: str, only_render
     of ``operation``'s service model gets :func:`check_field`. ``None`` values are left out.
 
     :param fields: snake_case field name -> value; every name must be a field of ``operation``.
-    :param operation: :data:`~airflow_sagemaker_async.rules.INVOKE_ENDPOINT` or
-        :data:`~airflow_sagemaker_async.rules.INVOKE_ENDPOINT_WITH_RESPONSE_STREAM`.
+    :param operation: :data:`~airflow_sagemaker_async.common.rules.INVOKE_ENDPOINT` or
+        :data:`~airflow_sagemaker_async.common.rules.INVOKE_ENDPOINT_WITH_RESPONSE_STREAM`.
     :param only_rendered: skip values Airflow will still render (construction time).
     :raises SageMakerAsyncParameterError: on the first field that breaks its rule.
     """
@@ -227,7 +227,7 @@ def check_input_location(value: Any, parameter: str = "input_location") -> str:
 
 def parse_s3_uri(value: str, parameter: str) -> tuple[str, str]:
     """
-    Split ``s3://bucket/key`` into ``(bucket, key)`` (:func:`airflow_sagemaker_async.layout.split_s3_uri`).
+    Split ``s3://bucket/key`` into ``(bucket, key)`` (:func:`airflow_sagemaker_async.common.layout.split_s3_uri`).
 
     :raises SageMakerAsyncParameterError: when ``value`` is not an ``s3://`` URI with a bucket, naming ``parameter``.
     """

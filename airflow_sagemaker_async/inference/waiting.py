@@ -1,14 +1,14 @@
 """
 How a task waits for one inference: shared by the operator and the sensor.
 
-:class:`InferenceWaitMixin` holds the one path from a :class:`~airflow_sagemaker_async.watch.Watch`
+:class:`InferenceWaitMixin` holds the one path from a :class:`~airflow_sagemaker_async.common.watch.Watch`
 built on the worker to the task's outcome:
 
 1. **check once on the worker** (one HEAD of each location): a result that is already there is
    finished at once, without a deferral;
-2. otherwise **defer** to :class:`~airflow_sagemaker_async.triggers.SageMakerAsyncInferenceTrigger`
+2. otherwise **defer** to :class:`~airflow_sagemaker_async.inference.triggers.SageMakerAsyncInferenceTrigger`
    (``deferrable=True``), or wait on the worker with the same checks (``deferrable=False``);
-3. **finish** the event (:func:`airflow_sagemaker_async.outcome.finish`), in ``execute_complete`` after a
+3. **finish** the event (:func:`airflow_sagemaker_async.common.outcome.finish`), in ``execute_complete`` after a
    deferral.
 
 **The fast-event guard.** Airflow 3.2 and 3.3 can mark a resumed task failed when its trigger fires
@@ -49,11 +49,15 @@ from typing import TYPE_CHECKING, Any, Final
 
 from airflow.providers.common.compat.sdk import conf
 
-from airflow_sagemaker_async.exceptions import SageMakerAsyncInferenceError, SageMakerAsyncInferenceTimeout
-from airflow_sagemaker_async.outcome import finish
-from airflow_sagemaker_async.triggers import SageMakerAsyncInferenceTrigger
-from airflow_sagemaker_async.validation import check_non_negative, check_poll_schedule, check_queue_url, is_rendered
-from airflow_sagemaker_async.watch import (
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncInferenceError, SageMakerAsyncInferenceTimeout
+from airflow_sagemaker_async.common.outcome import finish
+from airflow_sagemaker_async.common.validation import (
+    check_non_negative,
+    check_poll_schedule,
+    check_queue_url,
+    is_rendered,
+)
+from airflow_sagemaker_async.common.watch import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_INTERVAL,
     DEFAULT_PUSH_MAX_POLL_INTERVAL,
@@ -62,12 +66,13 @@ from airflow_sagemaker_async.watch import (
     utcnow,
     watch_sync,
 )
+from airflow_sagemaker_async.inference.triggers import SageMakerAsyncInferenceTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_sagemaker_async.records import Outcome, WatchEvent
-    from airflow_sagemaker_async.watch import Watch
+    from airflow_sagemaker_async.common.records import Outcome, WatchEvent
+    from airflow_sagemaker_async.common.watch import Watch
 
 __all__ = [
     "CONFIG_SECTION",
@@ -203,7 +208,7 @@ class InferenceWaitMixin:
 
         With ``deferrable=True`` this raises Airflow's ``TaskDeferred`` unless the result is already there.
 
-        :raises SageMakerAsyncError: as :func:`~airflow_sagemaker_async.outcome.finish` does.
+        :raises SageMakerAsyncError: as :func:`~airflow_sagemaker_async.common.outcome.finish` does.
         """
         queue_url = notification_queue(self.notification_queue_url, only_rendered=False)
         if (queue_url is None or not self.deferrable) and self._default_ceiling:

@@ -6,7 +6,7 @@ Every limit of an InvokeEndpointAsync / InvokeEndpoint / InvokeEndpointWithRespo
 ``sagemaker-runtime`` service model shipped with the installed botocore
 (``botocore/data/sagemaker-runtime/2017-05-13/service-2.json``), so a limit is never written twice and
 follows the API as botocore evolves. The operators' parameter checks
-(:mod:`airflow_sagemaker_async.validation`) and the local backend's request validation
+(:mod:`airflow_sagemaker_async.common.validation`) and the local backend's request validation
 (:mod:`airflow_sagemaker_async.local.request_model`) both read it from here.
 
 Patterns in the model are Java regular expressions that AWS matches against the whole value; the few

@@ -11,16 +11,16 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
 from botocore.exceptions import ClientError
 
-from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
-from airflow_sagemaker_async.hooks import AsyncInferenceSubmission, SageMakerRuntimeHook
-from airflow_sagemaker_async.layout import compute_deadline, result_locations
-from airflow_sagemaker_async.lineage import LineageRecord, operator_lineage
-from airflow_sagemaker_async.links import SageMakerAsyncOutputLink, SageMakerEndpointLink
-from airflow_sagemaker_async.outcome import DEFAULT_MAX_OUTPUT_BYTES
-from airflow_sagemaker_async.records import FAILED, IN_PROGRESS, TIMED_OUT
-from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_ASYNC
-from airflow_sagemaker_async.submission import default_inference_id, input_key, serialize_input_data
-from airflow_sagemaker_async.validation import (
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncParameterError
+from airflow_sagemaker_async.common.hooks import AsyncInferenceSubmission, SageMakerRuntimeHook
+from airflow_sagemaker_async.common.layout import compute_deadline, result_locations
+from airflow_sagemaker_async.common.lineage import LineageRecord, operator_lineage
+from airflow_sagemaker_async.common.links import SageMakerAsyncOutputLink, SageMakerEndpointLink
+from airflow_sagemaker_async.common.outcome import DEFAULT_MAX_OUTPUT_BYTES
+from airflow_sagemaker_async.common.records import FAILED, IN_PROGRESS, TIMED_OUT
+from airflow_sagemaker_async.common.rules import INVOKE_ENDPOINT_ASYNC
+from airflow_sagemaker_async.common.submission import default_inference_id, input_key, serialize_input_data
+from airflow_sagemaker_async.common.validation import (
     INLINE_BODY,
     MAX_INLINE_BODY_BYTES,
     check_inline_payload,
@@ -30,14 +30,14 @@ from airflow_sagemaker_async.validation import (
     is_rendered,
     parse_s3_uri,
 )
-from airflow_sagemaker_async.waiting import (
+from airflow_sagemaker_async.common.watch import Watch, check_sync, isoformat, utcnow
+from airflow_sagemaker_async.inference.waiting import (
     InferenceWaitMixin,
     default_deferrable,
     min_deferral,
     notification_queue,
     poll_schedule,
 )
-from airflow_sagemaker_async.watch import Watch, check_sync, isoformat, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
-    from airflow_sagemaker_async.records import Outcome, Submission, WatchEvent
+    from airflow_sagemaker_async.common.records import Outcome, Submission, WatchEvent
 
 __all__ = ["SageMakerInvokeEndpointAsyncOperator"]
 
@@ -55,11 +55,11 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
     Submit one SageMaker asynchronous inference and wait for its result without holding a worker slot.
 
     Calls InvokeEndpointAsync, then (``deferrable=True``, the default) defers to
-    :class:`~airflow_sagemaker_async.triggers.SageMakerAsyncInferenceTrigger`, which watches the
+    :class:`~airflow_sagemaker_async.inference.triggers.SageMakerAsyncInferenceTrigger`, which watches the
     request's S3 output and failure locations in the triggerer. The task returns the
-    :class:`~airflow_sagemaker_async.records.Outcome`, which Airflow pushes to XCom. Before deferring it
+    :class:`~airflow_sagemaker_async.common.records.Outcome`, which Airflow pushes to XCom. Before deferring it
     checks once on the worker, and the trigger never fires within ``min_deferral_seconds`` of the deferral
-    (see :mod:`airflow_sagemaker_async.waiting`).
+    (see :mod:`airflow_sagemaker_async.inference.waiting`).
 
     Every InvokeEndpointAsync field keeps its API name in snake_case:
 
@@ -86,13 +86,13 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         default 21600 (templated).
     :param invocation_timeout_seconds: seconds the model may take, 1-3600; SageMaker's default 900 (templated).
     :param wait_for_completion: wait for the result (default ``True``); ``False`` returns the
-        :class:`~airflow_sagemaker_async.records.Submission` at once, e.g. for
-        :class:`~airflow_sagemaker_async.sensors.SageMakerAsyncInferenceSensor`.
+        :class:`~airflow_sagemaker_async.common.records.Submission` at once, e.g. for
+        :class:`~airflow_sagemaker_async.inference.sensors.SageMakerAsyncInferenceSensor`.
     :param deferrable: wait in the triggerer; default ``True``, unless the deployment explicitly sets
-        ``[operators] default_deferrable`` (see :func:`~airflow_sagemaker_async.waiting.default_deferrable`).
+        ``[operators] default_deferrable`` (see :func:`~airflow_sagemaker_async.inference.waiting.default_deferrable`).
         ``False`` waits on the worker with the same checks and the same outcomes.
     :param max_wait_seconds: seconds from submission until the wait ends with
-        :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncInferenceTimeout` (templated). Default:
+        :class:`~airflow_sagemaker_async.common.exceptions.SageMakerAsyncInferenceTimeout` (templated). Default:
         the request's TTL (or 21600) + invocation timeout (or 900) + 600 s of margin. Fixed at submission
         as an absolute time: a triggerer restart does not extend it.
     :param poll_interval: seconds before the first re-check, grows 1.5x per check; default
@@ -103,7 +103,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
     :param notification_queue_url: URL of an SQS queue subscribed to the endpoint's SNS SuccessTopic and
         ErrorTopic (raw message delivery or not) (templated). The trigger then learns of the result within
         about a second and polls S3 only as a safety net; an ``Expired`` notification ends the wait at once
-        with :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncInferenceTimeout`. Default ``None``
+        with :class:`~airflow_sagemaker_async.common.exceptions.SageMakerAsyncInferenceTimeout`. Default ``None``
         (or ``""`` once rendered): poll only. Used in the triggerer only (``deferrable=True``); see the
         README, "Push completion", for the setup and the IAM actions.
     :param min_deferral_seconds: the trigger fires no sooner than this after the deferral (guard against
@@ -111,9 +111,9 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
     :param output_format: ``"location"`` (default, download nothing), ``"text"``, ``"json"`` or
         ``"bytes"`` (base64 text): download the output on the worker into the outcome's ``output`` key.
     :param max_output_bytes: largest output downloaded, bytes, default 1 MiB; a larger one raises
-        :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncOutputTooLarge`.
+        :class:`~airflow_sagemaker_async.common.exceptions.SageMakerAsyncOutputTooLarge`.
     :param fail_on_model_error: raise
-        :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncInferenceError` when the model fails
+        :class:`~airflow_sagemaker_async.common.exceptions.SageMakerAsyncInferenceError` when the model fails
         (default ``True``); ``False`` succeeds with the ``"Failed"`` outcome and ``failure_reason``.
     :param resume_on_retry: on a retry (try 2+) with a fixed ``filename``, look for the result of an earlier
         try at the endpoint's output and failure paths (``sagemaker:DescribeEndpoint`` and
@@ -271,8 +271,8 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         """
         Submit the inference; then defer, wait, or return the submission record.
 
-        :return: the :class:`~airflow_sagemaker_async.records.Outcome`, or the
-            :class:`~airflow_sagemaker_async.records.Submission` when ``wait_for_completion`` is False.
+        :return: the :class:`~airflow_sagemaker_async.common.records.Outcome`, or the
+            :class:`~airflow_sagemaker_async.common.records.Submission` when ``wait_for_completion`` is False.
         :raises SageMakerAsyncParameterError: a rendered parameter breaks a rule (nothing was sent).
         :raises botocore.exceptions.ClientError: InvokeEndpointAsync refused the request.
         """
@@ -358,7 +358,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         """
         Return the final event of an earlier try's result, if ``filename`` fixes where it is, else ``None``.
 
-        Where to look is :func:`airflow_sagemaker_async.layout.result_locations`. AWS does not document
+        Where to look is :func:`airflow_sagemaker_async.common.layout.result_locations`. AWS does not document
         the failure object's name when Filename is given; if AWS names it otherwise than the layout says,
         a failed earlier try is not found and the model is invoked again.
         """
@@ -431,7 +431,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         Inputs: ``input_location``, or the object ``input_data`` was uploaded to. Outputs: the output object
         (the failure object for a tolerated ``"Failed"`` outcome; the expected output object with
         ``wait_for_completion=False``). Run facet ``sagemakerEndpoint``: the endpoint, the inference id, the
-        status. See :mod:`airflow_sagemaker_async.lineage`.
+        status. See :mod:`airflow_sagemaker_async.common.lineage`.
         """
         return operator_lineage(self._lineage())
 

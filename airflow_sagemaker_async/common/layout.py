@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from typing import Final
 from urllib.parse import unquote
 
-from airflow_sagemaker_async.rules import DEFAULT_INVOCATION_TIMEOUT_SECONDS, DEFAULT_REQUEST_TTL_SECONDS
+from airflow_sagemaker_async.common.rules import DEFAULT_INVOCATION_TIMEOUT_SECONDS, DEFAULT_REQUEST_TTL_SECONDS
 
 __all__ = [
     "DEADLINE_MARGIN_SECONDS",

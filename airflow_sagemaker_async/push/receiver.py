@@ -2,8 +2,8 @@
 One SQS receiver per (event loop, queue, connection), shared by every wait on that queue: the async shell.
 
 The decisions (parse a message, whom it wakes, delete / release / keep) are in
-:mod:`airflow_sagemaker_async.notifications`; this module only receives and acts. The receivers live in a
-:class:`~airflow_sagemaker_async.clients.SharedRegistry`, like the S3 clients: opened by the first wait on a
+:mod:`airflow_sagemaker_async.push.notifications`; this module only receives and acts. The receivers live in a
+:class:`~airflow_sagemaker_async.common.clients.SharedRegistry`, like the S3 clients: opened by the first wait on a
 queue, in a task of its own (a cancelled wait does not cancel it for the others), closed with its last
 wait, also under cancellation. A receiver runs one long poll at a time (``WaitTimeSeconds`` 20,
 ``MaxNumberOfMessages`` 10) in a task on the loop, so it never blocks the loop and costs one request per
@@ -11,8 +11,8 @@ wait, also under cancellation. A receiver runs one long poll at a time (``WaitTi
 batch of 10) up to 4 more long polls run beside it, each ending on a partial batch; deletes and visibility
 changes are sent in the background, off the receive path, so a wait is woken as soon as its message arrives.
 After handing a message back at once (one for another triggerer's wait), the receiver's next
-ReceiveMessage waits :data:`~airflow_sagemaker_async.notifications.HANDBACK_PAUSE_SECONDS` (0.5 s), so the
-other triggerers' long polls take it (see :mod:`airflow_sagemaker_async.notifications` for why this bounds
+ReceiveMessage waits :data:`~airflow_sagemaker_async.push.notifications.HANDBACK_PAUSE_SECONDS` (0.5 s), so the
+other triggerers' long polls take it (see :mod:`airflow_sagemaker_async.push.notifications` for why this bounds
 the latency tail whatever the number of triggerers).
 
 **The API for waiters** (the single trigger, a batch trigger):
@@ -31,7 +31,7 @@ the latency tail whatever the number of triggerers).
         hints = await inbox.wait(timeout=seconds)  # [Notification, ...]; [] on timeout or health change
         inbox.healthy                               # False: the queue is unusable, poll as without it
 
-A hint is never the truth: confirm with a HEAD (see :mod:`airflow_sagemaker_async.notifications`).
+A hint is never the truth: confirm with a HEAD (see :mod:`airflow_sagemaker_async.push.notifications`).
 
 **The queue never fails a wait.** An unreachable queue, denied permission or a deleted queue is logged once
 (WARNING, with what to check), the receiver marks itself unhealthy, wakes every waiter (they fall back to
@@ -55,8 +55,8 @@ import time
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final
 
-from airflow_sagemaker_async.clients import SharedRegistry, client_key
-from airflow_sagemaker_async.notifications import (
+from airflow_sagemaker_async.common.clients import SharedRegistry, client_key
+from airflow_sagemaker_async.push.notifications import (
     HANDBACK_PAUSE_SECONDS,
     STALE_AFTER_SECONDS,
     Action,
@@ -148,7 +148,7 @@ class Inbox:
         """Wake the waiter without a notification: the receiver's health changed."""
         self._event.set()
 
-    async def wait(self, timeout: float) -> list[Notification]:
+    async def wait(self, timeout: float) -> list[Notification]:  # noqa: ASYNC109 - returns [] at the timeout
         """
         Return the notifications routed here, waiting up to ``timeout`` seconds for the first.
 

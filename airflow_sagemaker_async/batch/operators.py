@@ -1,14 +1,20 @@
-"""SageMakerInvokeEndpointAsyncBatchOperator: thousands of asynchronous inferences in one task, one manifest."""
+"""
+SageMakerInvokeEndpointAsyncBatchOperator: thousands of asynchronous inferences in one task, one manifest.
+
+The worker shell of a batch: checks, the try's batch (resume or a new generation), waves of submissions, the
+deferral, the finish. Its S3 state I/O is in :mod:`~airflow_sagemaker_async.batch.state`, the parsing of its
+inputs in :mod:`~airflow_sagemaker_async.batch.inputs`, its decisions in :mod:`~airflow_sagemaker_async.batch.core`.
+Longer than ~400 lines for one reason: the operator's class docstring is its parameter reference (about 130
+lines) and the wave submission is still here; the wave code moves to its own module with the pacing work of
+issue 21.
+"""
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import hashlib
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -20,7 +26,8 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
 from botocore.exceptions import ClientError
 
-from airflow_sagemaker_async.batch import (
+from airflow_sagemaker_async.batch import state as batch_state
+from airflow_sagemaker_async.batch.core import (
     DEFAULT_MAX_IN_FLIGHT,
     MAX_ITEMS,
     BatchNames,
@@ -28,25 +35,19 @@ from airflow_sagemaker_async.batch import (
     Found,
     PendingItem,
     batch_tag,
-    head_requests,
-    last_modified_iso,
-    list_requests,
     low_water_mark,
-    merge_found,
-    read_listing,
     reconcile,
     summary_counts,
 )
-from airflow_sagemaker_async.batch_trigger import SageMakerAsyncBatchInferenceTrigger
-from airflow_sagemaker_async.exceptions import SageMakerAsyncBatchFailed, SageMakerAsyncParameterError
-from airflow_sagemaker_async.hooks import SageMakerRuntimeHook
-from airflow_sagemaker_async.layout import compute_deadline, join_s3, s3_uri, split_s3_uri
-from airflow_sagemaker_async.lineage import LineageRecord, operator_lineage
-from airflow_sagemaker_async.outcome import MAX_FAILURE_BYTES, read_object
-from airflow_sagemaker_async.records import COMPLETED, FAILED, TIMED_OUT
-from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_ASYNC
-from airflow_sagemaker_async.submission import serialize_input_data
-from airflow_sagemaker_async.validation import (
+from airflow_sagemaker_async.batch.inputs import BatchInput, as_list, positive_int, records_digest
+from airflow_sagemaker_async.batch.triggers import SageMakerAsyncBatchInferenceTrigger
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncBatchFailed, SageMakerAsyncParameterError
+from airflow_sagemaker_async.common.hooks import SageMakerRuntimeHook
+from airflow_sagemaker_async.common.layout import compute_deadline, join_s3, s3_uri
+from airflow_sagemaker_async.common.lineage import LineageRecord, operator_lineage
+from airflow_sagemaker_async.common.records import FAILED, TIMED_OUT
+from airflow_sagemaker_async.common.rules import INVOKE_ENDPOINT_ASYNC
+from airflow_sagemaker_async.common.validation import (
     MAX_INLINE_BODY_BYTES,
     check_inline_payload,
     check_input_location,
@@ -55,14 +56,14 @@ from airflow_sagemaker_async.validation import (
     check_positive,
     parse_s3_uri,
 )
-from airflow_sagemaker_async.waiting import (
+from airflow_sagemaker_async.common.watch import PollSchedule, isoformat, utcnow
+from airflow_sagemaker_async.inference.waiting import (
     DEFERRAL_GRACE_SECONDS,
     default_deferrable,
     min_deferral,
     notification_queue,
     poll_schedule,
 )
-from airflow_sagemaker_async.watch import PollSchedule, isoformat, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -70,7 +71,7 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
-    from airflow_sagemaker_async.records import BatchEvent, BatchSummary, ManifestLine
+    from airflow_sagemaker_async.common.records import BatchEvent, BatchSummary, ManifestLine
 
 __all__ = ["SageMakerInvokeEndpointAsyncBatchOperator"]
 
@@ -81,35 +82,20 @@ DEFAULT_SUBMIT_CONCURRENCY = 8
 DEFAULT_RETRIES = {"mode": "adaptive", "max_attempts": 10}
 
 
-@dataclass(frozen=True)
-class _Input:
-    """One item to send: from S3 (``location``) or inline (``record``, serialised when sent; uploaded when large)."""
-
-    location: str | None
-    record: Any
-    content_type: str | None
-
-    def payload(self) -> tuple[bytes | None, str | None]:
-        """Return ``(payload, content_type)``: the serialised record (``None`` for an S3 input)."""
-        if self.location is not None:
-            return None, self.content_type
-        return serialize_input_data(self.record, self.content_type)
-
-
 class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntimeHook]):
     """
     Score many inputs with one task: submit them in waves with InvokeEndpointAsync, watch by LIST, write a manifest.
 
     The worker submits up to ``max_in_flight`` items (``submit_concurrency`` threads, botocore's adaptive
     retries), checks once, then defers to
-    :class:`~airflow_sagemaker_async.batch_trigger.SageMakerAsyncBatchInferenceTrigger`, which resumes the
+    :class:`~airflow_sagemaker_async.batch.triggers.SageMakerAsyncBatchInferenceTrigger`, which resumes the
     task once at most a quarter of ``max_in_flight`` are still in flight; the task records what ended,
     submits the next wave, and so on until every item has ended. Names, S3 layout and state are described
-    in :mod:`airflow_sagemaker_async.batch`: nothing that grows with the number of inputs goes into the
+    in :mod:`airflow_sagemaker_async.batch.core`: nothing that grows with the number of inputs goes into the
     trigger's kwargs or XCom.
 
-    The task returns a :class:`~airflow_sagemaker_async.records.BatchSummary` (counts, manifest location);
-    the manifest (S3, JSON lines) holds one :class:`~airflow_sagemaker_async.records.ManifestLine` per input.
+    The task returns a :class:`~airflow_sagemaker_async.common.records.BatchSummary` (counts, manifest location);
+    the manifest (S3, JSON lines) holds one :class:`~airflow_sagemaker_async.common.records.ManifestLine` per input.
 
     **Retries.** The batch tag, and so every InferenceId, Filename and the state location, is the same for
     every try of a task instance. The first try pins its inputs in S3 (``inputs.jsonl``: the listed or given
@@ -141,7 +127,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         ``input_s3_prefix`` under ``<prefix>/<batch tag>/<item>.input``.
 
     The request fields, applied to every item (as in
-    :class:`~airflow_sagemaker_async.operators.SageMakerInvokeEndpointAsyncOperator`):
+    :class:`~airflow_sagemaker_async.inference.operators.SageMakerInvokeEndpointAsyncOperator`):
 
     :param endpoint_name: endpoint with an AsyncInferenceConfig (templated).
     :param input_s3_prefix: ``s3://bucket/prefix`` for ``input_records`` over 128,000 bytes (templated).
@@ -165,7 +151,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     :param max_wait_seconds: seconds from an item's submission until it counts as ``TimedOut`` (templated);
         default its TTL + invocation timeout + 600 s.
     :param deferrable: wait in the triggerer; default ``True``, unless the deployment explicitly sets
-        ``[operators] default_deferrable`` (see :func:`~airflow_sagemaker_async.waiting.default_deferrable`).
+        ``[operators] default_deferrable`` (see :func:`~airflow_sagemaker_async.inference.waiting.default_deferrable`).
         ``False`` waits on the worker.
     :param poll_interval: seconds before the first re-check; default ``[sagemaker_async] poll_interval``, else 2.
     :param max_poll_interval: ceiling of the interval, seconds; default ``[sagemaker_async] max_poll_interval``,
@@ -267,8 +253,8 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         self.s3_output_path_extension = s3_output_path_extension
         self.request_ttl_seconds = request_ttl_seconds
         self.invocation_timeout_seconds = invocation_timeout_seconds
-        self.max_in_flight = _positive_int(max_in_flight, "max_in_flight", "items", example=DEFAULT_MAX_IN_FLIGHT)
-        self.submit_concurrency = _positive_int(
+        self.max_in_flight = positive_int(max_in_flight, "max_in_flight", "items", example=DEFAULT_MAX_IN_FLIGHT)
+        self.submit_concurrency = positive_int(
             submit_concurrency, "submit_concurrency", "threads", example=DEFAULT_SUBMIT_CONCURRENCY
         )
         self.max_failed_items = int(check_non_negative(max_failed_items, "max_failed_items", unit="items"))
@@ -344,7 +330,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         config = {"retries": dict(DEFAULT_RETRIES), "max_pool_connections": max(10, self.submit_concurrency)}
         return SageMakerRuntimeHook(**{**self._hook_parameters, "config": {**config, **(self.botocore_config or {})}})
 
-    def _given_inputs(self, *, check: bool) -> list[_Input] | None:
+    def _given_inputs(self, *, check: bool) -> list[BatchInput] | None:
         """
         Return the inputs given as parameters (``input_locations`` / ``input_records``); ``None`` for ``input_prefix``.
 
@@ -355,7 +341,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         """
         content_type = self.content_type
         if self.input_records is not None:
-            inputs = [_Input(None, record, content_type) for record in _as_list(self.input_records, "input_records")]
+            inputs = [BatchInput(None, record, content_type) for record in as_list(self.input_records, "input_records")]
             for index, item in enumerate(inputs if check else ()):
                 try:
                     payload, _ = item.payload()
@@ -366,21 +352,21 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 if payload is not None:
                     check_inline_payload(len(payload), self.input_s3_prefix, f"input_records[{index}]", "input_records")
         elif self.input_locations is not None:
-            inputs = self._locations(_as_list(self.input_locations, "input_locations"), check=check)
+            inputs = self._locations(as_list(self.input_locations, "input_locations"), check=check)
         else:
             return None
         return self._counted(inputs)
 
-    def _locations(self, locations: list[Any], *, check: bool) -> list[_Input]:
+    def _locations(self, locations: list[Any], *, check: bool) -> list[BatchInput]:
         name = "input_locations" if self.input_locations is not None else "input_prefix"
         for index, location in enumerate(locations if check else ()):
             try:
                 check_input_location(location)
             except SageMakerAsyncParameterError as error:
                 raise SageMakerAsyncParameterError(f"{name}[{index}]: {error}", parameter=name) from error
-        return [_Input(location, None, self.content_type) for location in locations]
+        return [BatchInput(location, None, self.content_type) for location in locations]
 
-    def _counted(self, inputs: list[_Input]) -> list[_Input]:
+    def _counted(self, inputs: list[BatchInput]) -> list[BatchInput]:
         if not inputs:
             source = (
                 "input_prefix"
@@ -402,7 +388,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             )
         return inputs
 
-    def _pinned_inputs(self, s3: Any, names: BatchNames, given: list[_Input] | None) -> list[_Input]:
+    def _pinned_inputs(self, s3: Any, names: BatchNames, given: list[BatchInput] | None) -> list[BatchInput]:
         """
         Return the batch's inputs as pinned in ``inputs.jsonl``; pin them first if no try did yet.
 
@@ -414,10 +400,10 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             breaks a rule; the prefix holds no inputs.
         """
         pin = join_s3(names.state_dir(), "inputs.jsonl")
-        text = _get_text_or_none(s3, pin)
+        text = batch_state.get_text_or_none(s3, pin)
         if self.input_records is not None:
             assert given is not None
-            digest = _records_digest(given)
+            digest = records_digest(given)
             if text is not None and json.loads(text) != digest:
                 raise SageMakerAsyncParameterError(
                     f"input_records changed between tries of batch {names.tag}: {len(given)} records now, "
@@ -427,10 +413,10 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                     parameter="input_records",
                 )
             if text is None:
-                _put(s3, pin, json.dumps(digest).encode())
+                batch_state.put(s3, pin, json.dumps(digest).encode())
             return given
         if text is not None:
-            pinned = [_Input(json.loads(line), None, self.content_type) for line in text.splitlines() if line]
+            pinned = [BatchInput(json.loads(line), None, self.content_type) for line in text.splitlines() if line]
             if given is not None and [i.location for i in given] != [i.location for i in pinned]:
                 self.log.warning(
                     "Batch %s: input_locations (%d items) differ from the %d pinned by the first try; the batch goes "
@@ -444,9 +430,9 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         inputs = (
             given
             if given is not None
-            else self._counted(self._locations(_list_objects(s3, self.input_prefix or ""), check=True))
+            else self._counted(self._locations(batch_state.listed_uris(s3, self.input_prefix or ""), check=True))
         )
-        _put(s3, pin, "\n".join(json.dumps(i.location) for i in inputs).encode())
+        batch_state.put(s3, pin, "\n".join(json.dumps(i.location) for i in inputs).encode())
         return inputs
 
     # -- execute / resume ------------------------------------------------------------------------------
@@ -460,7 +446,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         up again); a try after a successful one (a clear) scores the inputs again as a new batch, unless
         ``rescore_on_clear=False``.
 
-        :return: the :class:`~airflow_sagemaker_async.records.BatchSummary`.
+        :return: the :class:`~airflow_sagemaker_async.common.records.BatchSummary`.
         """
         fields = self._check_parameters(only_rendered=False)
         given = self._given_inputs(check=True)
@@ -473,7 +459,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         while True:
             tag = batch_tag(ti.dag_id, ti.task_id, ti.run_id, map_index, generation)
             names = self._names(fields, tag, ti, result_dirs)
-            state = self._load_state(s3, names)
+            state = batch_state.load_state(s3, names)
             if not (
                 self.rescore_on_clear
                 and state is not None
@@ -529,7 +515,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         ti = context["ti"]
         self._try_number = int(getattr(ti, "try_number", None) or 1)
         s3 = self._s3()
-        state = BatchState.from_json(_get_text(s3, event["state_location"]))
+        state = BatchState.from_json(batch_state.get_text(s3, event["state_location"]))
         names = BatchNames.of(state.tag, ti.dag_id, ti.task_id, state.output_dir, state.failure_dir)
         self.log.info(
             "Batch %s: the trigger reports %s (%d ended, %d in flight)",
@@ -580,7 +566,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         A result that arrived since turns the item ``Completed`` / ``Failed`` (a new ended part, which wins in
         the manifest). ``Failed`` items are not looked up: a failure object is the model's answer.
         """
-        timed_out = [line for line in self._ended_lines(s3, names).values() if line["status"] == TIMED_OUT]
+        timed_out = [line for line in batch_state.ended_lines(s3, names).values() if line["status"] == TIMED_OUT]
         if not timed_out:
             return
         items = [
@@ -596,7 +582,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             )
             for line in timed_out
         ]
-        found = self._find(s3, names, items)
+        found = batch_state.find(s3, names, items)
         ended = [(item, found[item.index]) for item in items if item.index in found]
         self.log.info(
             "Batch %s: %d items ended TimedOut in an earlier try; %d of them have a result now",
@@ -605,19 +591,10 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             len(ended),
         )
         if ended:
-            self._write_part(s3, names, state, self._lines(s3, ended))
-
-    def _load_state(self, s3: Any, names: BatchNames) -> BatchState | None:
-        bucket, key = split_s3_uri(names.state_location())
-        try:
-            return BatchState.from_json(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
-                return None
-            raise
+            batch_state.write_part(s3, names, state, batch_state.manifest_lines(s3, ended, self.submit_concurrency))
 
     def _advance(
-        self, s3: Any, names: BatchNames, state: BatchState, inputs: list[_Input], fields: dict[str, Any]
+        self, s3: Any, names: BatchNames, state: BatchState, inputs: list[BatchInput], fields: dict[str, Any]
     ) -> BatchSummary:
         """Record, submit and check until the batch ends, or defer when results are slow."""
         low = low_water_mark(self.max_in_flight)
@@ -636,7 +613,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             deadline = utcnow() if earliest is None else _parse(earliest)
             if self.deferrable:
                 state.deferrals += 1
-                _put(s3, names.state_location(), state.to_json().encode())
+                batch_state.put(s3, names.state_location(), state.to_json().encode())
                 now = utcnow()
                 self.defer(
                     trigger=SageMakerAsyncBatchInferenceTrigger(
@@ -657,7 +634,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                     method_name="execute_complete",
                     timeout=max(deadline - now, timedelta(0)) + timedelta(seconds=DEFERRAL_GRACE_SECONDS),
                 )
-            _put(s3, names.state_location(), state.to_json().encode())
+            batch_state.put(s3, names.state_location(), state.to_json().encode())
             if schedule is None or schedule.deadline != deadline:
                 schedule = PollSchedule(names.state_location(), deadline, self.poll_interval, self.max_poll_interval)
             delay = schedule.next_delay()
@@ -680,59 +657,17 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 return
             time.sleep(min(self.poll_interval, remaining))
 
-    def _find(self, s3: Any, names: BatchNames, items: list[PendingItem] | list[int]) -> dict[int, Found]:
-        """Return the results S3 holds for ``items`` (LIST per block of 1,000; HEAD for odd failure keys)."""
-        indexes = [i if isinstance(i, int) else i.index for i in items]
-        found: dict[int, Found] = {}
-        for status, prefix in list_requests(names, indexes):
-            read_listing(names, found, status, _list_prefix(s3, prefix))
-        for item in head_requests((i for i in items if isinstance(i, PendingItem)), found):
-            assert item.failure_location is not None  # head_requests keeps only those with one
-            bucket, key = split_s3_uri(item.failure_location)
-            try:
-                modified = s3.head_object(Bucket=bucket, Key=key).get("LastModified")
-            except ClientError:
-                continue
-            merge_found(found, item.index, Found(FAILED, item.failure_location, last_modified_iso(modified)))
-        wanted = set(indexes)
-        return {index: result for index, result in found.items() if index in wanted}
-
     def _record(self, s3: Any, names: BatchNames, state: BatchState) -> None:
         """Move the items whose result exists (or whose deadline passed) from in flight to an ended part."""
         if not state.pending:
             return
-        ended, state.pending = reconcile(state.pending, self._find(s3, names, state.pending), utcnow())
+        ended, state.pending = reconcile(state.pending, batch_state.find(s3, names, state.pending), utcnow())
         if ended:
-            lines = self._lines(s3, ended)
-            self._write_part(s3, names, state, lines)
-
-    def _lines(self, s3: Any, ended: Sequence[tuple[PendingItem, Found | None]]) -> list[ManifestLine]:
-        def line(pair: tuple[PendingItem, Found | None]) -> ManifestLine:
-            item, found = pair
-            if found is None:
-                return item.ended(TIMED_OUT, completed_at=None)
-            if found.status == FAILED:
-                try:
-                    data, _ = read_object(s3, found.location, max_bytes=MAX_FAILURE_BYTES, strict=False)
-                    reason = data.decode("utf-8", errors="replace")
-                except Exception as error:  # the reason is informative; the status is what counts
-                    reason = f"(the failure object could not be read: {error!r})"
-                item.failure_location = found.location
-                return item.ended(FAILED, completed_at=found.completed_at, failure_reason=reason)
-            item.output_location = found.location
-            return item.ended(COMPLETED, completed_at=found.completed_at)
-
-        with ThreadPoolExecutor(self.submit_concurrency) as pool:
-            return list(pool.map(line, ended))
-
-    def _write_part(self, s3: Any, names: BatchNames, state: BatchState, lines: list[ManifestLine]) -> None:
-        part = join_s3(names.state_dir(), "ended", f"{state.parts:06d}.jsonl")
-        _put(s3, part, "".join(json.dumps(line) + "\n" for line in lines).encode())
-        state.parts += 1
-        _put(s3, names.state_location(), state.to_json().encode())
+            lines = batch_state.manifest_lines(s3, ended, self.submit_concurrency)
+            batch_state.write_part(s3, names, state, lines)
 
     def _submit_wave(
-        self, s3: Any, names: BatchNames, state: BatchState, inputs: list[_Input], fields: dict[str, Any]
+        self, s3: Any, names: BatchNames, state: BatchState, inputs: list[BatchInput], fields: dict[str, Any]
     ) -> None:
         """Submit the next items, up to ``max_in_flight`` in flight; items a retry finds ended are not sent again."""
         room = self.max_in_flight - len(state.pending)
@@ -743,7 +678,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 break
             if index not in in_flight:
                 candidates.append(index)
-        already = self._find(s3, names, candidates)
+        already = batch_state.find(s3, names, candidates)
         if already:
             self._record_found_earlier(s3, names, state, inputs=inputs, fields=fields, already=already)
         to_send = [index for index in candidates if index not in already]
@@ -774,8 +709,8 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             # the refused ones included: they are recorded once the retry's answer for them is final.
             state.next_index = min(set(to_send) - {item.index for item in sent})
         elif refused:
-            self._write_part(s3, names, state, refused)
-        _put(s3, names.state_location(), state.to_json().encode())
+            batch_state.write_part(s3, names, state, refused)
+        batch_state.put(s3, names.state_location(), state.to_json().encode())
         if error is not None:
             self.log.error(
                 "Batch %s: InvokeEndpointAsync still failing after botocore's retries; %d sent this wave. A retry of "
@@ -803,7 +738,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         names: BatchNames,
         state: BatchState,
         *,
-        inputs: list[_Input],
+        inputs: list[BatchInput],
         fields: dict[str, Any],
         already: dict[int, Found],
     ) -> None:
@@ -813,11 +748,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             moment = _parse(found.completed_at) if found.completed_at else utcnow()
             item = self._pending(names, index, location=inputs[index].location, submitted=moment, fields=fields)
             ended.append((item, found))
-        self._write_part(s3, names, state, self._lines(s3, ended))
+        batch_state.write_part(s3, names, state, batch_state.manifest_lines(s3, ended, self.submit_concurrency))
         state.resumed += len(ended)
         self.log.info("Batch %s: %d items already ended in S3 (an earlier try); not sent again", state.tag, len(ended))
 
-    def _send(self, s3: Any, names: BatchNames, index: int, item: _Input, fields: dict[str, Any]) -> PendingItem:
+    def _send(self, s3: Any, names: BatchNames, index: int, item: BatchInput, fields: dict[str, Any]) -> PendingItem:
         """Send one item (uploading a large inline payload first); return it in flight."""
         location = item.location
         body, content_type = item.payload()
@@ -864,22 +799,13 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             deadline=isoformat(deadline),
         )
 
-    def _ended_lines(self, s3: Any, names: BatchNames) -> dict[int, ManifestLine]:
-        """Return each ended item's manifest line from the ended parts; a later part wins (a re-check's verdict)."""
-        lines: dict[int, ManifestLine] = {}
-        for uri, _ in _list_prefix(s3, join_s3(names.state_dir(), "ended") + "/"):  # in part order
-            for text in _get_text(s3, uri).splitlines():
-                line: ManifestLine = json.loads(text)
-                lines[line["item"]] = line
-        return lines
-
     def _finish(self, s3: Any, names: BatchNames, state: BatchState) -> BatchSummary:
         """
         Write the manifest (every item once, sorted), return the summary or raise per the failure policy.
 
         A success is recorded in the state (``succeeded_try``), so a later try of the task, a clear, re-scores.
         """
-        lines = self._ended_lines(s3, names)
+        lines = batch_state.ended_lines(s3, names)
         if len(lines) != state.total:
             missing = sorted(set(range(state.total)) - set(lines))[:10]
             raise RuntimeError(
@@ -887,7 +813,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 f"{missing}); the state under {names.state_dir()} is inconsistent. Please report this."
             )
         manifest = self.manifest_location or names.default_manifest_location()
-        _put(s3, manifest, "".join(json.dumps(lines[i]) + "\n" for i in range(state.total)).encode())
+        batch_state.put(s3, manifest, "".join(json.dumps(lines[i]) + "\n" for i in range(state.total)).encode())
         counts = summary_counts(lines.values())
         ended_at = utcnow()
         summary: BatchSummary = {
@@ -917,7 +843,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 summary=summary,
             )
         state.succeeded_try = getattr(self, "_try_number", 1)
-        _put(s3, names.state_location(), state.to_json().encode())
+        batch_state.put(s3, names.state_location(), state.to_json().encode())
         return summary
 
     # -- OpenLineage -------------------------------------------------------------------------------------
@@ -930,7 +856,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         elif self.input_locations is not None:
             with contextlib.suppress(SageMakerAsyncParameterError):
                 # The "directory" of each input: as few datasets as there are input folders.
-                record.inputs += [uri.rsplit("/", 1)[0] for uri in _as_list(self.input_locations, "input_locations")]
+                record.inputs += [uri.rsplit("/", 1)[0] for uri in as_list(self.input_locations, "input_locations")]
         summary: BatchSummary | None = getattr(self, "last_summary", None)
         if summary is None:
             return record
@@ -955,7 +881,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         Inputs: ``input_prefix``, or the folders of ``input_locations``, or the upload prefix of large
         ``input_records``. Outputs: the batch's output prefix, the failure prefix (when items failed) and the
         manifest. Run facet ``sagemakerEndpoint``: endpoint, batch tag, counts. See
-        :mod:`airflow_sagemaker_async.lineage`.
+        :mod:`airflow_sagemaker_async.common.lineage`.
         """
         return operator_lineage(self._lineage())
 
@@ -977,106 +903,3 @@ def _retryable(error: ClientError) -> bool:
 
 def _parse(text: str) -> datetime:
     return datetime.fromisoformat(text)
-
-
-_LIST_FIXES = (
-    "Pass a list, or the upstream task's .output (an XComArg, e.g. {parameter}=list_task.output), which reaches the "
-    "operator as a list; or set render_template_as_native_obj=True on the DAG so that a '{{{{ ti.xcom_pull(...) }}}}' "
-    "template renders to the list itself, not its text."
-)
-
-
-def _as_list(value: Any, parameter: str) -> list[Any]:
-    """
-    Return ``value`` as a list; a str is read as a JSON list, else as a Python list literal (never ``eval``).
-
-    Airflow's default (non-native) rendering turns a templated upstream list into its Python repr
-    (``"['s3://b/k']"``): :func:`ast.literal_eval` reads it back, and reads nothing but literals.
-
-    :raises SageMakerAsyncParameterError: not a list, or a str that is neither; the message names the type
-        and the start of the value, and both fixes.
-    """
-    if isinstance(value, str):
-        parsed: Any = _UNPARSED
-        with contextlib.suppress(ValueError):
-            parsed = json.loads(value)
-        if parsed is _UNPARSED:
-            with contextlib.suppress(ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-                parsed = ast.literal_eval(value.strip())
-        if not isinstance(parsed, (list, tuple)):
-            shown = value if len(value) <= 60 else value[:60] + "..."
-            raise SageMakerAsyncParameterError(
-                f"{parameter} must be a list; got a str ({len(value)} characters, {shown!r}) that is neither a JSON "
-                f"list nor a Python list literal. {_LIST_FIXES.format(parameter=parameter)}",
-                parameter=parameter,
-            )
-        value = parsed
-    if not isinstance(value, (list, tuple)):
-        shown = repr(value)
-        shown = shown if len(shown) <= 60 else shown[:60] + "..."
-        raise SageMakerAsyncParameterError(
-            f"{parameter} must be a list, got {type(value).__name__} ({shown}). "
-            f"{_LIST_FIXES.format(parameter=parameter)}",
-            parameter=parameter,
-        )
-    return list(value)
-
-
-_UNPARSED: Any = object()
-
-
-def _positive_int(value: Any, parameter: str, unit: str, *, example: int) -> int:
-    """Return ``value`` if it is a whole number >= 1 (an int, or a float without fraction), else refuse it."""
-    whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-    if isinstance(value, bool) or not whole or value < 1:
-        raise SageMakerAsyncParameterError(
-            f"{parameter}={value!r} is invalid: it must be a whole number of {unit}, 1 or more. "
-            f"Pass an int, e.g. {parameter}={example}.",
-            parameter=parameter,
-        )
-    return int(value)
-
-
-def _records_digest(inputs: list[_Input]) -> dict[str, Any]:
-    """Return what pins ``input_records``: their count and a SHA-256 over every serialised record, in order."""
-    digest = hashlib.sha256()
-    for item in inputs:
-        payload, content_type = item.payload()
-        body = payload or b""
-        digest.update(f"{len(body)}:{content_type}:".encode())
-        digest.update(body)
-    return {"count": len(inputs), "sha256": digest.hexdigest()}
-
-
-def _list_prefix(s3: Any, prefix_uri: str) -> list[tuple[str, Any]]:
-    """Return ``(s3 uri, LastModified)`` of every object under ``prefix_uri`` (paginated ListObjectsV2)."""
-    bucket, prefix = split_s3_uri(prefix_uri)
-    found = []
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        found += [(s3_uri(bucket, item["Key"]), item.get("LastModified")) for item in page.get("Contents", [])]
-    return found
-
-
-def _list_objects(s3: Any, prefix_uri: str) -> list[str]:
-    """Return the S3 URIs of the objects under ``prefix_uri``, sorted, keys ending in ``/`` skipped."""
-    return sorted(uri for uri, _ in _list_prefix(s3, prefix_uri) if not uri.endswith("/"))
-
-
-def _get_text(s3: Any, uri: str) -> str:
-    bucket, key = split_s3_uri(uri)
-    return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode("utf-8")
-
-
-def _get_text_or_none(s3: Any, uri: str) -> str | None:
-    """Return the object at ``uri`` as text, or ``None`` when it does not exist (GetObject NoSuchKey)."""
-    try:
-        return _get_text(s3, uri)
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in {"NoSuchKey", "404", "NotFound"}:
-            return None
-        raise
-
-
-def _put(s3: Any, uri: str, body: bytes) -> None:
-    bucket, key = split_s3_uri(uri)
-    s3.put_object(Bucket=bucket, Key=key, Body=body)

@@ -11,30 +11,30 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk import PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout
 
-from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
-from airflow_sagemaker_async.outcome import DEFAULT_MAX_OUTPUT_BYTES, timeout_error
-from airflow_sagemaker_async.validation import (
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncParameterError
+from airflow_sagemaker_async.common.outcome import DEFAULT_MAX_OUTPUT_BYTES, timeout_error
+from airflow_sagemaker_async.common.validation import (
     check_inference_id,
     check_output_format,
     check_positive,
     is_rendered,
     parse_s3_uri,
 )
-from airflow_sagemaker_async.waiting import (
+from airflow_sagemaker_async.common.watch import Watch, check_sync, isoformat, utcnow
+from airflow_sagemaker_async.inference.waiting import (
     InferenceWaitMixin,
     default_deferrable,
     min_deferral,
     notification_queue,
     poll_schedule,
 )
-from airflow_sagemaker_async.watch import Watch, check_sync, isoformat, utcnow
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow.sdk import Context
 
-    from airflow_sagemaker_async.records import Outcome
+    from airflow_sagemaker_async.common.records import Outcome
 
 __all__ = ["SageMakerAsyncInferenceSensor"]
 
@@ -44,15 +44,15 @@ class SageMakerAsyncInferenceSensor(InferenceWaitMixin, AwsBaseSensor[S3Hook]):
     Wait for an asynchronous inference submitted elsewhere, by its output (and failure) location.
 
     For requests submitted by
-    :class:`~airflow_sagemaker_async.operators.SageMakerInvokeEndpointAsyncOperator` with
+    :class:`~airflow_sagemaker_async.inference.operators.SageMakerInvokeEndpointAsyncOperator` with
     ``wait_for_completion=False`` (pull its record from XCom) or outside Airflow. Deferrable by default,
     with the same trigger as the operator; in ``poke`` / ``reschedule`` mode each poke makes the same
-    check. Returns the same :class:`~airflow_sagemaker_async.records.Outcome`, raises the same exceptions,
+    check. Returns the same :class:`~airflow_sagemaker_async.common.records.Outcome`, raises the same exceptions,
     offers the same ``output_format``; it shares the operator's waiting code
-    (:mod:`airflow_sagemaker_async.waiting`: a check on the worker first, the fast-event guard).
+    (:mod:`airflow_sagemaker_async.inference.waiting`: a check on the worker first, the fast-event guard).
 
     The wait ends after the sensor's ``timeout`` (seconds, Airflow's default 7 days) with
-    :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncInferenceTimeout`.
+    :class:`~airflow_sagemaker_async.common.exceptions.SageMakerAsyncInferenceTimeout`.
 
     :param output_location: S3 URI returned by InvokeEndpointAsync as ``OutputLocation`` (templated, required).
     :param failure_location: S3 URI returned as ``FailureLocation`` (templated). Without it a model
@@ -61,7 +61,7 @@ class SageMakerAsyncInferenceSensor(InferenceWaitMixin, AwsBaseSensor[S3Hook]):
         the output object's name.
     :param endpoint_name: the endpoint, for messages and the outcome (templated, optional).
     :param deferrable: wait in the triggerer; default ``True``, unless the deployment explicitly sets
-        ``[operators] default_deferrable`` (see :func:`~airflow_sagemaker_async.waiting.default_deferrable`).
+        ``[operators] default_deferrable`` (see :func:`~airflow_sagemaker_async.inference.waiting.default_deferrable`).
         ``False`` pokes.
     :param poke_interval: seconds before the first re-check, growing 1.5x per check in the trigger;
         pacing the pokes in poke / reschedule mode. Default ``[sagemaker_async] poll_interval`` from
@@ -170,7 +170,7 @@ class SageMakerAsyncInferenceSensor(InferenceWaitMixin, AwsBaseSensor[S3Hook]):
         """
         Defer to the trigger (``deferrable=True``) or poke until an object appears.
 
-        :return: the :class:`~airflow_sagemaker_async.records.Outcome`.
+        :return: the :class:`~airflow_sagemaker_async.common.records.Outcome`.
         :raises SageMakerAsyncInferenceTimeout: the sensor's ``timeout`` passed with no object.
         """
         if not self.deferrable:

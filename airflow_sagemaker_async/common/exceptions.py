@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 if TYPE_CHECKING:
-    from airflow_sagemaker_async.records import BatchSummary, Outcome
+    from airflow_sagemaker_async.common.records import BatchSummary, Outcome
 
 __all__ = [
     "SageMakerAsyncBatchFailed",
@@ -214,7 +214,7 @@ class SageMakerAsyncBatchFailed(SageMakerAsyncError):
 
     Raised after every item has ended, with the manifest and the summary already written.
 
-    :param summary: the :class:`~airflow_sagemaker_async.records.BatchSummary` the task would have returned.
+    :param summary: the :class:`~airflow_sagemaker_async.common.records.BatchSummary` the task would have returned.
     """
 
     def __init__(self, message: str, *, summary: BatchSummary) -> None:

@@ -3,7 +3,7 @@ SageMaker's SNS notifications read from SQS: parsing, routing and what to do wit
 
 An asynchronous endpoint publishes every result to its ``NotificationConfig`` topics (SuccessTopic,
 ErrorTopic); an SQS queue subscribed to them lets a triggerer learn within a second that a result exists.
-This module holds the decisions; :mod:`airflow_sagemaker_async.receiver` is the thin async shell that
+This module holds the decisions; :mod:`airflow_sagemaker_async.push.receiver` is the thin async shell that
 receives, deletes and releases messages.
 
 **A message is a hint, S3 is the truth.** A ``Completed`` / ``Failed`` notification only wakes the waits
@@ -21,9 +21,10 @@ later try).
 ``inferenceId`` but **no** ``responseParameters`` and no failure location; ``Expired`` names no location
 either. So a notification is routed by its inference id first (the single trigger subscribes its id; a
 batch trigger subscribes its batch tag, which every item's inference id ends with:
-``…-<tag>-<index>``, :meth:`~airflow_sagemaker_async.batch.BatchNames.inference_id`), then by the
+``…-<tag>-<index>``, :meth:`~airflow_sagemaker_async.batch.core.BatchNames.inference_id`), then by the
 locations it names, if any (``outputLocation``, and ``failureLocation`` should SageMaker ever send one).
-Locations are compared in one form, ``s3://bucket/key`` (:func:`~airflow_sagemaker_async.layout.normalize_s3_uri`:
+Locations are compared in one form, ``s3://bucket/key``
+(:func:`~airflow_sagemaker_async.common.layout.normalize_s3_uri`:
 virtual-hosted and path-style https URLs name the same object). A wait subscribed by location only (a
 sensor not told the inference id) is therefore woken by a ``Completed`` message, but never by ``Failed`` or
 ``Expired`` ones: it learns of those by its polling.
@@ -87,11 +88,11 @@ import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from airflow_sagemaker_async.layout import DEADLINE_MARGIN_SECONDS, normalize_s3_uri
-from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_ASYNC, field_rule
+from airflow_sagemaker_async.common.layout import DEADLINE_MARGIN_SECONDS, normalize_s3_uri
+from airflow_sagemaker_async.common.rules import INVOKE_ENDPOINT_ASYNC, field_rule
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -140,7 +141,7 @@ EXPIRY_CLOCK_SKEW_SECONDS: Final = 30.0
 NotificationStatus = Literal["Completed", "Failed", "Expired"]
 _STATUSES: Final = ("Completed", "Failed", "Expired")
 #: A batch item's inference id, ``<readable>-<tag>-<index>``
-#: (:meth:`~airflow_sagemaker_async.batch.BatchNames.inference_id`).
+#: (:meth:`~airflow_sagemaker_async.batch.core.BatchNames.inference_id`).
 _BATCH_ITEM_ID: Final = re.compile(r"-(?P<tag>[^-]+)-\d+\Z")
 _AWS_QUEUE_HOST: Final = re.compile(r"(?:sqs\.(?P<a>[a-z0-9-]+)|(?P<b>[a-z0-9-]+)\.queue)\.amazonaws\.com(?:\.cn)?")
 
@@ -154,7 +155,7 @@ class Notification:
     :param inference_id: ``inferenceId``.
     :param endpoint_name: ``requestParameters.endpointName``, or ``None``.
     :param locations: the S3 URIs it names, as ``s3://bucket/key``
-        (:func:`~airflow_sagemaker_async.layout.normalize_s3_uri`): ``responseParameters.outputLocation``
+        (:func:`~airflow_sagemaker_async.common.layout.normalize_s3_uri`): ``responseParameters.outputLocation``
         (``Completed``), and ``failureLocation`` if present (AWS documents none: a ``Failed`` message
         usually names no location).
     :param input_location: ``requestParameters.inputLocation``, or ``None`` (inline body).
@@ -196,7 +197,7 @@ def _timestamp(value: Any) -> datetime | None:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def parse_message(body: str) -> Notification | Ignored | Malformed:
@@ -280,13 +281,13 @@ class Subscription:
     ``-<tag>-<index>`` for a tag of ``batch_tags``, when it names one of ``locations``, or when one of the
     locations it names starts with one of ``prefixes`` (S3 URI prefixes such as
     ``s3://bucket/out/batch-7f3a-``). Locations and prefixes are compared as ``s3://`` URIs
-    (:func:`~airflow_sagemaker_async.layout.normalize_s3_uri`), whichever form they are given in.
+    (:func:`~airflow_sagemaker_async.common.layout.normalize_s3_uri`), whichever form they are given in.
 
     :param locations: exact S3 URIs, e.g. a request's output and failure locations.
     :param prefixes: S3 URI prefixes, default none.
     :param inference_ids: inference ids, default none. ``Failed`` and ``Expired`` notifications name no
         location (AWS's documented shapes): only a waiter that subscribes the inference id learns of them.
-    :param batch_tags: batch tags (:func:`~airflow_sagemaker_async.batch.batch_tag`), default none: every
+    :param batch_tags: batch tags (:func:`~airflow_sagemaker_async.batch.core.batch_tag`), default none: every
         item of such a batch, whatever its index (a batch's kwargs stay small).
     :param tag: anything the shell wants back with the subscription (e.g. its wake-up queue).
     """

@@ -91,7 +91,7 @@ class WatchEvent(TypedDict):
     #: S3 answered 403 at least once (``s3:ListBucket`` missing?).
     s3_forbidden: bool
     #: ``TimedOut`` because SageMaker's notification said ``invocationStatus: "Expired"`` (the request
-    #: expired in its queue; see :mod:`airflow_sagemaker_async.notifications`), not because the deadline
+    #: expired in its queue; see :mod:`airflow_sagemaker_async.push.notifications`), not because the deadline
     #: passed. Absent in events of versions without push completion (read as False).
     expired: NotRequired[bool]
 
@@ -104,7 +104,7 @@ class Outcome(TypedDict):
     #: the endpoint (``None`` from a sensor not told it).
     endpoint_name: str | None
     #: ``Completed`` or ``Failed`` (returned only with ``fail_on_model_error=False``); ``TimedOut`` only
-    #: inside :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncInferenceTimeout`.
+    #: inside :class:`~airflow_sagemaker_async.common.exceptions.SageMakerAsyncInferenceTimeout`.
     status: InferenceStatus
     #: S3 URI SageMaker returned as OutputLocation.
     output_location: str

@@ -28,19 +28,19 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
-from airflow_sagemaker_async.records import COMPLETED, FAILED, TIMED_OUT, WatchEvent
-from airflow_sagemaker_async.validation import parse_s3_uri
+from airflow_sagemaker_async.common.records import COMPLETED, FAILED, TIMED_OUT, WatchEvent
+from airflow_sagemaker_async.common.validation import parse_s3_uri
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from airflow_sagemaker_async.records import InferenceStatus
+    from airflow_sagemaker_async.common.records import InferenceStatus
 
 #: Seconds before the first check; the interval then grows by :data:`BACKOFF_FACTOR` per poll.
 DEFAULT_POLL_INTERVAL: Final = 2.0
@@ -69,12 +69,12 @@ FORBIDDEN_HINT: Final = (
 
 def utcnow() -> datetime:
     """Return the current time as an aware UTC datetime."""
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def isoformat(moment: datetime) -> str:
     """Format an aware datetime as ISO-8601 UTC, e.g. ``2026-11-21T06:00:00.123456+00:00``."""
-    return moment.astimezone(timezone.utc).isoformat()
+    return moment.astimezone(UTC).isoformat()
 
 
 class Probe(enum.Enum):
@@ -195,7 +195,7 @@ class Watch:
     :param endpoint_name: the endpoint, echoed in the events (for the outcome), default ``None``.
     :param submitted_at: ISO-8601 time of submission, echoed in the events, default ``None``.
     :param not_before: aware datetime before which a final event is held back (the fast-event guard of a
-        deferred wait, see :mod:`airflow_sagemaker_async.waiting`), default ``None`` (never held).
+        deferred wait, see :mod:`airflow_sagemaker_async.inference.waiting`), default ``None`` (never held).
     """
 
     inference_id: str
@@ -284,7 +284,7 @@ class Watch:
         Return the event that ends the wait on SageMaker's ``Expired`` notification (``TimedOut``, ``expired``).
 
         Trusted without S3 (nothing is written for an expired request): see
-        :mod:`airflow_sagemaker_async.notifications`.
+        :mod:`airflow_sagemaker_async.push.notifications`.
         """
         return self._event(TIMED_OUT, None, None, expired=True)
 

@@ -7,8 +7,8 @@ import json
 import re
 from typing import Any
 
-from airflow_sagemaker_async.exceptions import SageMakerAsyncParameterError
-from airflow_sagemaker_async.validation import INFERENCE_ID_MAX
+from airflow_sagemaker_async.common.exceptions import SageMakerAsyncParameterError
+from airflow_sagemaker_async.common.validation import INFERENCE_ID_MAX
 
 __all__ = ["default_inference_id", "input_key", "readable_prefix", "serialize_input_data"]
 

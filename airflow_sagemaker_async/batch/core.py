@@ -4,9 +4,9 @@ The core of a batch of asynchronous inferences: names, S3 layout, state and deci
 A batch is one task that scores many inputs: it submits them in waves of at most ``max_in_flight`` on the
 worker, defers while they run, and resumes when few are left in flight (the *low-water mark*) to submit
 the next wave. Its cost of watching grows with the number of results S3 has to list, not with
-inputs x checks. The worker (:mod:`airflow_sagemaker_async.batch_operator`) and the trigger
-(:mod:`airflow_sagemaker_async.batch_trigger`) are thin I/O shells around this module, as
-:mod:`~airflow_sagemaker_async.watch` is for one inference.
+inputs x checks. The worker (:mod:`airflow_sagemaker_async.batch.operators`) and the trigger
+(:mod:`airflow_sagemaker_async.batch.triggers`) are thin I/O shells around this module, as
+:mod:`~airflow_sagemaker_async.common.watch` is for one inference.
 
 **Names.** Every item of a batch is named deterministically from the task instance, so a retry
 (same dag_id, task_id, run_id, map_index) finds what an earlier try submitted:
@@ -17,7 +17,7 @@ inputs x checks. The worker (:mod:`airflow_sagemaker_async.batch_operator`) and 
 - the S3OutputPathExtension: ``airflow-batch/<tag>`` unless the user gives one (then the Filename still
   carries the tag, so the batch's results share a key prefix either way).
 
-**Where results land** (:mod:`~airflow_sagemaker_async.layout`): item ``i``'s output at
+**Where results land** (:mod:`~airflow_sagemaker_async.common.layout`): item ``i``'s output at
 ``<output dir>/<tag>-<i:07d>.out``, where ``output dir`` is ``S3OutputPath/<extension>``. Its failure object
 is expected under ``<failure dir>/<tag>-<i:07d>.out…``; AWS does not document how Filename names the
 failure object, so each item keeps the FailureLocation InvokeEndpointAsync returned, and an item whose
@@ -45,15 +45,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from airflow_sagemaker_async.layout import join_s3
-from airflow_sagemaker_async.records import COMPLETED, FAILED, TIMED_OUT
-from airflow_sagemaker_async.submission import readable_prefix
-from airflow_sagemaker_async.watch import isoformat
+from airflow_sagemaker_async.common.layout import join_s3
+from airflow_sagemaker_async.common.records import COMPLETED, FAILED, TIMED_OUT
+from airflow_sagemaker_async.common.submission import readable_prefix
+from airflow_sagemaker_async.common.watch import isoformat
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from airflow_sagemaker_async.records import InferenceStatus, ManifestLine
+    from airflow_sagemaker_async.common.records import InferenceStatus, ManifestLine
 
 __all__ = [
     "BLOCK_SIZE",
@@ -193,7 +193,7 @@ class PendingItem:
     def ended(
         self, status: InferenceStatus, *, completed_at: str | None, failure_reason: str | None = None
     ) -> ManifestLine:
-        """Return the item's manifest line (see :class:`~airflow_sagemaker_async.records.ManifestLine`)."""
+        """Return the item's manifest line (see :class:`~airflow_sagemaker_async.common.records.ManifestLine`)."""
         reason = None
         if failure_reason is not None:
             reason = failure_reason if len(failure_reason) <= MAX_REASON_CHARS else failure_reason[:MAX_REASON_CHARS]

@@ -9,322 +9,67 @@ in one part), or memory (bounded by ``max_output_bytes``, returned in the outcom
 receives the parts at its ``.partial`` sibling (:data:`PARTIAL_SUFFIX`) and reaches its final path or key only
 when the stream ended without an error, so a whole answer is all that ever appears there. When the stream
 ends with an error, what arrived stays at the ``.partial`` sibling, and
-:class:`~airflow_sagemaker_async.exceptions.SageMakerResponseStreamError` names the error code and that location.
+:class:`~airflow_sagemaker_async.common.exceptions.SageMakerResponseStreamError` names the error code and that location.
 
-botocore parses the event stream but keeps only the code and message of an exception event, dropping
-ModelStreamError's ``ErrorCode``, and offers no public way to the frames (its ``EventStream`` keeps the HTTP
-body in the private ``_raw_stream``). :func:`read_events` therefore reads ``_raw_stream`` with botocore's public
-``EventStreamBuffer`` and interprets the headers itself (``:message-type``, ``:event-type``,
-``:exception-type``); ``tests/test_streaming.py`` pins both facts against botocore's own classes.
+The event stream is read by :mod:`airflow_sagemaker_async.realtime.events`; the parts go to a sink of
+:mod:`airflow_sagemaker_async.realtime.sinks`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
-from botocore.eventstream import EventStreamBuffer
-from botocore.exceptions import ClientError
 from urllib3.exceptions import ReadTimeoutError
 
-from airflow_sagemaker_async.exceptions import (
-    SageMakerAsyncOutputTooLarge,
+from airflow_sagemaker_async.common.exceptions import (
     SageMakerAsyncParameterError,
     SageMakerResponseStreamError,
 )
-from airflow_sagemaker_async.hooks import SageMakerRuntimeHook
-from airflow_sagemaker_async.lineage import operator_lineage
-from airflow_sagemaker_async.links import SageMakerEndpointLink
-from airflow_sagemaker_async.outcome import DEFAULT_MAX_OUTPUT_BYTES, decode_output
-from airflow_sagemaker_async.realtime import (
+from airflow_sagemaker_async.common.hooks import SageMakerRuntimeHook
+from airflow_sagemaker_async.common.lineage import operator_lineage
+from airflow_sagemaker_async.common.links import SageMakerEndpointLink
+from airflow_sagemaker_async.common.outcome import DEFAULT_MAX_OUTPUT_BYTES, decode_output
+from airflow_sagemaker_async.common.rules import INVOKE_ENDPOINT_WITH_RESPONSE_STREAM
+from airflow_sagemaker_async.common.validation import check_positive, is_rendered, parse_s3_uri
+from airflow_sagemaker_async.common.watch import isoformat, utcnow
+from airflow_sagemaker_async.realtime.events import StreamEvent, read_events
+from airflow_sagemaker_async.realtime.requests import (
     RealtimeRequestMixin,
     call_endpoint,
     check_output_format,
     realtime_lineage,
 )
-from airflow_sagemaker_async.rules import INVOKE_ENDPOINT_WITH_RESPONSE_STREAM
-from airflow_sagemaker_async.validation import check_positive, is_rendered, parse_s3_uri
-from airflow_sagemaker_async.watch import isoformat, utcnow
+from airflow_sagemaker_async.realtime.sinks import (
+    MIN_MULTIPART_PART_BYTES,
+    FileSink,
+    MemorySink,
+    S3Sink,
+    Sink,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Sequence
 
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
-    from airflow_sagemaker_async.records import RealtimeOutcome
+    from airflow_sagemaker_async.common.records import RealtimeOutcome
 
 __all__ = [
-    "MIN_MULTIPART_PART_BYTES",
-    "PARTIAL_SUFFIX",
-    "FileSink",
-    "MemorySink",
-    "S3Sink",
     "SageMakerInvokeEndpointWithResponseStreamOperator",
-    "Sink",
-    "StreamEvent",
-    "read_events",
 ]
 
 log = logging.getLogger(__name__)
 
-#: S3's smallest part of a multipart upload (all but the last): 5 MiB.
-MIN_MULTIPART_PART_BYTES: Final = 5 * 1024 * 1024
 #: Default part size of the S3 multipart upload: 8 MiB.
 DEFAULT_MULTIPART_PART_BYTES: Final = 8 * 1024 * 1024
 #: Default seconds between two progress lines in the task log.
 DEFAULT_PROGRESS_INTERVAL: Final = 10.0
-
-
-class StreamEvent:
-    """
-    One event of the response stream: a part (``data``) or the error that ended the stream (``error_type``).
-
-    :param data: the PayloadPart's bytes, or ``None`` for an error.
-    :param error_type: ``ModelStreamError``, ``InternalStreamFailure`` (or another exception event), else ``None``.
-    :param error_code: ModelStreamError's ``ErrorCode``, if sent.
-    :param message: the error's ``Message``, if sent.
-    """
-
-    __slots__ = ("data", "error_code", "error_type", "message")
-
-    def __init__(
-        self,
-        data: bytes | None = None,
-        *,
-        error_type: str | None = None,
-        error_code: str | None = None,
-        message: str | None = None,
-    ) -> None:
-        self.data = data
-        self.error_type = error_type
-        self.error_code = error_code
-        self.message = message
-
-
-def read_events(stream: Any) -> Iterator[StreamEvent]:
-    """
-    Yield the events of InvokeEndpointWithResponseStream's ``Body`` as they arrive; stop after an error event.
-
-    Reads the frames of botocore's ``EventStream`` with botocore's own decoder (CRC-checked), so that the
-    ``ErrorCode`` of a ModelStreamError, which botocore's parsed events drop, is kept. Event types other than
-    ``PayloadPart`` are skipped.
-    """
-    raw = stream._raw_stream  # botocore's EventStream: the HTTP body it decodes
-    frames: Any = EventStreamBuffer()  # botocore-stubs type its iteration loosely
-    for chunk in raw.stream():
-        frames.add_data(chunk)
-        for message in frames:
-            headers: dict[str, Any] = message.headers
-            kind = headers.get(":message-type")
-            if kind == "event":
-                if headers.get(":event-type") == "PayloadPart":
-                    yield StreamEvent(bytes(message.payload))
-                continue
-            if kind == "exception":
-                try:
-                    document = json.loads(message.payload or b"{}")
-                except ValueError:
-                    document = {}
-                document = document if isinstance(document, dict) else {}
-                yield StreamEvent(
-                    error_type=headers.get(":exception-type") or "UnknownException",
-                    error_code=document.get("ErrorCode"),
-                    message=document.get("Message") or document.get("message"),
-                )
-            else:
-                yield StreamEvent(
-                    error_type=headers.get(":error-code") or "UnknownError", message=headers.get(":error-message")
-                )
-            return
-
-
-#: Suffix of the sibling file / key that holds the parts while they arrive, and what arrived of a broken stream.
-PARTIAL_SUFFIX: Final = ".partial"
-
-
-class Sink:
-    """
-    Where the parts go as they arrive. ``write`` each part, then ``finish``, ``keep_partial`` or ``abandon``.
-
-    Partial output never looks complete: the parts go first to :attr:`partial_location` (the destination plus
-    ``.partial``); only a stream that ended without an error reaches :attr:`location`.
-    """
-
-    #: the final destination (a local path or an S3 URI), or ``None`` when kept in memory.
-    location: str | None = None
-    #: where the parts are while they arrive, and what arrived of a broken stream stays (``location.partial``).
-    partial_location: str | None = None
-
-    def write(self, data: bytes) -> None:
-        """Keep one part."""
-        raise NotImplementedError
-
-    def finish(self) -> None:
-        """Put every part at :attr:`location`: the stream ended without an error."""
-
-    def keep_partial(self) -> None:
-        """Make the parts durable at :attr:`partial_location`, not the final one: the stream ended with an error."""
-
-    def abandon(self) -> None:
-        """Release what ``write`` holds after an unexpected error (e.g. abort a multipart upload)."""
-
-
-class MemorySink(Sink):
-    """
-    Collect the parts in memory, at most ``max_bytes``.
-
-    :raises SageMakerAsyncOutputTooLarge: from :meth:`write`, once more than ``max_bytes`` arrived.
-    """
-
-    def __init__(self, max_bytes: int, endpoint_name: str) -> None:
-        self.max_bytes = max_bytes
-        self.endpoint_name = endpoint_name
-        self.parts: list[bytes] = []
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        """Keep one part, or raise when the total passes ``max_bytes``."""
-        self.size += len(data)
-        if self.size > self.max_bytes:
-            raise SageMakerAsyncOutputTooLarge(
-                f"The streamed answer of endpoint {self.endpoint_name} passed max_output_bytes={self.max_bytes} "
-                f"after {len(self.parts) + 1} parts; the stream was closed. Raise max_output_bytes, or write the "
-                "stream to output_location='s3://bucket/key' or output_file='/path'."
-            )
-        self.parts.append(data)
-
-    @property
-    def data(self) -> bytes:
-        """Every part received, joined."""
-        return b"".join(self.parts)
-
-
-class FileSink(Sink):
-    """
-    Append the parts to ``<path>.partial`` (created with its parent directories; truncated), flushed per part.
-
-    :meth:`finish` renames it to ``path`` (atomic on one file system: a reader of ``path`` sees the whole
-    answer or the previous file); after a stream error it stays at ``<path>.partial``.
-    """
-
-    def __init__(self, path: str) -> None:
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.location = str(target)
-        self.partial_location = f"{target}{PARTIAL_SUFFIX}"
-        self._file = Path(self.partial_location).open("wb")  # noqa: SIM115 - open across write / finish
-
-    def write(self, data: bytes) -> None:
-        """Append and flush one part."""
-        self._file.write(data)
-        self._file.flush()
-
-    def finish(self) -> None:
-        """Close the file and move it to ``path``."""
-        self._file.close()
-        os.replace(self.partial_location or "", self.location or "")
-
-    def keep_partial(self) -> None:
-        """Close the file, left at ``<path>.partial``."""
-        self._file.close()
-
-    def abandon(self) -> None:
-        """Close the file, keeping what it holds at ``<path>.partial``."""
-        self._file.close()
-
-
-class S3Sink(Sink):
-    """
-    Write the parts to one S3 object, through ``<key>.partial`` while they arrive.
-
-    Up to one part's worth is buffered; past it the parts go to a multipart upload of ``<key>.partial``. On
-    success the answer is written to ``key`` (one PutObject, or a server-side copy of the completed upload)
-    and ``<key>.partial`` is deleted, so ``key`` (and its S3 event) only ever holds a whole answer. After a
-    stream error what arrived is written to, or completed at, ``<key>.partial``.
-
-    :param client: a boto3 S3 client.
-    :param uri: ``s3://bucket/key``.
-    :param part_bytes: size of every uploaded part but the last (>= 5 MiB).
-    :param content_type: the object's Content-Type, if known.
-    """
-
-    def __init__(self, client: Any, uri: str, part_bytes: int, content_type: str | None) -> None:
-        self.location = uri
-        self.partial_location = f"{uri}{PARTIAL_SUFFIX}"
-        self.bucket, self.key = parse_s3_uri(uri, "output_location")
-        self.partial_key = f"{self.key}{PARTIAL_SUFFIX}"
-        self.client = client
-        self.part_bytes = part_bytes
-        self.extra = {"ContentType": content_type} if content_type else {}
-        self.buffer = bytearray()
-        self.upload_id: str | None = None
-        self.uploaded: list[dict[str, Any]] = []
-
-    def write(self, data: bytes) -> None:
-        """Buffer one part; upload a part each time ``part_bytes`` are buffered."""
-        self.buffer += data
-        while len(self.buffer) >= self.part_bytes:
-            self._upload(bytes(self.buffer[: self.part_bytes]))
-            del self.buffer[: self.part_bytes]
-
-    def _upload(self, data: bytes) -> None:
-        if self.upload_id is None:
-            answer = self.client.create_multipart_upload(Bucket=self.bucket, Key=self.partial_key, **self.extra)
-            self.upload_id = answer["UploadId"]
-        number = len(self.uploaded) + 1
-        answer = self.client.upload_part(
-            Bucket=self.bucket, Key=self.partial_key, UploadId=self.upload_id, PartNumber=number, Body=data
-        )
-        self.uploaded.append({"PartNumber": number, "ETag": answer["ETag"]})
-
-    def _complete_partial(self) -> None:
-        if self.buffer:
-            self._upload(bytes(self.buffer))
-            self.buffer.clear()
-        self.client.complete_multipart_upload(
-            Bucket=self.bucket,
-            Key=self.partial_key,
-            UploadId=self.upload_id,
-            MultipartUpload={"Parts": self.uploaded},
-        )
-
-    def finish(self) -> None:
-        """Write the whole answer to ``key``: at once, or by copying the completed upload; drop ``<key>.partial``."""
-        if self.upload_id is None:
-            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer), **self.extra)
-        else:
-            self._complete_partial()
-            # A managed copy (multipart above 5 GB); Content-Type and metadata are copied with the object.
-            self.client.copy({"Bucket": self.bucket, "Key": self.partial_key}, self.bucket, self.key)
-        try:
-            self.client.delete_object(Bucket=self.bucket, Key=self.partial_key)
-        except ClientError as error:  # the answer is whole at key; a stale .partial only misleads
-            log.warning(
-                "Could not delete %s after writing the whole answer to %s: %s",
-                self.partial_location,
-                self.location,
-                error,
-            )
-
-    def keep_partial(self) -> None:
-        """Write what arrived to ``<key>.partial`` (completing the multipart upload there); ``key`` is not written."""
-        if self.upload_id is None:
-            self.client.put_object(Bucket=self.bucket, Key=self.partial_key, Body=bytes(self.buffer), **self.extra)
-        else:
-            self._complete_partial()
-
-    def abandon(self) -> None:
-        """Abort the multipart upload, if one was started (its parts would be billed forever otherwise)."""
-        if self.upload_id is not None:
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self.partial_key, UploadId=self.upload_id)
 
 
 class _Progress:
@@ -370,7 +115,7 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
     local path), to ``output_location`` (an S3 object, multipart upload), or, with neither, into the
     outcome's ``output`` (at most ``max_output_bytes``). Progress (parts, bytes, time to first part) is
     logged at most every ``progress_interval`` seconds. The task returns the
-    :class:`~airflow_sagemaker_async.records.RealtimeOutcome` (with ``parts`` and
+    :class:`~airflow_sagemaker_async.common.records.RealtimeOutcome` (with ``parts`` and
     ``time_to_first_part_seconds``). Every request field of InvokeEndpointWithResponseStream keeps its API
     name in snake_case:
 
@@ -399,7 +144,7 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
         text): the joined parts in the outcome's ``output``; ``"location"`` (default, and the only choice, with
         ``output_file`` / ``output_location``) returns only where they are.
     :param max_output_bytes: largest answer collected into the outcome, bytes, default 1 MiB; past it the
-        stream is closed and :class:`~airflow_sagemaker_async.exceptions.SageMakerAsyncOutputTooLarge` raised.
+        stream is closed and :class:`~airflow_sagemaker_async.common.exceptions.SageMakerAsyncOutputTooLarge` raised.
     :param multipart_part_bytes: size of the S3 multipart upload's parts, bytes, default 8 MiB, at least
         5 MiB (S3's minimum for every part but the last).
     :param progress_interval: seconds between two progress lines in the log, default 10.
@@ -538,7 +283,7 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
         """
         Invoke the endpoint once and keep the parts as they arrive.
 
-        :return: the :class:`~airflow_sagemaker_async.records.RealtimeOutcome`.
+        :return: the :class:`~airflow_sagemaker_async.common.records.RealtimeOutcome`.
         :raises SageMakerAsyncParameterError: a rendered parameter breaks a rule (nothing was sent).
         :raises SageMakerModelError: the model answered an error before streaming.
         :raises SageMakerResponseStreamError: the stream ended with an error event (parts kept).
@@ -639,7 +384,7 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
 
         Input: the ``input_location`` object (none for inline ``input_data``). Output: the ``output_location``
         object or the ``output_file`` (namespace ``file``). Run facet ``sagemakerEndpoint``. See
-        :mod:`airflow_sagemaker_async.lineage`.
+        :mod:`airflow_sagemaker_async.common.lineage`.
         """
         return operator_lineage(realtime_lineage(self))
 

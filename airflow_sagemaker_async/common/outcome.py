@@ -1,9 +1,10 @@
 """
 The outcome: what a finished wait hands to XCom, built once for the operator and the sensor.
 
-Runs on the worker only (it downloads with boto3); the trigger never downloads payloads. The shapes,
-:class:`~airflow_sagemaker_async.records.WatchEvent` in and :class:`~airflow_sagemaker_async.records.Outcome`
-out, are documented in :mod:`airflow_sagemaker_async.records`.
+Runs on the worker only (it downloads with boto3); the trigger never downloads payloads. The
+shapes, :class:`~airflow_sagemaker_async.common.records.WatchEvent` in and
+:class:`~airflow_sagemaker_async.common.records.Outcome` out, are documented in
+:mod:`airflow_sagemaker_async.common.records`.
 """
 
 from __future__ import annotations
@@ -14,19 +15,19 @@ from typing import TYPE_CHECKING, Any, Final
 
 from botocore.exceptions import ClientError
 
-from airflow_sagemaker_async.exceptions import (
+from airflow_sagemaker_async.common.exceptions import (
     SageMakerAsyncInferenceError,
     SageMakerAsyncInferenceTimeout,
     SageMakerAsyncOutputDecodeError,
     SageMakerAsyncOutputMissing,
     SageMakerAsyncOutputTooLarge,
 )
-from airflow_sagemaker_async.records import FAILED, TIMED_OUT
-from airflow_sagemaker_async.validation import parse_s3_uri
-from airflow_sagemaker_async.watch import EXPIRY_HINT, FORBIDDEN_HINT
+from airflow_sagemaker_async.common.records import FAILED, TIMED_OUT
+from airflow_sagemaker_async.common.validation import parse_s3_uri
+from airflow_sagemaker_async.common.watch import EXPIRY_HINT, FORBIDDEN_HINT
 
 if TYPE_CHECKING:
-    from airflow_sagemaker_async.records import Outcome, WatchEvent
+    from airflow_sagemaker_async.common.records import Outcome, WatchEvent
 
 #: Default cap on the output downloaded for ``output_format`` text / json / bytes: 1 MiB.
 DEFAULT_MAX_OUTPUT_BYTES: Final = 1024 * 1024
@@ -37,7 +38,7 @@ MAX_MESSAGE_CHARS: Final = 1000
 
 
 def build_outcome(event: WatchEvent) -> Outcome:
-    """Return the :class:`~airflow_sagemaker_async.records.Outcome` (without downloads) of a watch event."""
+    """Return the :class:`~airflow_sagemaker_async.common.records.Outcome` (without downloads) of a watch event."""
     return {
         "inference_id": event["inference_id"],
         "endpoint_name": event.get("endpoint_name"),
@@ -149,7 +150,7 @@ def finish(
 
     Idempotent: the same event gives the same outcome (events are delivered at least once).
 
-    :param event: the final event of a :class:`~airflow_sagemaker_async.watch.Watch`.
+    :param event: the final event of a :class:`~airflow_sagemaker_async.common.watch.Watch`.
     :param s3_client: a boto3 S3 client, used to read the output or the failure object.
     :param output_format: ``location`` (download nothing), ``text``, ``json`` or ``bytes``.
     :param max_output_bytes: largest output downloaded, bytes.
