@@ -23,7 +23,7 @@ The DAGs:
   that one trigger watches them all;
 - ``sagemaker_async_bench_watch_state``: no submission at all: a task writes a batch state with N pending items
   (none will ever end) and defers to the real
-  :class:`~airflow_sagemaker_async.batch_trigger.SageMakerAsyncBatchInferenceTrigger`, so the triggerer watches N
+  :class:`~airflow_sagemaker_async.batch.triggers.SageMakerAsyncBatchInferenceTrigger`, so the triggerer watches N
   pending items without N submissions first (100,000 of them would take longer than the measurement).
 """
 
@@ -59,10 +59,10 @@ class WatchStateOperator(BaseOperator):
         self.output_path = output_path
 
     def execute(self, context: Any) -> None:
-        from airflow_sagemaker_async.batch import BatchNames, BatchState, PendingItem, batch_tag
-        from airflow_sagemaker_async.batch_trigger import SageMakerAsyncBatchInferenceTrigger
-        from airflow_sagemaker_async.layout import split_s3_uri
-        from airflow_sagemaker_async.watch import isoformat, utcnow
+        from airflow_sagemaker_async.batch.core import BatchNames, BatchState, PendingItem, batch_tag
+        from airflow_sagemaker_async.batch.triggers import SageMakerAsyncBatchInferenceTrigger
+        from airflow_sagemaker_async.common.layout import split_s3_uri
+        from airflow_sagemaker_async.common.watch import isoformat, utcnow
 
         ti = context["ti"]
         tag = batch_tag(ti.dag_id, ti.task_id, ti.run_id)
