@@ -24,9 +24,12 @@ failure object, so each item keeps the FailureLocation InvokeEndpointAsync retur
 returned key does not start with that stem is checked by HEAD instead of LIST (:attr:`PendingItem.head_failure`).
 
 **Watching by LIST.** Items are grouped in blocks of 1,000 consecutive indexes; one ``ListObjectsV2``
-with ``Prefix=<dir>/<tag>-<first 4 digits of i:07d>`` returns every result of a block in one page. A check
+with ``Prefix=<dir>/<tag>-<first 4 digits of i:07d>`` covers every result of a block in one page. A check
 costs 2 requests per block that still has pending items (output and failure), so at most about
-``2 x ceil(pending / 1,000) + 2`` while waves are consecutive.
+``2 x ceil(pending / 1,000) + 2`` while waves are consecutive. Each LIST starts after the block's lowest
+pending item (``StartAfter=<dir>/<tag>-<lowest:07d>``) and asks for no more keys than the span of its pending
+items (``MaxKeys``), so the items of the block that ended before it are not listed again: a check reads what
+lies between the lowest and the highest pending item, never the batch's ended history (:class:`BlockListing`).
 
 **State in S3** (never in trigger kwargs or XCom), under ``<output dir>/<tag>.batch/``:
 ``state.json`` (:class:`BatchState`: the cursor and the items in flight, rewritten before each deferral),
@@ -61,6 +64,7 @@ __all__ = [
     "MAX_ITEMS",
     "BatchNames",
     "BatchState",
+    "BlockListing",
     "Found",
     "PendingItem",
     "batch_tag",
@@ -232,6 +236,11 @@ class BatchState:
     :param generation: which batch of the task instance this is (see :func:`batch_tag`).
     :param succeeded_try: the try number that ended this batch successfully, ``None`` until one did; a later try
         (a clear) starts the next generation unless ``rescore_on_clear=False``.
+    :param sent_until: every item below it was handed to the submitting threads when the state was written; a try
+        that dies after that write sent at most ``max_in_flight`` more (``None``: a state written before 0.x).
+    :param recheck_until: items below it are looked up by LIST before they are sent (set by each new try: an
+        earlier try may have sent them); above it nothing was ever sent. ``None``: look up every item (old states).
+    :param max_in_flight: the ``max_in_flight`` of the try that wrote the state.
     """
 
     tag: str
@@ -248,6 +257,9 @@ class BatchState:
     deferrals: int = 0
     generation: int = 1
     succeeded_try: int | None = None
+    sent_until: int | None = None
+    recheck_until: int | None = None
+    max_in_flight: int | None = None
 
     def to_json(self) -> str:
         """Serialise as JSON (``state.json``)."""
@@ -308,16 +320,62 @@ def reconcile(
     return ended, still
 
 
-def list_requests(names: BatchNames, indexes: Iterable[int]) -> list[tuple[InferenceStatus, str]]:
+@dataclass(frozen=True)
+class BlockListing:
     """
-    Return the LISTs one check makes for ``indexes``: ``(status, prefix URI)``, output then failure, per block.
+    One ``ListObjectsV2`` of a check: the results of one block's pending items in one directory.
 
-    A result found under an output prefix means ``Completed``, under a failure prefix ``Failed``.
+    :param status: what a key found here means (``Completed`` under the output dir, ``Failed`` under the failure dir).
+    :param prefix: S3 URI prefix of the block, ``<dir>/<tag>-<block:04d>``.
+    :param start_after: S3 URI of the ``StartAfter`` key, ``<dir>/<tag>-<lowest pending:07d>``: every key of a
+        lower item sorts before it, every key of the lowest item after it (``…<i:07d>.out…`` is longer).
+    :param first: the lowest pending index of the block.
+    :param last: the highest pending index of the block; keys of higher items are not needed.
+    """
+
+    status: InferenceStatus
+    prefix: str
+    start_after: str
+    first: int
+    last: int
+
+    @property
+    def max_keys(self) -> int:
+        """``MaxKeys``: one key per item from ``first`` to ``last`` (output and failure keys are one per item)."""
+        return self.last - self.first + 1
+
+    def read_on(self, names: BatchNames, last_key: str | None) -> bool:
+        """Tell whether a truncated answer whose last key is ``last_key`` (S3 URI) needs its next page."""
+        index = names.index_of(last_key) if last_key else None
+        return index is None or index <= self.last
+
+
+def list_requests(names: BatchNames, indexes: Iterable[int]) -> list[BlockListing]:
+    """
+    Return the LISTs one check makes for ``indexes``: output then failure, per block (:class:`BlockListing`).
+
+    A result found under an output prefix means ``Completed``, under a failure prefix ``Failed``. Each LIST
+    reads only the keys from the block's lowest to its highest wanted index, never those of lower items.
     """
     dirs: list[tuple[InferenceStatus, str]] = [(COMPLETED, names.output_dir)]
     if names.failure_dir:
         dirs.append((FAILED, names.failure_dir))
-    return [(status, names.block_prefix(directory, block)) for block in blocks(indexes) for status, directory in dirs]
+    spans: dict[int, tuple[int, int]] = {}
+    for index in indexes:
+        block = index // BLOCK_SIZE
+        low, high = spans.get(block, (index, index))
+        spans[block] = (min(low, index), max(high, index))
+    return [
+        BlockListing(
+            status,
+            names.block_prefix(directory, block),
+            join_s3(directory, f"{names.tag}-{first:07d}"),
+            first,
+            last,
+        )
+        for block, (first, last) in sorted(spans.items())
+        for status, directory in dirs
+    ]
 
 
 def read_listing(

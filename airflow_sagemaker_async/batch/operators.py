@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,7 +23,6 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
-from botocore.exceptions import ClientError
 
 from airflow_sagemaker_async.batch import state as batch_state
 from airflow_sagemaker_async.batch.core import (
@@ -41,14 +39,14 @@ from airflow_sagemaker_async.batch.core import (
 )
 from airflow_sagemaker_async.batch.inputs import BatchInput, as_list, positive_int, records_digest
 from airflow_sagemaker_async.batch.triggers import SageMakerAsyncBatchInferenceTrigger
+from airflow_sagemaker_async.batch.waves import Waves, pending_item
 from airflow_sagemaker_async.common.exceptions import SageMakerAsyncBatchFailed, SageMakerAsyncParameterError
 from airflow_sagemaker_async.common.hooks import SageMakerRuntimeHook
-from airflow_sagemaker_async.common.layout import compute_deadline, join_s3, s3_uri
+from airflow_sagemaker_async.common.layout import join_s3
 from airflow_sagemaker_async.common.lineage import LineageRecord, operator_lineage
 from airflow_sagemaker_async.common.records import FAILED, TIMED_OUT
 from airflow_sagemaker_async.common.rules import INVOKE_ENDPOINT_ASYNC
 from airflow_sagemaker_async.common.validation import (
-    MAX_INLINE_BODY_BYTES,
     check_inline_payload,
     check_input_location,
     check_invoke_fields,
@@ -71,10 +69,14 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
-    from airflow_sagemaker_async.common.records import BatchEvent, BatchSummary, ManifestLine
+    from airflow_sagemaker_async.common.records import BatchEvent, BatchSummary
 
 __all__ = ["SageMakerInvokeEndpointAsyncBatchOperator"]
 
+#: A wave starts once ``max_in_flight // WAVE_DIVISOR`` places are free (at least 1): 50 at the default 1,000.
+WAVE_DIVISOR = 20
+#: Seconds between two checks on the worker while waves go out (``poll_interval`` when it is shorter).
+STREAM_CHECK_SECONDS = 2.0
 #: Submissions in flight at once from the worker (threads), by default.
 DEFAULT_SUBMIT_CONCURRENCY = 8
 #: botocore retries when the task's botocore_config says nothing: adaptive mode rides out throttling by
@@ -401,6 +403,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         """
         pin = join_s3(names.state_dir(), "inputs.jsonl")
         text = batch_state.get_text_or_none(s3, pin)
+        self._pinned_now = text is None
         if self.input_records is not None:
             assert given is not None
             digest = records_digest(given)
@@ -485,6 +488,9 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 failure_dir=names.failure_dir,
                 started_at=isoformat(utcnow()),
                 generation=generation,
+                # pinned by this try: nothing was sent yet; pinned by an earlier try that died before its first
+                # state: it may have sent a wave of any size, so every item is looked up before it is sent
+                recheck_until=0 if self._pinned_now else None,
             )
             self.log.info(
                 "Batch %s: %d items for endpoint %s; results under %s",
@@ -507,6 +513,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                     f"under {names.state_dir()} is inconsistent. Please report this."
                 )
             self._recheck_timed_out(s3, names, state)
+            if state.sent_until is None:
+                state.recheck_until = None  # a state of an older version: look up every item, as it did
+            else:  # the earlier try sent at most one wave (<= its max_in_flight) past its last state
+                window = max(self.max_in_flight, state.max_in_flight or 0)
+                state.recheck_until = max(state.recheck_until or 0, state.sent_until + window)
         return self._advance(s3, names, state, inputs, fields)
 
     def execute_complete(self, context: Context, event: BatchEvent) -> BatchSummary:
@@ -596,141 +607,164 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     def _advance(
         self, s3: Any, names: BatchNames, state: BatchState, inputs: list[BatchInput], fields: dict[str, Any]
     ) -> BatchSummary:
-        """Record, submit and check until the batch ends, or defer when results are slow."""
+        """
+        Submit, record and check until the batch ends, or defer when results are slow.
+
+        Waves go out in the background (:class:`~airflow_sagemaker_async.batch.waves.Waves`) while this loop
+        checks S3 every ``poll_interval`` (at most 2 s), writes what ended and the state, and hands out the next
+        wave as soon as ``max(1, max_in_flight // 20)`` places are free (items being sent count as in flight):
+        with a fast model the threads never wait on the bookkeeping, and the task never defers. Once nothing is
+        being sent and no wave could start for ``min_deferral_seconds``, the task defers (the trigger resumes it
+        at the low-water mark) or, not deferrable, waits here.
+        """
         low = low_water_mark(self.max_in_flight)
+        wave_min = max(1, self.max_in_flight // WAVE_DIVISOR)
+        cadence = min(self.poll_interval, STREAM_CHECK_SECONDS)
+        state.max_in_flight = self.max_in_flight
+        waves = Waves(
+            self._submitter,
+            s3,
+            names,
+            state,
+            inputs.__getitem__,
+            fields,
+            self.submit_concurrency,
+            self.input_s3_prefix,
+            self.log,
+        )
         schedule: PollSchedule | None = None
-        while True:
-            self._record(s3, names, state)
-            if state.next_index < state.total and len(state.pending) <= low:
-                self._submit_wave(s3, names, state, inputs, fields)
-                self._await_fast_results(s3, names, state, low)
-                if state.next_index < state.total and len(state.pending) <= low:
-                    continue  # fast results: the next wave goes out without a deferral
-            if state.done:
-                return self._finish(s3, names, state)
-            low_water = low if state.next_index < state.total else 0
-            earliest = state.earliest_deadline()
-            deadline = utcnow() if earliest is None else _parse(earliest)
-            if self.deferrable:
-                state.deferrals += 1
-                batch_state.put(s3, names.state_location(), state.to_json().encode())
-                now = utcnow()
-                self.defer(
-                    trigger=SageMakerAsyncBatchInferenceTrigger(
-                        batch_tag=state.tag,
-                        state_location=names.state_location(),
-                        output_dir=names.output_dir,
-                        failure_dir=names.failure_dir,
-                        low_water=low_water,
-                        not_before=isoformat(now + timedelta(seconds=self.min_deferral_seconds)),
-                        poll_interval=self.poll_interval,
-                        max_poll_interval=self.max_poll_interval,
-                        notification_queue_url=fields.get("notification_queue_url"),
-                        aws_conn_id=self.aws_conn_id,
-                        region_name=self.region_name,
-                        verify=self.verify,
-                        botocore_config=self.botocore_config,
-                    ),
-                    method_name="execute_complete",
-                    timeout=max(deadline - now, timedelta(0)) + timedelta(seconds=DEFERRAL_GRACE_SECONDS),
-                )
+        idle_since = time.monotonic()
+        try:
+            while True:
+                sent, refused = waves.harvest()
+                wrote = False
+                if refused:
+                    batch_state.write_part(s3, names, state, refused)
+                    wrote = True
+                wrote = self._record(s3, names, state) or wrote
+                if sent and not wrote:
+                    batch_state.put(s3, names.state_location(), state.to_json().encode())
+                if waves.error is not None:
+                    if waves.busy:
+                        time.sleep(cadence)
+                        continue
+                    batch_state.put(s3, names.state_location(), state.to_json().encode())
+                    self.log.error(
+                        "Batch %s: InvokeEndpointAsync still failing after botocore's retries. A retry of this task "
+                        "goes on from item %d.",
+                        state.tag,
+                        state.next_index,
+                    )
+                    raise waves.error
+                if state.done and not waves.busy:
+                    return self._finish(s3, names, state)
+                room = self.max_in_flight - len(state.pending) - waves.in_progress
+                left = state.total - waves.cursor
+                if left > 0 and room >= min(wave_min, left):
+                    self._start_wave(s3, names, state, waves, inputs=inputs, fields=fields, room=room)
+                    idle_since = time.monotonic()
+                    time.sleep(cadence)
+                    continue
+                if waves.busy or time.monotonic() - idle_since < self.min_deferral_seconds:
+                    # the fast-event guard's worker check: a wave that reaches the mark soon goes on here
+                    if waves.busy:
+                        idle_since = time.monotonic()
+                    time.sleep(cadence)
+                    continue
+                waves.close()
+                low_water = low if waves.cursor < state.total else 0
+                schedule = self._defer_or_wait(s3, names, state, fields, low_water=low_water, schedule=schedule)
+        finally:
+            waves.close()  # queued sends are cancelled, running ones end (an error or a kill: at-least-once)
+
+    def _defer_or_wait(
+        self,
+        s3: Any,
+        names: BatchNames,
+        state: BatchState,
+        fields: dict[str, Any],
+        *,
+        low_water: int,
+        schedule: PollSchedule | None,
+    ) -> PollSchedule:
+        """Defer to the trigger until ``low_water`` (deferrable), else write the state and sleep one poll delay."""
+        earliest = state.earliest_deadline()
+        deadline = utcnow() if earliest is None else _parse(earliest)
+        if self.deferrable:
+            state.deferrals += 1
             batch_state.put(s3, names.state_location(), state.to_json().encode())
-            if schedule is None or schedule.deadline != deadline:
-                schedule = PollSchedule(names.state_location(), deadline, self.poll_interval, self.max_poll_interval)
-            delay = schedule.next_delay()
-            if delay:
-                time.sleep(delay)
+            now = utcnow()
+            self.defer(
+                trigger=SageMakerAsyncBatchInferenceTrigger(
+                    batch_tag=state.tag,
+                    state_location=names.state_location(),
+                    output_dir=names.output_dir,
+                    failure_dir=names.failure_dir,
+                    low_water=low_water,
+                    not_before=isoformat(now + timedelta(seconds=self.min_deferral_seconds)),
+                    poll_interval=self.poll_interval,
+                    max_poll_interval=self.max_poll_interval,
+                    notification_queue_url=fields.get("notification_queue_url"),
+                    aws_conn_id=self.aws_conn_id,
+                    region_name=self.region_name,
+                    verify=self.verify,
+                    botocore_config=self.botocore_config,
+                ),
+                method_name="execute_complete",
+                timeout=max(deadline - now, timedelta(0)) + timedelta(seconds=DEFERRAL_GRACE_SECONDS),
+            )
+        batch_state.put(s3, names.state_location(), state.to_json().encode())
+        if schedule is None or schedule.deadline != deadline:
+            schedule = PollSchedule(names.state_location(), deadline, self.poll_interval, self.max_poll_interval)
+        delay = schedule.next_delay()
+        if delay:
+            time.sleep(delay)
+        return schedule
 
-    def _await_fast_results(self, s3: Any, names: BatchNames, state: BatchState, low: int) -> None:
-        """
-        Check on the worker before deferring: once, and on for up to ``min_deferral_seconds``.
-
-        A deferral costs at least ``min_deferral_seconds`` (the fast-event guard) plus a task start, so a wave
-        that reaches the low-water mark sooner is followed by the next one without a deferral.
-        """
-        until = time.monotonic() + self.min_deferral_seconds
-        target = low if state.next_index < state.total else 0
-        while True:
-            self._record(s3, names, state)
-            remaining = until - time.monotonic()
-            if len(state.pending) <= target or remaining <= 0:
-                return
-            time.sleep(min(self.poll_interval, remaining))
-
-    def _record(self, s3: Any, names: BatchNames, state: BatchState) -> None:
-        """Move the items whose result exists (or whose deadline passed) from in flight to an ended part."""
-        if not state.pending:
-            return
-        ended, state.pending = reconcile(state.pending, batch_state.find(s3, names, state.pending), utcnow())
-        if ended:
-            lines = batch_state.manifest_lines(s3, ended, self.submit_concurrency)
-            batch_state.write_part(s3, names, state, lines)
-
-    def _submit_wave(
-        self, s3: Any, names: BatchNames, state: BatchState, inputs: list[BatchInput], fields: dict[str, Any]
+    def _start_wave(
+        self,
+        s3: Any,
+        names: BatchNames,
+        state: BatchState,
+        waves: Waves,
+        *,
+        inputs: list[BatchInput],
+        fields: dict[str, Any],
+        room: int,
     ) -> None:
-        """Submit the next items, up to ``max_in_flight`` in flight; items a retry finds ended are not sent again."""
-        room = self.max_in_flight - len(state.pending)
+        """
+        Hand the next ``room`` items to the threads; look up first those an earlier try may have sent.
+
+        Only items below ``state.recheck_until`` (set by a new try from the earlier try's ``sent_until``) are
+        looked up by LIST: above it, no try sent anything, so a fresh wave costs no request before its sends.
+        """
         in_flight = {item.index for item in state.pending}
         candidates: list[int] = []
-        for index in range(state.next_index, state.total):
+        for index in range(waves.cursor, state.total):
             if len(candidates) >= room:
                 break
             if index not in in_flight:
                 candidates.append(index)
-        already = batch_state.find(s3, names, candidates)
+        until = state.total if state.recheck_until is None else state.recheck_until
+        looked_up = [index for index in candidates if index < until]
+        already = batch_state.find(s3, names, looked_up) if looked_up else {}
         if already:
             self._record_found_earlier(s3, names, state, inputs=inputs, fields=fields, already=already)
-        to_send = [index for index in candidates if index not in already]
-        started = time.monotonic()
-        sent: list[PendingItem] = []
-        error: ClientError | None = None
-        refused: list[ManifestLine] = []
-        with ThreadPoolExecutor(self.submit_concurrency) as pool:
-            futures = [pool.submit(self._send, s3, names, index, inputs[index], fields) for index in to_send]
-            for index, future in zip(to_send, futures, strict=True):
-                try:
-                    sent.append(future.result())
-                except ClientError as failure:
-                    if _retryable(failure):
-                        error = error or failure
-                        continue
-                    self.log.warning("Batch %s: InvokeEndpointAsync refused item %d: %s", state.tag, index, failure)
-                    item = self._pending(
-                        names, index, location=inputs[index].location, submitted=utcnow(), fields=fields
-                    )
-                    reason = f"InvokeEndpointAsync refused it: {failure}"
-                    refused.append(item.ended(FAILED, completed_at=None, failure_reason=reason))
-        state.pending += sent
-        state.submitted += len(sent)
-        state.next_index = (candidates[-1] + 1) if candidates else state.next_index
-        if error is not None:
-            # Every item sent is recorded in flight; a retry of the task sends the others (after a LIST),
-            # the refused ones included: they are recorded once the retry's answer for them is final.
-            state.next_index = min(set(to_send) - {item.index for item in sent})
-        elif refused:
-            batch_state.write_part(s3, names, state, refused)
-        batch_state.put(s3, names.state_location(), state.to_json().encode())
-        if error is not None:
-            self.log.error(
-                "Batch %s: InvokeEndpointAsync still failing after botocore's retries; %d sent this wave. A retry of "
-                "this task goes on from item %d.",
-                state.tag,
-                len(sent),
-                state.next_index,
-            )
-            raise error
-        elapsed = time.monotonic() - started
-        self.log.info(
-            "Batch %s: sent %d items in %.1f s (%.0f/s); %d of %d submitted, %d in flight",
-            state.tag,
-            len(sent),
-            elapsed,
-            len(sent) / max(elapsed, 1e-9),
-            state.next_index,
-            state.total,
-            len(state.pending),
-        )
+        waves.cursor = max(waves.cursor, candidates[-1] + 1) if candidates else waves.cursor
+        waves.start([index for index in candidates if index not in already])
+        if not waves.busy:  # every candidate had ended in an earlier try
+            waves.harvest()
+
+    def _record(self, s3: Any, names: BatchNames, state: BatchState) -> bool:
+        """Move the items whose result exists (or whose deadline passed) to an ended part; tell if one was written."""
+        if not state.pending:
+            return False
+        ended, state.pending = reconcile(state.pending, batch_state.find(s3, names, state.pending), utcnow())
+        if not ended:
+            return False
+        lines = batch_state.manifest_lines(s3, ended, self.submit_concurrency)
+        batch_state.write_part(s3, names, state, lines)
+        return True
 
     def _record_found_earlier(
         self,
@@ -746,58 +780,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         ended: list[tuple[PendingItem, Found | None]] = []
         for index, found in sorted(already.items()):
             moment = _parse(found.completed_at) if found.completed_at else utcnow()
-            item = self._pending(names, index, location=inputs[index].location, submitted=moment, fields=fields)
+            item = pending_item(names, index, location=inputs[index].location, submitted=moment, fields=fields)
             ended.append((item, found))
         batch_state.write_part(s3, names, state, batch_state.manifest_lines(s3, ended, self.submit_concurrency))
         state.resumed += len(ended)
         self.log.info("Batch %s: %d items already ended in S3 (an earlier try); not sent again", state.tag, len(ended))
-
-    def _send(self, s3: Any, names: BatchNames, index: int, item: BatchInput, fields: dict[str, Any]) -> PendingItem:
-        """Send one item (uploading a large inline payload first); return it in flight."""
-        location = item.location
-        body, content_type = item.payload()
-        if body is not None and len(body) > MAX_INLINE_BODY_BYTES:
-            bucket, prefix = parse_s3_uri(self.input_s3_prefix or "", "input_s3_prefix")
-            key = join_s3(prefix, names.tag, f"{index:07d}.input")
-            s3.put_object(Bucket=bucket, Key=key, Body=body)
-            location, body = s3_uri(bucket, key), None
-        submission = self._submitter.invoke_endpoint_async(
-            endpoint_name=fields["endpoint_name"],
-            input_location=location,
-            body=body,
-            content_type=content_type,
-            accept=fields.get("accept"),
-            custom_attributes=fields.get("custom_attributes"),
-            inference_id=names.inference_id(index),
-            s3_output_path_extension=fields.get("s3_output_path_extension") or _extension(names),
-            filename=names.filename(index),
-            request_ttl_seconds=fields.get("request_ttl_seconds"),
-            invocation_timeout_seconds=fields.get("invocation_timeout_seconds"),
-        )
-        pending = self._pending(names, index, location=location, submitted=utcnow(), fields=fields)
-        pending.output_location = submission.output_location
-        pending.failure_location = submission.failure_location
-        pending.head_failure = not names.failure_follows_filename(index, submission.failure_location)
-        return pending
-
-    def _pending(
-        self, names: BatchNames, index: int, *, location: str | None, submitted: datetime, fields: dict[str, Any]
-    ) -> PendingItem:
-        deadline = compute_deadline(
-            submitted,
-            request_ttl_seconds=fields.get("request_ttl_seconds"),
-            invocation_timeout_seconds=fields.get("invocation_timeout_seconds"),
-            max_wait_seconds=fields.get("max_wait_seconds"),
-        )
-        return PendingItem(
-            index=index,
-            inference_id=names.inference_id(index),
-            input_location=location,
-            output_location=names.output_location(index),
-            failure_location=None,
-            submitted_at=isoformat(submitted),
-            deadline=isoformat(deadline),
-        )
 
     def _finish(self, s3: Any, names: BatchNames, state: BatchState) -> BatchSummary:
         """
@@ -888,17 +875,6 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
         """Return the lineage of a failed batch: as on completion (over its failure policy, the manifest exists)."""
         return operator_lineage(self._lineage())
-
-
-def _extension(names: BatchNames) -> str:
-    """Return the default S3OutputPathExtension of a batch: ``airflow-batch/<tag>``."""
-    return f"airflow-batch/{names.tag}"
-
-
-def _retryable(error: ClientError) -> bool:
-    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    code = str(error.response.get("Error", {}).get("Code", ""))
-    return status >= 500 or status == 429 or "Throttl" in code or code == "SlowDown"
 
 
 def _parse(text: str) -> datetime:

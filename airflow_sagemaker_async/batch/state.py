@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from airflow_sagemaker_async.batch.core import (
     BatchNames,
     BatchState,
+    BlockListing,
     Found,
     PendingItem,
     head_requests,
@@ -41,6 +42,7 @@ __all__ = [
     "find",
     "get_text",
     "get_text_or_none",
+    "list_block",
     "list_prefix",
     "listed_uris",
     "load_state",
@@ -65,8 +67,8 @@ def find(s3: Any, names: BatchNames, items: list[PendingItem] | list[int]) -> di
     """Return the results S3 holds for ``items`` (LIST per block of 1,000; HEAD for odd failure keys)."""
     indexes = [i if isinstance(i, int) else i.index for i in items]
     found: dict[int, Found] = {}
-    for status, prefix in list_requests(names, indexes):
-        read_listing(names, found, status, list_prefix(s3, prefix))
+    for listing in list_requests(names, indexes):
+        read_listing(names, found, listing.status, list_block(s3, names, listing))
     for item in head_requests((i for i in items if isinstance(i, PendingItem)), found):
         assert item.failure_location is not None  # head_requests keeps only those with one
         bucket, key = split_s3_uri(item.failure_location)
@@ -126,6 +128,21 @@ def list_prefix(s3: Any, prefix_uri: str) -> list[tuple[str, Any]]:
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         found += [(s3_uri(bucket, item["Key"]), item.get("LastModified")) for item in page.get("Contents", [])]
     return found
+
+
+def list_block(s3: Any, names: BatchNames, listing: BlockListing) -> list[tuple[str, Any]]:
+    """Return ``(s3 uri, LastModified)`` of the keys of one block's wanted span (ListObjectsV2, StartAfter)."""
+    bucket, prefix = split_s3_uri(listing.prefix)
+    _, start_after = split_s3_uri(listing.start_after)
+    request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "StartAfter": start_after}
+    found: list[tuple[str, Any]] = []
+    while True:
+        page = s3.list_objects_v2(**request, MaxKeys=listing.max_keys)
+        found += [(s3_uri(bucket, item["Key"]), item.get("LastModified")) for item in page.get("Contents", [])]
+        token = page.get("NextContinuationToken")
+        if not (page.get("IsTruncated") and token and listing.read_on(names, found[-1][0] if found else None)):
+            return found
+        request = {"Bucket": bucket, "Prefix": prefix, "ContinuationToken": token}
 
 
 def listed_uris(s3: Any, prefix_uri: str) -> list[str]:
