@@ -359,9 +359,9 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             return None
         return self._counted(inputs)
 
-    def _locations(self, locations: list[Any], *, check: bool) -> list[BatchInput]:
+    def _locations(self, locations: list[Any], *, check: bool, first: int = 0) -> list[BatchInput]:
         name = "input_locations" if self.input_locations is not None else "input_prefix"
-        for index, location in enumerate(locations if check else ()):
+        for index, location in enumerate(locations if check else (), start=first):
             try:
                 check_input_location(location)
             except SageMakerAsyncParameterError as error:
@@ -383,29 +383,33 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 parameter=source,
             )
         if len(inputs) > MAX_ITEMS:
-            raise SageMakerAsyncParameterError(
-                f"{len(inputs)} inputs are more than the {MAX_ITEMS} one batch can name (7-digit item numbers in "
-                "the Filename). Split the inputs over several tasks.",
-                parameter="input_locations",
-            )
+            raise _too_many(len(inputs))
         return inputs
 
-    def _pinned_inputs(self, s3: Any, names: BatchNames, given: list[BatchInput] | None) -> list[BatchInput]:
+    def _pinned_inputs(
+        self, s3: Any, names: BatchNames, given: list[BatchInput] | None, *, compare: bool
+    ) -> Sequence[BatchInput]:
         """
-        Return the batch's inputs as pinned in ``inputs.jsonl``; pin them first if no try did yet.
+        Return the batch's inputs as pinned by its first try; pin them first if no try did yet.
 
         The pinned list is the only truth of every try, whenever an earlier one died: item ``i`` is the ``i``-th
         pinned input, so a result found in S3 is always paired with the input its inference read. It is written
-        before anything is submitted. A prefix is listed (and its keys checked) only when nothing is pinned.
+        before anything is submitted: locations in chunks of 1,000 (a prefix is listed page by page, once, and
+        its keys checked) and then the index that makes the pin (:func:`.state.pin_locations`); ``input_records``
+        as a digest. A resume reads the index only, then the chunks of the items it handles
+        (:class:`.state.PinnedInputs`).
 
+        :param compare: compare the given inputs with the pin (a new try); a resume of the same try does not.
         :raises SageMakerAsyncParameterError: ``input_records`` changed since they were pinned; a listed key
-            breaks a rule; the prefix holds no inputs.
+            breaks a rule; the prefix holds no inputs, or too many.
         """
-        pin = join_s3(names.state_dir(), "inputs.jsonl")
-        text = batch_state.get_text_or_none(s3, pin)
-        self._pinned_now = text is None
         if self.input_records is not None:
             assert given is not None
+            pin = join_s3(names.state_dir(), "inputs.jsonl")
+            text = batch_state.get_text_or_none(s3, pin)
+            self._pinned_now = text is None
+            if text is not None and not compare:
+                return given
             digest = records_digest(given)
             if text is not None and json.loads(text) != digest:
                 raise SageMakerAsyncParameterError(
@@ -418,9 +422,10 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             if text is None:
                 batch_state.put(s3, pin, json.dumps(digest).encode())
             return given
-        if text is not None:
-            pinned = [BatchInput(json.loads(line), None, self.content_type) for line in text.splitlines() if line]
-            if given is not None and [i.location for i in given] != [i.location for i in pinned]:
+        pinned = batch_state.read_pin(s3, names, content_type=self.content_type)
+        self._pinned_now = pinned is None
+        if pinned is not None:
+            if compare and given is not None and self._differs(given, pinned):
                 self.log.warning(
                     "Batch %s: input_locations (%d items) differ from the %d pinned by the first try; the batch goes "
                     "on with the pinned ones. Delete %s/ to score the new list from scratch.",
@@ -430,13 +435,28 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                     names.state_dir(),
                 )
             return pinned
-        inputs = (
-            given
-            if given is not None
-            else self._counted(self._locations(batch_state.listed_uris(s3, self.input_prefix or ""), check=True))
-        )
-        batch_state.put(s3, pin, "\n".join(json.dumps(i.location) for i in inputs).encode())
-        return inputs
+        if given is not None:
+            return batch_state.pin_locations(
+                s3, names, (str(item.location) for item in given), content_type=self.content_type
+            )
+
+        def check(index: int, location: str) -> None:
+            if index >= MAX_ITEMS:
+                raise _too_many(index + 1)
+            self._locations([location], check=True, first=index)
+
+        listed = batch_state.iter_listed_uris(s3, self.input_prefix or "")
+        pinned = batch_state.pin_locations(s3, names, listed, content_type=self.content_type, check=check)
+        if not len(pinned):
+            self._counted([])  # raises: no inputs
+        return pinned
+
+    @staticmethod
+    def _differs(given: list[BatchInput], pinned: Sequence[BatchInput]) -> bool:
+        if isinstance(pinned, batch_state.PinnedInputs):
+            locations = [str(item.location) for item in given]
+            return len(locations) != len(pinned) or batch_state.locations_digest(locations) != pinned.digest
+        return [i.location for i in given] != [i.location for i in pinned]
 
     # -- execute / resume ------------------------------------------------------------------------------
 
@@ -478,7 +498,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 self._try_number,
             )
             generation += 1
-        inputs = self._pinned_inputs(s3, names, given)
+        inputs = self._pinned_inputs(s3, names, given, compare=True)
         if state is None:
             state = BatchState(
                 tag=tag,
@@ -535,7 +555,8 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             event["ended"],
             event["pending"],
         )
-        inputs = self._pinned_inputs(s3, names, self._given_inputs(check=False))
+        given = self._given_inputs(check=False) if self.input_records is not None else None
+        inputs = self._pinned_inputs(s3, names, given, compare=False)
         return self._advance(s3, names, state, inputs, fields)
 
     def _result_dirs(self, fields: dict[str, Any]) -> tuple[str, str | None]:
@@ -605,7 +626,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             batch_state.write_part(s3, names, state, batch_state.manifest_lines(s3, ended, self.submit_concurrency))
 
     def _advance(
-        self, s3: Any, names: BatchNames, state: BatchState, inputs: list[BatchInput], fields: dict[str, Any]
+        self, s3: Any, names: BatchNames, state: BatchState, inputs: Sequence[BatchInput], fields: dict[str, Any]
     ) -> BatchSummary:
         """
         Submit, record and check until the batch ends, or defer when results are slow.
@@ -728,7 +749,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         state: BatchState,
         waves: Waves,
         *,
-        inputs: list[BatchInput],
+        inputs: Sequence[BatchInput],
         fields: dict[str, Any],
         room: int,
     ) -> None:
@@ -772,7 +793,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         names: BatchNames,
         state: BatchState,
         *,
-        inputs: list[BatchInput],
+        inputs: Sequence[BatchInput],
         fields: dict[str, Any],
         already: dict[int, Found],
     ) -> None:
@@ -875,6 +896,14 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> OperatorLineage:
         """Return the lineage of a failed batch: as on completion (over its failure policy, the manifest exists)."""
         return operator_lineage(self._lineage())
+
+
+def _too_many(count: int) -> SageMakerAsyncParameterError:
+    return SageMakerAsyncParameterError(
+        f"{count} inputs are more than the {MAX_ITEMS} one batch can name (7-digit item numbers in "
+        "the Filename). Split the inputs over several tasks.",
+        parameter="input_locations",
+    )
 
 
 def _parse(text: str) -> datetime:
