@@ -51,7 +51,7 @@ class CountingS3:
         with self.lock:
             self.log.append((kind, key, sent, received))
 
-    def put_object(self, *, Bucket: str, Key: str, Body: bytes, **_: Any) -> dict[str, Any]:  # noqa: N803
+    def put_object(self, *, Bucket: str, Key: str, Body: bytes, **_: Any) -> dict[str, Any]:
         with self.lock:
             if Key not in self.objects:
                 bisect.insort(self.keys, Key)
@@ -62,14 +62,14 @@ class CountingS3:
     def _missing(self, operation: str) -> ClientError:
         return ClientError({"Error": {"Code": "NoSuchKey"}, "ResponseMetadata": {"HTTPStatusCode": 404}}, operation)
 
-    def get_object(self, *, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:  # noqa: N803
+    def get_object(self, *, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
         body = self.objects.get(Key)
         self._count("GET", Key, 0, len(body or b""))
         if body is None:
             raise self._missing("GetObject")
         return {"Body": io.BytesIO(body), "ContentType": None}
 
-    def head_object(self, *, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:  # noqa: N803
+    def head_object(self, *, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
         body = self.objects.get(Key)
         self._count("HEAD", Key, 0, 0)
         if body is None:
@@ -79,11 +79,11 @@ class CountingS3:
     def list_objects_v2(
         self,
         *,
-        Bucket: str,  # noqa: N803
-        Prefix: str = "",  # noqa: N803
-        StartAfter: str = "",  # noqa: N803
-        MaxKeys: int = 1000,  # noqa: N803
-        ContinuationToken: str | None = None,  # noqa: N803
+        Bucket: str,
+        Prefix: str = "",
+        StartAfter: str = "",
+        MaxKeys: int = 1000,
+        ContinuationToken: str | None = None,
     ) -> dict[str, Any]:
         after = ContinuationToken or StartAfter
         with self.lock:
