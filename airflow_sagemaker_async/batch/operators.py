@@ -12,6 +12,7 @@ issue 21.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import time
 from datetime import datetime, timedelta
@@ -35,7 +36,6 @@ from airflow_sagemaker_async.batch.core import (
     batch_tag,
     low_water_mark,
     reconcile,
-    summary_counts,
 )
 from airflow_sagemaker_async.batch.inputs import BatchInput, as_list, positive_int, records_digest
 from airflow_sagemaker_async.batch.triggers import SageMakerAsyncBatchInferenceTrigger
@@ -44,7 +44,7 @@ from airflow_sagemaker_async.common.exceptions import SageMakerAsyncBatchFailed,
 from airflow_sagemaker_async.common.hooks import SageMakerRuntimeHook
 from airflow_sagemaker_async.common.layout import join_s3
 from airflow_sagemaker_async.common.lineage import LineageRecord, operator_lineage
-from airflow_sagemaker_async.common.records import FAILED, TIMED_OUT
+from airflow_sagemaker_async.common.records import COMPLETED, FAILED, TIMED_OUT
 from airflow_sagemaker_async.common.rules import INVOKE_ENDPOINT_ASYNC
 from airflow_sagemaker_async.common.validation import (
     check_inline_payload,
@@ -445,10 +445,18 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 raise _too_many(index + 1)
             self._locations([location], check=True, first=index)
 
+        started = time.monotonic()
         listed = batch_state.iter_listed_uris(s3, self.input_prefix or "")
         pinned = batch_state.pin_locations(s3, names, listed, content_type=self.content_type, check=check)
         if not len(pinned):
             self._counted([])  # raises: no inputs
+        self.log.info(
+            "Batch %s: listed and pinned %d inputs of %s in %.1f s",
+            names.tag,
+            len(pinned),
+            self.input_prefix,
+            time.monotonic() - started,
+        )
         return pinned
 
     @staticmethod
@@ -813,7 +821,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
 
         A success is recorded in the state (``succeeded_try``), so a later try of the task, a clear, re-scores.
         """
-        lines = batch_state.ended_lines(s3, names)
+        lines = batch_state.ended_texts(s3, names)
         if len(lines) != state.total:
             missing = sorted(set(range(state.total)) - set(lines))[:10]
             raise RuntimeError(
@@ -821,8 +829,16 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 f"{missing}); the state under {names.state_dir()} is inconsistent. Please report this."
             )
         manifest = self.manifest_location or names.default_manifest_location()
-        batch_state.put(s3, manifest, "".join(json.dumps(lines[i]) + "\n" for i in range(state.total)).encode())
-        counts = summary_counts(lines.values())
+        body = io.BytesIO()
+        for index in range(state.total):
+            body.write(lines[index][1].encode())
+            body.write(b"\n")
+        batch_state.put(s3, manifest, body.getvalue())
+        del body
+        counts = {COMPLETED: 0, FAILED: 0, TIMED_OUT: 0}
+        for status, _ in lines.values():
+            counts[status] += 1
+        del lines
         ended_at = utcnow()
         summary: BatchSummary = {
             "batch_tag": state.tag,
