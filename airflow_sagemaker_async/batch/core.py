@@ -237,10 +237,12 @@ class BatchState:
     :param succeeded_try: the try number that ended this batch successfully, ``None`` until one did; a later try
         (a clear) starts the next generation unless ``rescore_on_clear=False``.
     :param sent_until: every item below it was handed to the submitting threads when the state was written; a try
-        that dies after that write sent at most ``max_in_flight`` more (``None``: a state written before 0.x).
+        that dies after that write sent at most ``max_in_flight`` more (``None``: a state of an older version).
     :param recheck_until: items below it are looked up by LIST before they are sent (set by each new try: an
         earlier try may have sent them); above it nothing was ever sent. ``None``: look up every item (old states).
     :param max_in_flight: the ``max_in_flight`` of the try that wrote the state.
+    :param timed_out: how many ended parts' items are ``TimedOut`` (a new try reads the parts to look them up
+        again only when some are); ``None``: not counted (a state of an older version), read the parts.
     """
 
     tag: str
@@ -260,6 +262,7 @@ class BatchState:
     sent_until: int | None = None
     recheck_until: int | None = None
     max_in_flight: int | None = None
+    timed_out: int | None = None
 
     def to_json(self) -> str:
         """Serialise as JSON (``state.json``)."""

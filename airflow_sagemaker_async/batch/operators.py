@@ -5,8 +5,7 @@ The worker shell of a batch: checks, the try's batch (resume or a new generation
 deferral, the finish. Its S3 state I/O is in :mod:`~airflow_sagemaker_async.batch.state`, the parsing of its
 inputs in :mod:`~airflow_sagemaker_async.batch.inputs`, its decisions in :mod:`~airflow_sagemaker_async.batch.core`.
 Longer than ~400 lines for one reason: the operator's class docstring is its parameter reference (about 130
-lines) and the wave submission is still here; the wave code moves to its own module with the pacing work of
-issue 21.
+lines). The submissions themselves are in :mod:`~airflow_sagemaker_async.batch.waves`.
 """
 
 from __future__ import annotations
@@ -88,8 +87,10 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     """
     Score many inputs with one task: submit them in waves with InvokeEndpointAsync, watch by LIST, write a manifest.
 
-    The worker submits up to ``max_in_flight`` items (``submit_concurrency`` threads, botocore's adaptive
-    retries), checks once, then defers to
+    The worker keeps up to ``max_in_flight`` items in flight (``submit_concurrency`` threads, botocore's adaptive
+    retries): waves go out in the background while it checks S3 and records what ended, the next wave as soon as
+    a twentieth of ``max_in_flight`` is free. When nothing is left to send for ``min_deferral_seconds`` (a slow
+    model), it defers to
     :class:`~airflow_sagemaker_async.batch.triggers.SageMakerAsyncBatchInferenceTrigger`, which resumes the
     task once at most a quarter of ``max_in_flight`` are still in flight; the task records what ended,
     submits the next wave, and so on until every item has ended. Names, S3 layout and state are described
@@ -516,6 +517,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 failure_dir=names.failure_dir,
                 started_at=isoformat(utcnow()),
                 generation=generation,
+                timed_out=0,
                 # pinned by this try: nothing was sent yet; pinned by an earlier try that died before its first
                 # state: it may have sent a wave of any size, so every item is looked up before it is sent
                 recheck_until=0 if self._pinned_now else None,
@@ -606,6 +608,8 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         A result that arrived since turns the item ``Completed`` / ``Failed`` (a new ended part, which wins in
         the manifest). ``Failed`` items are not looked up: a failure object is the model's answer.
         """
+        if state.timed_out == 0:
+            return  # counted since the batch began: no part needs reading
         timed_out = [line for line in batch_state.ended_lines(s3, names).values() if line["status"] == TIMED_OUT]
         if not timed_out:
             return
@@ -631,6 +635,8 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             len(ended),
         )
         if ended:
+            if state.timed_out is not None:
+                state.timed_out = max(0, state.timed_out - len(ended))
             batch_state.write_part(s3, names, state, batch_state.manifest_lines(s3, ended, self.submit_concurrency))
 
     def _advance(
@@ -792,6 +798,8 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         if not ended:
             return False
         lines = batch_state.manifest_lines(s3, ended, self.submit_concurrency)
+        if state.timed_out is not None:
+            state.timed_out += sum(found is None for _, found in ended)
         batch_state.write_part(s3, names, state, lines)
         return True
 
