@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import bisect
 import io
+import json
 import threading
 from collections import Counter, deque
-from datetime import UTC, datetime
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -28,6 +30,7 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 from botocore.exceptions import ClientError
 
+from airflow_sagemaker_async.batch.core import BatchNames, PendingItem, batch_tag
 from airflow_sagemaker_async.batch.operators import SageMakerInvokeEndpointAsyncBatchOperator
 from airflow_sagemaker_async.batch.state import INPUT_CHUNK
 from airflow_sagemaker_async.common.layout import join_s3
@@ -149,13 +152,10 @@ class InstantEndpoint:
                 bisect.insort(self.s3.keys, key)
 
 
-def run_counted(n: int, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    """Run a batch of ``n`` input objects to its end; return the requests of each step (first try, resumes)."""
-    s3 = CountingS3()
-    for index in range(n):
-        s3.put_object(Bucket=BUCKET, Key=f"in/{index:06d}.csv", Body=b"5.1,3.5,1.4,0.2\n")
-    s3.log.clear()
-    endpoint = InstantEndpoint(s3, "out", "fail")
+def counted_operator(
+    s3: CountingS3, endpoint: InstantEndpoint, monkeypatch: pytest.MonkeyPatch
+) -> SageMakerInvokeEndpointAsyncBatchOperator:
+    """The batch operator on ``s3`` and ``endpoint``: every object under ``in/``, a fast schedule, no guard."""
     op = SageMakerInvokeEndpointAsyncBatchOperator(
         task_id="score",
         endpoint_name="scale",
@@ -169,9 +169,15 @@ def run_counted(n: int, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(op, "_s3", lambda: s3)
     monkeypatch.setattr(op, "_result_dirs", lambda fields: (f"s3://{BUCKET}/out", f"s3://{BUCKET}/fail"))
     op.__dict__["_submitter"] = endpoint  # the cached property
-    context: Any = {"ti": StandInTaskInstance(task_id="score", run_id=f"scale-{n}")}
+    return op
+
+
+def drive(
+    op: SageMakerInvokeEndpointAsyncBatchOperator, context: Any, s3: CountingS3, endpoint: InstantEndpoint
+) -> tuple[dict[str, Any], list[list[tuple[str, str, int, int]]]]:
+    """Execute, then resume after each deferral once the model has left ``low_water`` items; return the summary
+    and the requests of each step."""
     steps: list[list[tuple[str, str, int, int]]] = []
-    ended_before: list[int] = []
     step: Any = lambda: op.execute(context)  # noqa: E731
     while True:
         mark = len(s3.log)
@@ -185,16 +191,30 @@ def run_counted(n: int, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
                 "ended": 0,
                 "pending": 0,
             }
-            low_water = deferred.trigger.low_water  # type: ignore[attr-defined]
-            endpoint.finish(leave=low_water)  # what the trigger waits for: at most low_water in flight
-            ended_before.append(endpoint.calls - len(endpoint.queue))
+            endpoint.finish(leave=deferred.trigger.low_water)  # type: ignore[attr-defined]  # the trigger's wait
             step = lambda e=event: op.execute_complete(context, event=e)  # noqa: E731
             continue
         steps.append(s3.log[mark:])
-        break
+        return summary, steps
+
+
+def put_inputs(s3: CountingS3, n: int) -> None:
+    for index in range(n):
+        s3.put_object(Bucket=BUCKET, Key=f"in/{index:06d}.csv", Body=b"5.1,3.5,1.4,0.2\n")
+    s3.log.clear()
+
+
+def run_counted(n: int, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Run a batch of ``n`` input objects to its end; return the requests of each step (first try, resumes)."""
+    s3 = CountingS3()
+    put_inputs(s3, n)
+    endpoint = InstantEndpoint(s3, "out", "fail")
+    op = counted_operator(s3, endpoint, monkeypatch)
+    context: Any = {"ti": StandInTaskInstance(task_id="score", run_id=f"scale-{n}")}
+    summary, steps = drive(op, context, s3, endpoint)
     assert summary["counts"] == {"Completed": n, "Failed": 0, "TimedOut": 0}
     assert endpoint.calls == n  # each item sent once
-    return {"steps": steps, "ended_before": ended_before}
+    return {"steps": steps}
 
 
 def per_step(requests: list[tuple[str, str, int, int]]) -> tuple[int, int, int]:
@@ -241,3 +261,66 @@ def test_the_prefix_is_listed_once_and_a_resume_reads_one_chunk_of_the_inputs_at
             assert not [key for kind, key, _, _ in step if kind == "GET" and key.endswith("/inputs.jsonl")]
         chunk_puts = [key for kind, key, _, _ in first if kind == "PUT" and "/inputs/" in key]
         assert len(chunk_puts) == -(-n // INPUT_CHUNK)
+
+
+def test_a_batch_pinned_and_recorded_by_an_older_version_resumes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A batch started before the chunked pin: ``inputs.jsonl`` (the whole list) and a ``state.json`` without the
+    new fields. A new try reads both, looks up every item before sending it (the old state cannot say what
+    was sent), and ends with each item scored once.
+    """
+    n, run_id = 300, "older"
+    s3 = CountingS3()
+    put_inputs(s3, n)
+    endpoint = InstantEndpoint(s3, "out", "fail")
+    tag = batch_tag("dag", "score", run_id)
+    extension = f"airflow-batch/{tag}"
+    names = BatchNames.of(tag, "dag", "score", f"s3://{BUCKET}/out/{extension}", f"s3://{BUCKET}/fail/{extension}")
+    locations = [f"s3://{BUCKET}/in/{index:06d}.csv" for index in range(n)]
+    s3.put_object(
+        Bucket=BUCKET,
+        Key=f"out/{extension}/{tag}.batch/inputs.jsonl",
+        Body="\n".join(json.dumps(location) for location in locations).encode(),
+    )
+    now = datetime.now(UTC)
+    pending = [
+        PendingItem(
+            i,
+            names.inference_id(i),
+            locations[i],
+            names.output_location(i),
+            None,
+            now.isoformat(),
+            (now + timedelta(hours=1)).isoformat(),
+        )
+        for i in range(100)
+    ]
+    old_state = {  # the fields of the older version only
+        "tag": tag,
+        "endpoint_name": "scale",
+        "total": n,
+        "output_dir": names.output_dir,
+        "failure_dir": names.failure_dir,
+        "started_at": now.isoformat(),
+        "next_index": 100,
+        "pending": [asdict(item) for item in pending],
+        "parts": 0,
+        "submitted": 100,
+        "resumed": 0,
+        "deferrals": 1,
+        "generation": 1,
+        "succeeded_try": None,
+    }
+    s3.put_object(Bucket=BUCKET, Key=f"out/{extension}/{tag}.batch/state.json", Body=json.dumps(old_state).encode())
+    # The older try's model: items 0-99 were recorded in flight (0-49 ended since); it also sent 100-109 and
+    # died before recording them (they ended too).
+    for index in [*range(50), *range(100, 110)]:
+        s3.put_object(Bucket=BUCKET, Key=f"out/{extension}/{names.filename(index)}", Body=b"{}")
+    endpoint.queue.extend(f"out/{extension}/{names.filename(index)}" for index in range(50, 100))
+    op = counted_operator(s3, endpoint, monkeypatch)
+    context: Any = {"ti": StandInTaskInstance(task_id="score", run_id=run_id, try_number=2)}
+    summary, _ = drive(op, context, s3, endpoint)
+    assert summary["counts"] == {"Completed": n, "Failed": 0, "TimedOut": 0}
+    assert summary["resumed_items"] == 10  # 100-109: found by the look-up, not sent again
+    assert endpoint.calls == n - 110  # neither the 100 recorded in flight nor the 10 found were sent again
+    assert not [key for key in s3.objects if key.endswith("/inputs.json")]  # the older pin stays as it was
