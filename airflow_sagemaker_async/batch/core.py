@@ -23,13 +23,14 @@ is expected under ``<failure dir>/<tag>-<i:07d>.out…``; AWS does not document 
 failure object, so each item keeps the FailureLocation InvokeEndpointAsync returned, and an item whose
 returned key does not start with that stem is checked by HEAD instead of LIST (:attr:`PendingItem.head_failure`).
 
-**Watching by LIST.** Items are grouped in blocks of 1,000 consecutive indexes; one ``ListObjectsV2``
-with ``Prefix=<dir>/<tag>-<first 4 digits of i:07d>`` covers every result of a block in one page. A check
-costs 2 requests per block that still has pending items (output and failure), so at most about
-``2 x ceil(pending / 1,000) + 2`` while waves are consecutive. Each LIST starts after the block's lowest
-pending item (``StartAfter=<dir>/<tag>-<lowest:07d>``) and asks for no more keys than the span of its pending
-items (``MaxKeys``), so the items of the block that ended before it are not listed again: a check reads what
-lies between the lowest and the highest pending item, never the batch's ended history (:class:`BlockListing`).
+**Watching by LIST.** Items are grouped in blocks of 1,000 consecutive indexes. A check makes one
+``ListObjectsV2`` per directory (output, failure) and per *run* of consecutive blocks that hold pending items:
+it starts after the run's lowest pending item (``StartAfter=<dir>/<tag>-<lowest:07d>``), under the longest
+prefix its Filenames share, and reads on (1,000 keys a page) until past the run's highest pending item. The
+items that ended before the lowest pending one are never listed again, and a run of 100,000 pending items
+with no result yet costs 2 requests, not 200 (:class:`BlockListing`). While waves are consecutive a check costs
+about ``2 x (1 + results in the pending span / 1,000)`` requests: it grows with the items in flight, not
+with those that ended.
 
 **State in S3** (never in trigger kwargs or XCom), under ``<output dir>/<tag>.batch/``:
 ``state.json`` (:class:`BatchState`: the cursor and the items in flight, rewritten before each deferral),
@@ -73,6 +74,7 @@ __all__ = [
     "list_requests",
     "low_water_mark",
     "merge_found",
+    "pending_runs",
     "read_listing",
     "reconcile",
     "summary_counts",
@@ -326,14 +328,14 @@ def reconcile(
 @dataclass(frozen=True)
 class BlockListing:
     """
-    One ``ListObjectsV2`` of a check: the results of one block's pending items in one directory.
+    One ``ListObjectsV2`` of a check: the results of a run of blocks with pending items, in one directory.
 
     :param status: what a key found here means (``Completed`` under the output dir, ``Failed`` under the failure dir).
-    :param prefix: S3 URI prefix of the block, ``<dir>/<tag>-<block:04d>``.
-    :param start_after: S3 URI of the ``StartAfter`` key, ``<dir>/<tag>-<lowest pending:07d>``: every key of a
-        lower item sorts before it, every key of the lowest item after it (``…<i:07d>.out…`` is longer).
-    :param first: the lowest pending index of the block.
-    :param last: the highest pending index of the block; keys of higher items are not needed.
+    :param prefix: S3 URI prefix, ``<dir>/<tag>-<the digits that item first's and item last's Filenames share>``.
+    :param start_after: S3 URI of the ``StartAfter`` key, ``<dir>/<tag>-<first:07d>``: every key of a lower item
+        sorts before it, every key of item ``first`` after it (``…<first:07d>.out…`` is longer).
+    :param first: the lowest pending index of the run.
+    :param last: the highest pending index of the run; keys of higher items are not needed.
     """
 
     status: InferenceStatus
@@ -344,8 +346,8 @@ class BlockListing:
 
     @property
     def max_keys(self) -> int:
-        """``MaxKeys``: one key per item from ``first`` to ``last`` (output and failure keys are one per item)."""
-        return self.last - self.first + 1
+        """``MaxKeys``: one key per item from ``first`` to ``last``, at most 1,000 (a page)."""
+        return min(BLOCK_SIZE, self.last - self.first + 1)
 
     def read_on(self, names: BatchNames, last_key: str | None) -> bool:
         """Tell whether a truncated answer whose last key is ``last_key`` (S3 URI) needs its next page."""
@@ -353,32 +355,42 @@ class BlockListing:
         return index is None or index <= self.last
 
 
-def list_requests(names: BatchNames, indexes: Iterable[int]) -> list[BlockListing]:
-    """
-    Return the LISTs one check makes for ``indexes``: output then failure, per block (:class:`BlockListing`).
-
-    A result found under an output prefix means ``Completed``, under a failure prefix ``Failed``. Each LIST
-    reads only the keys from the block's lowest to its highest wanted index, never those of lower items.
-    """
-    dirs: list[tuple[InferenceStatus, str]] = [(COMPLETED, names.output_dir)]
-    if names.failure_dir:
-        dirs.append((FAILED, names.failure_dir))
+def pending_runs(indexes: Iterable[int]) -> list[tuple[int, int]]:
+    """Return ``(lowest, highest)`` pending index of each run of consecutive blocks holding ``indexes``, in order."""
     spans: dict[int, tuple[int, int]] = {}
     for index in indexes:
         block = index // BLOCK_SIZE
         low, high = spans.get(block, (index, index))
         spans[block] = (min(low, index), max(high, index))
-    return [
-        BlockListing(
-            status,
-            names.block_prefix(directory, block),
-            join_s3(directory, f"{names.tag}-{first:07d}"),
-            first,
-            last,
-        )
-        for block, (first, last) in sorted(spans.items())
-        for status, directory in dirs
-    ]
+    runs: list[tuple[int, int]] = []
+    previous = None
+    for block, (low, high) in sorted(spans.items()):
+        if previous is not None and block == previous + 1:
+            runs[-1] = (runs[-1][0], high)
+        else:
+            runs.append((low, high))
+        previous = block
+    return runs
+
+
+def list_requests(names: BatchNames, indexes: Iterable[int]) -> list[BlockListing]:
+    """
+    Return the LISTs one check makes for ``indexes``: output then failure, per run of blocks (:class:`BlockListing`).
+
+    A result found under an output prefix means ``Completed``, under a failure prefix ``Failed``. Each LIST
+    reads only the keys from the run's lowest to its highest wanted index, never those of lower items.
+    """
+    dirs: list[tuple[InferenceStatus, str]] = [(COMPLETED, names.output_dir)]
+    if names.failure_dir:
+        dirs.append((FAILED, names.failure_dir))
+    listings = []
+    for first, last in pending_runs(indexes):
+        low, high = f"{first:07d}", f"{last:07d}"
+        shared = next((i for i, (a, b) in enumerate(zip(low, high, strict=True)) if a != b), len(low))
+        for status, directory in dirs:
+            prefix = join_s3(directory, f"{names.tag}-{low[:shared]}")
+            listings.append(BlockListing(status, prefix, join_s3(directory, f"{names.tag}-{low}"), first, last))
+    return listings
 
 
 def read_listing(
