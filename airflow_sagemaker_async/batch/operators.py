@@ -649,8 +649,9 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         checks S3 every ``poll_interval`` (at most 2 s), writes what ended and the state, and hands out the next
         wave as soon as ``max(1, max_in_flight // 20)`` places are free (items being sent count as in flight):
         with a fast model the threads never wait on the bookkeeping, and the task never defers. Once nothing is
-        being sent and no wave could start for ``min_deferral_seconds``, the task defers (the trigger resumes it
-        at the low-water mark) or, not deferrable, waits here.
+        being sent, no wave could start and fewer than a wave's worth of items ended for ``min_deferral_seconds``
+        (a slow model), the task defers (the trigger resumes it at the low-water mark) or, not deferrable, waits
+        here.
         """
         low = low_water_mark(self.max_in_flight)
         wave_min = max(1, self.max_in_flight // WAVE_DIVISOR)
@@ -668,7 +669,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             self.log,
         )
         schedule: PollSchedule | None = None
-        idle_since = time.monotonic()
+        idle_since, ended_since_idle = time.monotonic(), 0
         try:
             while True:
                 sent, refused = waves.harvest()
@@ -676,7 +677,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 if refused:
                     batch_state.write_part(s3, names, state, refused)
                     wrote = True
+                in_flight = len(state.pending)
                 wrote = self._record(s3, names, state) or wrote
+                ended_since_idle += in_flight - len(state.pending)
+                if ended_since_idle >= wave_min:  # results still flow (the last wave's tail): stay
+                    idle_since, ended_since_idle = time.monotonic(), 0
                 if sent and not wrote:
                     batch_state.put(s3, names.state_location(), state.to_json().encode())
                 if waves.error is not None:
@@ -697,7 +702,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 left = state.total - waves.cursor
                 if left > 0 and room >= min(wave_min, left):
                     self._start_wave(s3, names, state, waves, inputs=inputs, fields=fields, room=room)
-                    idle_since = time.monotonic()
+                    idle_since, ended_since_idle = time.monotonic(), 0
                     time.sleep(cadence)
                     continue
                 if waves.busy or time.monotonic() - idle_since < self.min_deferral_seconds:
