@@ -103,6 +103,7 @@ TARGET_BATCH_SECONDS = 300
 TARGET_BATCH_100K_SECONDS = 900
 TARGET_FIRST_WAVE_SECONDS = 60
 TARGET_WORKER_RSS_MB = 500
+ROLLING_SECONDS = 60.0
 TARGET_TRIGGERER_CORE_PERCENT = 5.0
 TARGET_CPU_RATIO = 20.0
 
@@ -868,27 +869,38 @@ def _chart(runs: list[dict[str, Any]], path: Path) -> None:
     walls = [run["batch"]["wall_s"] for run in runs]
     wall.bar(labels, walls, color=colours[: len(runs)])
     for x, (value, run) in enumerate(zip(walls, runs, strict=True)):
-        wall.annotate(f"{value:,.0f} s ({run['batch']['state']})", (x, value), ha="center", va="bottom", fontsize=9)
+        done = run["batch"]["state"] == "success"
+        text = f"{value:,.0f} s" if done else f"{value:,.0f} s: stopped,\n{run['batch']['submissions']['items']:,} sent"
+        wall.annotate(text, (x, value), ha="center", va="bottom", fontsize=9)
         wall.plot(
             [x - 0.4, x + 0.4], [target_seconds(run["batch"]["items"])] * 2, color="red", linestyle="--", linewidth=1
         )
+    wall.set_ylim(0, max([*walls, *(target_seconds(r["batch"]["items"]) for r in runs)]) * 1.25)
     wall.set_xlabel("items")
     wall.set_ylabel("s, trigger -> success")
     wall.set_title("Wall time (red: target)")
     for colour, label, run in zip(colours, labels, runs, strict=False):
         found = run["batch"].get("waves") or []
-        rate.plot([w["at"] for w in found], [w["per_s"] or 0 for w in found], ".-", color=colour, label=label)
+        rate.plot([w["at"] for w in found], [w["per_s"] or 0 for w in found], ".", color=colour, alpha=0.35)
+        rolling = [
+            sum(v["items"] for v in found if w["at"] - ROLLING_SECONDS < v["at"] <= w["at"]) / ROLLING_SECONDS
+            for w in found
+        ]
+        rate.plot(
+            [w["at"] for w in found], rolling, "-", color=colour, linewidth=2, label=f"{label}: sent/s, last 60 s"
+        )
         requests.plot(
             range(1, len(found) + 1), [w["s3_requests"] for w in found], ".-", color=colour, label=f"{label}: requests"
         )
         series = run["batch"].get("series") or []
         memory.plot([p["t"] for p in series], [p["worker_rss_mb"] for p in series], color=colour, label=label)
     rate.set_xlabel("s since the trigger (end of each wave's sends)")
-    rate.set_ylabel("items sent / s during the wave")
-    rate.set_title("Submissions per wave")
+    rate.set_ylabel("items sent / s (dots: during each wave)")
+    rate.set_title("Submissions per wave, and over the last 60 s")
     rate.legend(fontsize=8)
     requests.set_xlabel("wave")
-    requests.set_ylabel("S3 requests since the wave before (worker + triggerer)")
+    requests.set_yscale("log")
+    requests.set_ylabel("S3 requests since the wave before (log; wave 1 lists and pins)")
     requests.set_title("S3 requests per wave")
     requests.legend(fontsize=8)
     memory.axhline(TARGET_WORKER_RSS_MB, color="red", linestyle="--", label="500 MB")
