@@ -33,11 +33,12 @@ about ``2 x (1 + results in the pending span / 1,000)`` requests: it grows with 
 with those that ended.
 
 **State in S3** (never in trigger kwargs or XCom), under ``<output dir>/<tag>.batch/``:
-``state.json`` (:class:`BatchState`: the cursor and the items in flight, rewritten before each deferral),
-``inputs.jsonl`` (the input locations of an ``input_prefix`` or ``input_locations`` batch, or a digest of its
-``input_records``: pinned before anything is submitted, the only truth of every later try),
-``ended/<n>.jsonl`` (manifest lines of the items that ended, one part per resume) and ``manifest.jsonl``
-(every item once, sorted, written at the end).
+``state.json`` (:class:`BatchState`: the cursor and the items in flight, rewritten at each check that changed
+something), the pinned inputs (``inputs/<n>.jsonl``, 1,000 locations each, and the ``inputs.json`` index written
+last, for an ``input_prefix`` or ``input_locations`` batch; ``inputs.jsonl``, a digest of ``input_records``, or
+the whole list of a batch pinned by an older version: pinned before anything is submitted, the only truth of
+every later try), ``ended/<n>.jsonl`` (manifest lines of the items that ended, one part per check that saw some
+end) and ``manifest.jsonl`` (every item once, sorted, written at the end).
 """
 
 from __future__ import annotations
