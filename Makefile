@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install test lint typecheck pytest test-oldest test-py313 test-platforms package-check demo demo-ui bench bench-quick bench-batch soak soak-celery constraints constraints-oldest clean
+.PHONY: install test lint typecheck pytest test-oldest test-py313 test-platforms package-check docs docs-serve demo demo-ui bench bench-quick bench-batch soak soak-celery soak-short-local constraints constraints-oldest clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@echo ">> creating $(VENV) and installing airflow-sagemaker-async[test,bench] (pinned by constraints.txt)"
@@ -26,7 +26,7 @@ typecheck: install
 	$(BIN)/mypy
 
 pytest: install
-	$(BIN)/pytest
+	$(BIN)/pytest -m "not soak_local"
 
 test: lint typecheck pytest
 
@@ -66,6 +66,21 @@ test-platforms: install
 package-check: install
 	.ci/package-check
 
+# The documentation site (mkdocs.yml, docs/): the docs extra installed into .venv once (uv, seconds), then a
+# strict build into site/: a broken link, anchor or cross-reference, or a public name missing from the
+# reference (docs/hooks.py), fails it. docs-serve rebuilds on change and listens on 127.0.0.1 only.
+DOCS_STAMP := $(VENV)/.docs-stamp
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs
+$(DOCS_STAMP): pyproject.toml constraints.txt | $(STAMP)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c constraints.txt -e ".[docs]"
+	@touch $@
+
+docs: $(DOCS_STAMP)
+	$(MKDOCS) build --strict
+
+docs-serve: $(DOCS_STAMP)
+	$(MKDOCS) serve --strict --dev-addr 127.0.0.1:8000
+
 demo: install
 	$(BIN)/python scripts/run_demo.py
 
@@ -82,6 +97,10 @@ bench-quick: install
 	$(BIN)/python benchmarks/triggerer_capacity.py --quick
 
 # 10,000 inferences through batch and push under combined faults, real Airflow (about 10 minutes).
+# The 1,000-item soak on SQLite + LocalExecutor (make test runs the Celery topology's).
+soak-short-local: install
+	$(BIN)/pytest -m soak_local tests/soak
+
 soak: install
 	$(BIN)/python -m tests.soak.soak --items 10000
 
@@ -93,7 +112,7 @@ soak-celery: install
 bench-batch: install
 	$(BIN)/python benchmarks/batch.py
 
-constraints: install
+constraints: install $(DOCS_STAMP)
 	@echo "# Pinned versions CI and \`make\` install (Python 3.11). Regenerate: make constraints" > constraints.txt
 	$(PIP) freeze --exclude-editable | grep -v '^airflow-sagemaker-async' >> constraints.txt
 
@@ -103,4 +122,4 @@ constraints-oldest: $(OLDEST)/.installed-stamp
 	mv constraints-oldest.txt.new constraints-oldest.txt
 
 clean:
-	rm -rf $(VENV) $(OLDEST) .airflow .demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST) .airflow .demo .pytest_cache .mypy_cache .ruff_cache site

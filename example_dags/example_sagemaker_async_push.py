@@ -13,7 +13,7 @@ endpoint's queue longer than ``request_ttl_seconds``), the task fails at once wi
 ``SageMakerAsyncInferenceTimeout`` instead of waiting for the deadline. ``log_predictions`` prints the
 answer.
 
-Several triggerers may share one queue. Set it up once per endpoint (see the README, "Push completion"): a
+Several triggerers may share one queue. Set it up once per endpoint (docs/concepts/push.md): a
 standard SQS queue subscribed to both topics, a queue policy that lets the topics send to it, and
 ``sqs:ReceiveMessage``, ``sqs:DeleteMessage`` and ``sqs:ChangeMessageVisibility`` for the triggerer's role.
 

@@ -86,10 +86,12 @@ def test_airflow_lists_the_provider() -> None:
     assert providers["airflow-sagemaker-async"]["version"] == airflow_sagemaker_async.__version__
 
 
-# -- Supported versions: pyproject, the CI sets and the README's table agree -------------------------------
+# -- Supported versions: pyproject, the CI sets and the docs' table agree ---------------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
-# README column -> distribution name.
+#: The page with the supported versions table (the install guide).
+VERSIONS_PAGE = ROOT / "docs" / "how-to" / "install.md"
+# Column of the table in VERSIONS_PAGE -> distribution name.
 _COLUMNS = {
     "Airflow": "apache-airflow",
     "task SDK": "apache-airflow-task-sdk",
@@ -98,7 +100,7 @@ _COLUMNS = {
     "botocore": "botocore",
     "aiobotocore": "aiobotocore",
 }
-# README row -> the constraint files CI installs that set with.
+# Row of that table -> the constraint files CI installs that set with.
 _SETS = {
     "newest": ["constraints.txt"],
     "Python 3.13": ["constraints.txt"],
@@ -124,8 +126,8 @@ def _pins(files: list[str]) -> dict[str, str]:
     return pins
 
 
-def _readme_table() -> dict[str, dict[str, str]]:
-    lines = (ROOT / "README.md").read_text().splitlines()
+def _versions_table() -> dict[str, dict[str, str]]:
+    lines = VERSIONS_PAGE.read_text().splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| set (CI target) |"))
     header = [cell.strip() for cell in lines[start].strip("|").split("|")]
     rows: dict[str, dict[str, str]] = {}
@@ -148,20 +150,20 @@ def _lower_bounds() -> dict[str, str]:
     return bounds
 
 
-def test_the_readme_version_table_matches_the_pins_ci_installs() -> None:
-    table = _readme_table()
+def test_the_documented_version_table_matches_the_pins_ci_installs() -> None:
+    table = _versions_table()
     assert set(table) == set(_SETS)
     for row, files in _SETS.items():
         pins = _pins(files)
         for column, distribution in _COLUMNS.items():
             if distribution in pins:  # the MWAA files leave the task SDK to apache-airflow's own pin
-                assert table[row][column] == pins[distribution], f"README row {row!r}, column {column!r}"
+                assert table[row][column] == pins[distribution], f"{VERSIONS_PAGE.name} row {row!r}, column {column!r}"
 
 
 def test_every_lower_bound_is_a_version_ci_installs() -> None:
     bounds = _lower_bounds()
     installed = {distribution: set() for distribution in _COLUMNS.values()}
-    for row in _readme_table().values():
+    for row in _versions_table().values():
         for column, distribution in _COLUMNS.items():
             installed[distribution].add(row[column])
     for distribution in _COLUMNS.values():
@@ -176,5 +178,5 @@ def test_the_declared_pythons_are_the_tested_ones() -> None:
     assert metadata["Requires-Python"].replace(" ", "") in {">=3.11,<3.14", "<3.14,>=3.11"}
     assert {
         row["Python"].rsplit(".", 1)[0] if row["Python"].count(".") == 2 else row["Python"]
-        for row in _readme_table().values()
+        for row in _versions_table().values()
     } == classifiers

@@ -1,5 +1,5 @@
 """
-Testing your DAGs: a complete example test file, the one the README's "Testing your DAGs" shows (CI runs it).
+Testing your DAGs: a complete example test file, the one the docs' "Test your DAGs" page includes (CI runs it).
 
 It runs a task of "your" DAG as Airflow does, in three steps, against the local SageMaker backend (``pip install
 "airflow-sagemaker-async[local]"``, no AWS account): ``execute`` on the worker submits the inference and defers

@@ -35,10 +35,12 @@ from airflow_sagemaker_async.batch.core import (
     batch_tag,
     low_water_mark,
     reconcile,
+    summary_counts,
 )
 from airflow_sagemaker_async.batch.inputs import BatchInput, as_list, positive_int, records_digest
 from airflow_sagemaker_async.batch.triggers import SageMakerAsyncBatchInferenceTrigger
 from airflow_sagemaker_async.batch.waves import Waves, pending_item
+from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.exceptions import SageMakerAsyncBatchFailed, SageMakerAsyncParameterError
 from airflow_sagemaker_async.common.hooks import SageMakerRuntimeHook
 from airflow_sagemaker_async.common.layout import join_s3
@@ -673,9 +675,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         try:
             while True:
                 sent, refused = waves.harvest()
+                metrics.submitted("batch", endpoint_name=state.endpoint_name, count=sent)
                 wrote = False
                 if refused:
                     batch_state.write_part(s3, names, state, refused)
+                    metrics.batch_items_ended(summary_counts(refused), endpoint_name=state.endpoint_name)
                     wrote = True
                 in_flight = len(state.pending)
                 wrote = self._record(s3, names, state) or wrote
@@ -806,6 +810,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         if state.timed_out is not None:
             state.timed_out += sum(found is None for _, found in ended)
         batch_state.write_part(s3, names, state, lines)
+        metrics.batch_items_ended(summary_counts(lines), endpoint_name=state.endpoint_name)
         return True
 
     def _record_found_earlier(

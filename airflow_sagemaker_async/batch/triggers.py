@@ -21,6 +21,7 @@ from airflow_sagemaker_async.batch.core import (
     read_listing,
     reconcile,
 )
+from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.layout import join_s3, s3_uri, split_s3_uri
 from airflow_sagemaker_async.common.records import FAILED
 from airflow_sagemaker_async.common.watch import (
@@ -93,6 +94,8 @@ class SageMakerAsyncBatchInferenceTrigger(S3ResultTrigger):
         - :external+boto3:py:meth:`S3.Client.list_objects_v2`
     """
 
+    metrics_kind = "batch"
+
     def __init__(
         self,
         *,
@@ -154,6 +157,7 @@ class SageMakerAsyncBatchInferenceTrigger(S3ResultTrigger):
         while True:
             try:
                 async with shared.limit:
+                    metrics.s3_request("list", kind="batch")
                     page = await shared.client.list_objects_v2(**request, MaxKeys=listing.max_keys)
             except asyncio.CancelledError:
                 raise
@@ -212,6 +216,7 @@ class SageMakerAsyncBatchInferenceTrigger(S3ResultTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Check until few enough items are in flight or a deadline passes; yield one event and return."""
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(metrics.holding_wait())
             shared = await stack.enter_async_context(self._s3_client())
             # Subscribed before the first check: a result written in between is seen by one or the other.
             inbox = await stack.enter_async_context(self._inbox())

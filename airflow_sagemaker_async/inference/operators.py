@@ -11,6 +11,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
 from botocore.exceptions import ClientError
 
+from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.exceptions import SageMakerAsyncParameterError
 from airflow_sagemaker_async.common.hooks import AsyncInferenceSubmission, SageMakerRuntimeHook
 from airflow_sagemaker_async.common.layout import compute_deadline, result_locations
@@ -105,7 +106,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         about a second and polls S3 only as a safety net; an ``Expired`` notification ends the wait at once
         with :class:`~airflow_sagemaker_async.common.exceptions.SageMakerAsyncInferenceTimeout`. Default ``None``
         (or ``""`` once rendered): poll only. Used in the triggerer only (``deferrable=True``); see the
-        README, "Push completion", for the setup and the IAM actions.
+        docs/concepts/push.md for the setup and the IAM actions.
     :param min_deferral_seconds: the trigger fires no sooner than this after the deferral (guard against
         apache/airflow#71580); default ``[sagemaker_async] min_deferral_seconds``, else 10.
     :param output_format: ``"location"`` (default, download nothing), ``"text"``, ``"json"`` or
@@ -118,7 +119,8 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
     :param resume_on_retry: on a retry (try 2+) with a fixed ``filename``, look for the result of an earlier
         try at the endpoint's output and failure paths (``sagemaker:DescribeEndpoint`` and
         ``sagemaker:DescribeEndpointConfig``) and resume from it instead of invoking again (default ``True``).
-        Without a result there, the task invokes again: submission is at least once (see README, Retries).
+        Without a result there, the task invokes again: submission is at least once
+        (docs/concepts/waiting.md, "Retries").
     :param aws_conn_id: Airflow AWS connection, default ``aws_default``; ``None`` uses boto3's default chain.
     :param region_name: AWS region, default from the connection.
     :param verify: whether / how to verify SSL certificates, default from the connection.
@@ -314,6 +316,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
                 )
             raise
         submitted_at = utcnow()
+        metrics.submitted("async", endpoint_name=fields["endpoint_name"])
         self._persist_links(context, submission)
         deadline = compute_deadline(
             submitted_at,

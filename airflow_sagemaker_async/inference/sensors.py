@@ -95,6 +95,7 @@ class SageMakerAsyncInferenceSensor(InferenceWaitMixin, AwsBaseSensor[S3Hook]):
     """
 
     aws_hook_class = S3Hook
+    metrics_kind = "sensor"
     template_fields: Sequence[str] = aws_template_fields(
         "output_location", "failure_location", "inference_id", "endpoint_name", "notification_queue_url"
     )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.clients import SharedClient, client_key, shared_s3_clients
 from airflow_sagemaker_async.common.layout import normalize_s3_uri
 from airflow_sagemaker_async.common.validation import check_poll_schedule, check_queue_url
@@ -46,6 +47,9 @@ class S3ResultTrigger(BaseTrigger):
     left out so defaults apply, as the amazon provider does); opens the shared aiobotocore S3 client
     (:mod:`airflow_sagemaker_async.common.clients`) and HEADs through it.
     """
+
+    #: the ``kind`` tag of the S3 request metrics (:mod:`airflow_sagemaker_async.common.metrics`).
+    metrics_kind: ClassVar[Literal["inference", "batch"]] = "inference"
 
     def __init__(
         self,
@@ -105,6 +109,7 @@ class S3ResultTrigger(BaseTrigger):
     async def _head(self, shared: SharedClient, bucket: str, key: str) -> ProbeResult:
         try:
             async with shared.limit:  # build and sign the request only when a pooled connection can take it
+                metrics.s3_request("head", kind=self.metrics_kind)
                 response = await shared.client.head_object(Bucket=bucket, Key=key)
             return read_head_response(response)
         except asyncio.CancelledError:
@@ -379,6 +384,7 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
             self.notification_queue_url or "(none: polling only)",
         )
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(metrics.holding_wait())
             shared = await stack.enter_async_context(self._s3_client())
             # Subscribed before the first HEAD: a result written in between is seen by one or the other.
             inbox = await stack.enter_async_context(self._inbox())

@@ -45,10 +45,11 @@ from __future__ import annotations
 import os
 from configparser import RawConfigParser
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal
 
 from airflow.providers.common.compat.sdk import conf
 
+from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.exceptions import SageMakerAsyncInferenceError, SageMakerAsyncInferenceTimeout
 from airflow_sagemaker_async.common.outcome import finish
 from airflow_sagemaker_async.common.validation import (
@@ -197,6 +198,8 @@ class InferenceWaitMixin:
     defer: Any
     #: the outcome of the wait once finished (also when it raised with one), for lineage; ``None`` before.
     last_outcome: Outcome | None = None
+    #: the ``kind`` tag of the outcome metrics (:func:`~airflow_sagemaker_async.common.metrics.inference_ended`).
+    metrics_kind: ClassVar[Literal["operator", "sensor"]] = "operator"
 
     def _s3_client(self) -> Any:
         """Return a boto3 S3 client built from the task's AWS parameters."""
@@ -265,8 +268,10 @@ class InferenceWaitMixin:
             )
         except (SageMakerAsyncInferenceError, SageMakerAsyncInferenceTimeout) as error:
             self.last_outcome = error.outcome
+            metrics.inference_ended(error.outcome, kind=self.metrics_kind)
             raise
         self.last_outcome = outcome
+        metrics.inference_ended(outcome, kind=self.metrics_kind)
         self.log.info(
             "Inference %s: %s (completed %s, detected %s after %s checks)",
             outcome["inference_id"],

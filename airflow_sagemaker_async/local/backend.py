@@ -10,6 +10,10 @@
         answer = runtime.invoke_endpoint_async(
             EndpointName="iris-endpoint", Body=b"5.1,3.5,1.4,0.2", ContentType="text/csv"
         )
+
+Longer than ~400 lines because :class:`LocalSageMakerAsyncBackend` is the backend's whole public API for
+users' tests (start, endpoints, clients, controls, stop) and reads best as one class; the parts it drives live
+in their own modules (control_plane, server, endpoints, realtime, containers).
 """
 
 from __future__ import annotations

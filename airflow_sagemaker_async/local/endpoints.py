@@ -5,6 +5,9 @@ A request is accepted into the endpoint's queue (``Queued``), taken by a worker 
 instance's container, and finished: the output or failure object is written to S3 first, then the
 notification is published to SNS. A request still queued after ``RequestTTLSeconds`` expires: no object,
 an ``Expired`` notification on the ErrorTopic.
+
+Longer than ~400 lines because :class:`EndpointRuntime` is one state machine (queue, workers, expiry, results,
+notifications) whose transitions read best together.
 """
 
 from __future__ import annotations

@@ -147,7 +147,7 @@ def airflow_environment(
         sensors that do not set theirs; default none (the plugin's default).
     :param max_poll_interval: ``[sagemaker_async] max_poll_interval`` (seconds); default none.
     :param min_deferral_seconds: ``[sagemaker_async] min_deferral_seconds``, the guard that keeps a trigger
-        from firing that soon after the deferral (a scheduler race, see the README's known issues); default
+        from firing that soon after the deferral (a scheduler race, see docs/known-issues.md); default
         none (the plugin's default). 0 is safe only where triggers run in line (``airflow dags test``).
     :param servers: the PostgreSQL and Redis of the Celery topology (:func:`~airflow_sagemaker_async.local.
         topology.cluster_servers`): the metadata DB, the CeleryExecutor and its broker instead of SQLite and the

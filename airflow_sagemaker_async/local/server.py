@@ -7,6 +7,10 @@ other kind), checks SigV4 signatures, hears of endpoints created in moto (see
 :class:`~airflow_sagemaker_async.local.endpoints.EndpointRuntime` for each async endpoint, a
 :class:`~airflow_sagemaker_async.local.realtime.RealtimeEndpoint` for each real-time one, whose image is
 registered. Nothing here blocks the loop: S3, SNS and SageMaker calls to moto go through aiobotocore.
+
+Longer than ~400 lines because it holds one aiohttp handler per runtime operation (InvokeEndpointAsync,
+InvokeEndpoint, InvokeEndpointWithResponseStream, ping, control) with their AWS-shaped error answers; each
+is short, and splitting them would scatter the one table of routes.
 """
 
 from __future__ import annotations

@@ -45,6 +45,9 @@ IAM actions the triggerer's role needs on the queue: ``sqs:ReceiveMessage``, ``s
 .. seealso::
     - :external+boto3:py:meth:`SQS.Client.receive_message`
     - https://docs.aws.amazon.com/sagemaker/latest/dg/async-inference-check-predictions.html
+
+Longer than ~400 lines because :class:`NotificationReceiver`'s life cycle (receive, route, delete, hand back,
+close under cancellation) is one piece of concurrency, kept in one class so its invariants can be read at once.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ import time
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, Final
 
+from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.clients import SharedRegistry, client_key
 from airflow_sagemaker_async.push.notifications import (
     HANDBACK_PAUSE_SECONDS,
@@ -323,6 +327,7 @@ class NotificationReceiver:
             attributes = message.get("Attributes") or {}
             age = now - int(attributes.get("SentTimestamp") or now * 1000) / 1000
             action = decide(parsed, routed=bool(woken), age_seconds=age)
+            metrics.notification(metrics.notification_fate(parsed, routed=bool(woken), deleted=action is Action.DELETE))
             if action is Action.DELETE:
                 deletes.append(message["ReceiptHandle"])
             elif action is Action.RELEASE:

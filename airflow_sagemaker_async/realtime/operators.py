@@ -16,6 +16,7 @@ from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
 
+from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.exceptions import (
     SageMakerAsyncOutputTooLarge,
     SageMakerAsyncParameterError,
@@ -90,7 +91,8 @@ class SageMakerInvokeEndpointOperator(RealtimeRequestMixin, AwsBaseOperator[Sage
     :param verify: whether / how to verify SSL certificates, default from the connection.
     :param botocore_config: botocore ``Config`` parameters as a dict. ``read_timeout`` defaults to 70 s (AWS's
         advice for a model near the 60 s limit). botocore retries only what cannot have reached the model
-        (throttling, 503, no connection); a read timeout or another 5xx is never retried (README "Retries").
+        (throttling, 503, no connection); a read timeout or another 5xx is never retried
+        (docs/concepts/waiting.md, "Retries").
 
     :raises SageMakerAsyncParameterError: at construction for a static bad value, at ``execute`` (before
         any AWS call) for a templated one, and for an ``input_location`` object over the limit (before it is
@@ -215,6 +217,7 @@ class SageMakerInvokeEndpointOperator(RealtimeRequestMixin, AwsBaseOperator[Sage
             body=payload,
             **fields,
         )
+        metrics.submitted("realtime", endpoint_name=endpoint_name)
         SageMakerEndpointLink.persist(
             context=context,
             operator=self,

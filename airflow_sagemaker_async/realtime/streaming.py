@@ -26,6 +26,7 @@ from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
 from urllib3.exceptions import ReadTimeoutError
 
+from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.exceptions import (
     SageMakerAsyncParameterError,
     SageMakerResponseStreamError,
@@ -153,7 +154,7 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
     :param verify: whether / how to verify SSL certificates, default from the connection.
     :param botocore_config: botocore ``Config`` parameters as a dict. ``read_timeout`` (seconds to the first
         part and between two parts) defaults to 70 s; the call is never retried once it may have reached the
-        model (README "Retries").
+        model (docs/concepts/waiting.md, "Retries").
 
     :raises SageMakerAsyncParameterError: a bad parameter, before any AWS call.
     :raises SageMakerModelError: the model answered an error before streaming (``ModelError``).
@@ -309,6 +310,7 @@ class SageMakerInvokeEndpointWithResponseStreamOperator(RealtimeRequestMixin, Aw
             body=payload,
             **fields,
         )
+        metrics.submitted("streaming", endpoint_name=endpoint_name)
         SageMakerEndpointLink.persist(
             context=context,
             operator=self,

@@ -26,6 +26,7 @@ from tests.e2e.airflow_cluster import (
     check_sensor_example,
     examples_environment,
 )
+from tests.statsd_listener import StatsdListener
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -46,13 +47,27 @@ EXAMPLE_DAGS = (
 
 
 @pytest.fixture(scope="module")
+def statsd() -> Iterator[StatsdListener]:
+    """A StatsD server on 127.0.0.1 that the cluster's ``[metrics]`` sends to (Airflow's metrics and ours)."""
+    with StatsdListener() as listener:
+        yield listener
+
+
+@pytest.fixture(scope="module")
 def cluster(
     tmp_path_factory: pytest.TempPathFactory,
     sagemaker_async_backend: LocalSageMakerAsyncBackend,
     sagemaker_async_iris_endpoint: LocalEndpoint,
+    statsd: StatsdListener,
 ) -> Iterator[AirflowCluster]:
     home = tmp_path_factory.mktemp("cluster-airflow")
-    env = examples_environment(home, sagemaker_async_backend, sagemaker_async_iris_endpoint, api_port=free_port())
+    env = examples_environment(
+        home,
+        sagemaker_async_backend,
+        sagemaker_async_iris_endpoint,
+        api_port=free_port(),
+        extra=statsd.airflow_environment(),
+    )
     with AirflowCluster(env) as server:
         server.migrate_db()
         server.start_components(STARTUP_TIMEOUT)
@@ -171,3 +186,26 @@ def test_sensor_dag_waits_for_the_submitted_inference_and_gets_its_predictions(
     cluster: AirflowCluster, runs: dict[str, str], finished: dict[str, str]
 ) -> None:
     check_sensor_example(cluster, runs["example_sagemaker_async_sensor"])
+
+
+def test_metrics_of_workers_and_triggerer_reach_the_statsd_server_beside_airflows_own(
+    cluster: AirflowCluster, runs: dict[str, str], finished: dict[str, str], statsd: StatsdListener
+) -> None:
+    # Submitted: predict (1), the batch example's four mapped predict, the failure example's two, the sensor's submit.
+    assert statsd.total("airflow.sagemaker_async.submissions.async") >= 8
+    # Ended, on the workers: inference + three batch inputs + the sensor; one batch input + both failure tasks.
+    assert statsd.total("airflow.sagemaker_async.outcomes.Completed") >= 5
+    assert statsd.total("airflow.sagemaker_async.outcomes.Failed") >= 3
+    timers = {metric.name for metric in statsd.metrics("airflow.sagemaker_async.") if metric.type == "ms"}
+    assert "airflow.sagemaker_async.detection_latency" in timers
+    assert "airflow.sagemaker_async.submit_to_outcome.Completed" in timers
+    # From the triggerer's trigger runner, where Airflow set up only its internal Stats (apache/airflow#69172).
+    assert statsd.total("airflow.sagemaker_async.s3_requests.head") > 0
+    held = [metric for metric in statsd.metrics("airflow.sagemaker_async.waits_held.") if metric.type == "g"]
+    assert max(metric.value for metric in held) >= 1
+    statsd.wait_for(
+        "the waits held back at 0",
+        lambda: statsd.metrics("airflow.sagemaker_async.waits_held.")[-1].value == 0,
+    )
+    # Airflow's own metrics on the same server, under the same prefix.
+    assert statsd.metrics("airflow.triggerer_heartbeat")

@@ -50,7 +50,7 @@ HEALTH_CHECK_THRESHOLD = 15
 #: a wide margin for a loaded machine, deferral -> kill (~2 s) -> adoption by the new triggerer (10-25 s:
 #: its start, and the dead one's last heartbeat growing older than HEALTH_CHECK_THRESHOLD), so that the
 #: rebuilt trigger really waits for the model; and it keeps the task clear of the Airflow 3.3 scheduler race
-#: with fast triggers (README, "Known issues").
+#: with fast triggers (docs/known-issues.md).
 MODEL_SLEEP_SECONDS = 60
 
 WATCHING = re.compile(r"Watching inference (?P<inference_id>\S+): output .*?, deadline (?P<deadline>[0-9T:.+Z-]+)")
