@@ -107,7 +107,8 @@ def test_two_thousand_items_a_tenth_malformed_each_once_with_the_right_status(
     assert set(invoked.values()) == {1}  # no item invoked twice
     assert summary["invocations"] == 2000
     assert summary["resumed_items"] == 0
-    assert summary["deferrals"] >= 1
+    # No assertion on deferrals: a fast model keeps the worker sending while it records (issue 21), so whether
+    # it defers depends on the machine's load; the deferral path is tested with the 5 s model below.
 
 
 def test_a_retry_after_the_worker_died_sends_only_the_missing_items(

@@ -14,8 +14,10 @@ from airflow_sagemaker_async.batch.core import (
     PendingItem,
     batch_tag,
     blocks,
+    list_requests,
     low_water_mark,
     merge_found,
+    pending_runs,
     reconcile,
 )
 from airflow_sagemaker_async.batch.inputs import as_list as _as_list
@@ -147,3 +149,24 @@ def test_counts_of_items_and_threads_are_whole_numbers_from_1(value: object, ok:
         return
     with pytest.raises(SageMakerAsyncParameterError, match=r"max_in_flight=.* whole number of items, 1 or more"):
         _positive_int(value, "max_in_flight", "items", example=1000)
+
+
+def test_a_check_lists_each_run_of_pending_blocks_once_from_its_lowest_pending_item() -> None:
+    assert pending_runs([7, 5, 1500, 2999, 5000]) == [(5, 2999), (5000, 5000)]
+    listings = list_requests(NAMES, [7, 5, 1500, 2999, 5000])
+    assert [(x.status, x.first, x.last, x.max_keys) for x in listings] == [
+        ("Completed", 5, 2999, 1000),
+        ("Failed", 5, 2999, 1000),
+        ("Completed", 5000, 5000, 1),
+        ("Failed", 5000, 5000, 1),
+    ]
+    run = listings[0]
+    assert run.prefix == "s3://b/out/ext/0123456789ab-000"  # what items 5 and 2999 share
+    assert run.start_after == "s3://b/out/ext/0123456789ab-0000005"
+    # StartAfter skips every key of a lower item and keeps every key of the lowest pending one
+    assert NAMES.output_location(4) < run.start_after < NAMES.output_location(5)
+    assert run.start_after < "s3://b/out/ext/0123456789ab-0000005.out-error.out"
+    assert run.read_on(NAMES, NAMES.output_location(2999))
+    assert not run.read_on(NAMES, NAMES.output_location(3000))
+    # 100,000 items in flight and nothing ended yet: one LIST per directory, not one per block
+    assert len(list_requests(NAMES, range(100_000))) == 2

@@ -27,7 +27,7 @@ import pytest
 from airflow.sdk.exceptions import TaskDeferred
 
 from airflow_sagemaker_async.batch import state as batch_state
-from airflow_sagemaker_async.batch.core import batch_tag
+from airflow_sagemaker_async.batch.core import BatchNames, batch_tag
 from airflow_sagemaker_async.common.exceptions import SageMakerAsyncBatchFailed, SageMakerAsyncParameterError
 from airflow_sagemaker_async.common.hooks import SageMakerRuntimeHook
 from airflow_sagemaker_async.common.layout import split_s3_uri
@@ -103,6 +103,18 @@ def put_inputs(s3: Any, bucket: str, prefix: str, names: list[str]) -> None:
         s3.put_object(Bucket=bucket, Key=f"{prefix}{name}", Body=f"s3://{bucket}/{prefix}{name}".encode())
 
 
+#: The object whose write makes the pin: the index of chunked locations, or the digest of input_records.
+PIN_NAMES = {"inputs.json", "inputs.jsonl"}
+
+
+def pinned_locations(s3: Any, summary: dict[str, Any]) -> list[str]:
+    """Return the batch's pinned input locations, read from its chunks (through the index)."""
+    names = BatchNames(summary["batch_tag"], "", summary["output_prefix"], summary["failure_prefix"])
+    pinned = batch_state.read_pin(s3, names, content_type=None)
+    assert pinned is not None
+    return [str(item.location) for item in pinned]
+
+
 def die_at(point: str, after: int = 0) -> None:
     """In the forked first try: SIGKILL this process at ``point`` (patches the batch state module's writes)."""
 
@@ -114,13 +126,13 @@ def die_at(point: str, after: int = 0) -> None:
 
     def put(s3: Any, uri: str, body: bytes) -> None:
         name = uri.rsplit("/", 1)[-1]
-        if point == "before_pin" and name == "inputs.jsonl":
+        if point == "before_pin" and name in PIN_NAMES:
             kill()  # nothing written, nothing sent
         if point == "after_wave" and name == "state.json":
             kill()  # the first wave is sent; the state never written
         real_put(s3, uri, body)
         puts[name] += 1
-        if point == "after_pin" and name == "inputs.jsonl":
+        if point == "after_pin" and name in PIN_NAMES:
             kill()  # pinned, nothing sent
         if point == "after_state" and name == "state.json" and puts[name] > after:
             kill()
@@ -299,8 +311,7 @@ def test_random_kill_points_and_prefix_changes_never_pair_a_result_with_the_wron
         sagemaker_async_backend.wait_idle(timeout=60)
 
         bucket_prefix = f"s3://{bucket}/{prefix}"
-        pin = split_s3_uri(f"{summary['output_prefix']}/{summary['batch_tag']}.batch/inputs.jsonl")
-        pinned = [json.loads(line) for line in s3.get_object(Bucket=pin[0], Key=pin[1])["Body"].read().splitlines()]
+        pinned = pinned_locations(s3, summary)
         listed_first = sorted(bucket_prefix + name for name in original)
         listed_now = sorted(bucket_prefix + name for name in {*original, *added} - set(deleted))
         assert pinned in (listed_first, listed_now), description

@@ -23,17 +23,22 @@ is expected under ``<failure dir>/<tag>-<i:07d>.out…``; AWS does not document 
 failure object, so each item keeps the FailureLocation InvokeEndpointAsync returned, and an item whose
 returned key does not start with that stem is checked by HEAD instead of LIST (:attr:`PendingItem.head_failure`).
 
-**Watching by LIST.** Items are grouped in blocks of 1,000 consecutive indexes; one ``ListObjectsV2``
-with ``Prefix=<dir>/<tag>-<first 4 digits of i:07d>`` returns every result of a block in one page. A check
-costs 2 requests per block that still has pending items (output and failure), so at most about
-``2 x ceil(pending / 1,000) + 2`` while waves are consecutive.
+**Watching by LIST.** Items are grouped in blocks of 1,000 consecutive indexes. A check makes one
+``ListObjectsV2`` per directory (output, failure) and per *run* of consecutive blocks that hold pending items:
+it starts after the run's lowest pending item (``StartAfter=<dir>/<tag>-<lowest:07d>``), under the longest
+prefix its Filenames share, and reads on (1,000 keys a page) until past the run's highest pending item. The
+items that ended before the lowest pending one are never listed again, and a run of 100,000 pending items
+with no result yet costs 2 requests, not 200 (:class:`BlockListing`). While waves are consecutive a check costs
+about ``2 x (1 + results in the pending span / 1,000)`` requests: it grows with the items in flight, not
+with those that ended.
 
 **State in S3** (never in trigger kwargs or XCom), under ``<output dir>/<tag>.batch/``:
-``state.json`` (:class:`BatchState`: the cursor and the items in flight, rewritten before each deferral),
-``inputs.jsonl`` (the input locations of an ``input_prefix`` or ``input_locations`` batch, or a digest of its
-``input_records``: pinned before anything is submitted, the only truth of every later try),
-``ended/<n>.jsonl`` (manifest lines of the items that ended, one part per resume) and ``manifest.jsonl``
-(every item once, sorted, written at the end).
+``state.json`` (:class:`BatchState`: the cursor and the items in flight, rewritten at each check that changed
+something), the pinned inputs (``inputs/<n>.jsonl``, 1,000 locations each, and the ``inputs.json`` index written
+last, for an ``input_prefix`` or ``input_locations`` batch; ``inputs.jsonl``, a digest of ``input_records``, or
+the whole list of a batch pinned by an older version: pinned before anything is submitted, the only truth of
+every later try), ``ended/<n>.jsonl`` (manifest lines of the items that ended, one part per check that saw some
+end) and ``manifest.jsonl`` (every item once, sorted, written at the end).
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ __all__ = [
     "MAX_ITEMS",
     "BatchNames",
     "BatchState",
+    "BlockListing",
     "Found",
     "PendingItem",
     "batch_tag",
@@ -69,6 +75,7 @@ __all__ = [
     "list_requests",
     "low_water_mark",
     "merge_found",
+    "pending_runs",
     "read_listing",
     "reconcile",
     "summary_counts",
@@ -232,6 +239,13 @@ class BatchState:
     :param generation: which batch of the task instance this is (see :func:`batch_tag`).
     :param succeeded_try: the try number that ended this batch successfully, ``None`` until one did; a later try
         (a clear) starts the next generation unless ``rescore_on_clear=False``.
+    :param sent_until: every item below it was handed to the submitting threads when the state was written; a try
+        that dies after that write sent at most ``max_in_flight`` more (``None``: a state of an older version).
+    :param recheck_until: items below it are looked up by LIST before they are sent (set by each new try: an
+        earlier try may have sent them); above it nothing was ever sent. ``None``: look up every item (old states).
+    :param max_in_flight: the ``max_in_flight`` of the try that wrote the state.
+    :param timed_out: how many ended parts' items are ``TimedOut`` (a new try reads the parts to look them up
+        again only when some are); ``None``: not counted (a state of an older version), read the parts.
     """
 
     tag: str
@@ -248,6 +262,10 @@ class BatchState:
     deferrals: int = 0
     generation: int = 1
     succeeded_try: int | None = None
+    sent_until: int | None = None
+    recheck_until: int | None = None
+    max_in_flight: int | None = None
+    timed_out: int | None = None
 
     def to_json(self) -> str:
         """Serialise as JSON (``state.json``)."""
@@ -308,16 +326,72 @@ def reconcile(
     return ended, still
 
 
-def list_requests(names: BatchNames, indexes: Iterable[int]) -> list[tuple[InferenceStatus, str]]:
+@dataclass(frozen=True)
+class BlockListing:
     """
-    Return the LISTs one check makes for ``indexes``: ``(status, prefix URI)``, output then failure, per block.
+    One ``ListObjectsV2`` of a check: the results of a run of blocks with pending items, in one directory.
 
-    A result found under an output prefix means ``Completed``, under a failure prefix ``Failed``.
+    :param status: what a key found here means (``Completed`` under the output dir, ``Failed`` under the failure dir).
+    :param prefix: S3 URI prefix, ``<dir>/<tag>-<the digits that item first's and item last's Filenames share>``.
+    :param start_after: S3 URI of the ``StartAfter`` key, ``<dir>/<tag>-<first:07d>``: every key of a lower item
+        sorts before it, every key of item ``first`` after it (``…<first:07d>.out…`` is longer).
+    :param first: the lowest pending index of the run.
+    :param last: the highest pending index of the run; keys of higher items are not needed.
+    """
+
+    status: InferenceStatus
+    prefix: str
+    start_after: str
+    first: int
+    last: int
+
+    @property
+    def max_keys(self) -> int:
+        """``MaxKeys``: one key per item from ``first`` to ``last``, at most 1,000 (a page)."""
+        return min(BLOCK_SIZE, self.last - self.first + 1)
+
+    def read_on(self, names: BatchNames, last_key: str | None) -> bool:
+        """Tell whether a truncated answer whose last key is ``last_key`` (S3 URI) needs its next page."""
+        index = names.index_of(last_key) if last_key else None
+        return index is None or index <= self.last
+
+
+def pending_runs(indexes: Iterable[int]) -> list[tuple[int, int]]:
+    """Return ``(lowest, highest)`` pending index of each run of consecutive blocks holding ``indexes``, in order."""
+    spans: dict[int, tuple[int, int]] = {}
+    for index in indexes:
+        block = index // BLOCK_SIZE
+        low, high = spans.get(block, (index, index))
+        spans[block] = (min(low, index), max(high, index))
+    runs: list[tuple[int, int]] = []
+    previous = None
+    for block, (low, high) in sorted(spans.items()):
+        if previous is not None and block == previous + 1:
+            runs[-1] = (runs[-1][0], high)
+        else:
+            runs.append((low, high))
+        previous = block
+    return runs
+
+
+def list_requests(names: BatchNames, indexes: Iterable[int]) -> list[BlockListing]:
+    """
+    Return the LISTs one check makes for ``indexes``: output then failure, per run of blocks (:class:`BlockListing`).
+
+    A result found under an output prefix means ``Completed``, under a failure prefix ``Failed``. Each LIST
+    reads only the keys from the run's lowest to its highest wanted index, never those of lower items.
     """
     dirs: list[tuple[InferenceStatus, str]] = [(COMPLETED, names.output_dir)]
     if names.failure_dir:
         dirs.append((FAILED, names.failure_dir))
-    return [(status, names.block_prefix(directory, block)) for block in blocks(indexes) for status, directory in dirs]
+    listings = []
+    for first, last in pending_runs(indexes):
+        low, high = f"{first:07d}", f"{last:07d}"
+        shared = next((i for i, (a, b) in enumerate(zip(low, high, strict=True)) if a != b), len(low))
+        for status, directory in dirs:
+            prefix = join_s3(directory, f"{names.tag}-{low[:shared]}")
+            listings.append(BlockListing(status, prefix, join_s3(directory, f"{names.tag}-{low}"), first, last))
+    return listings
 
 
 def read_listing(

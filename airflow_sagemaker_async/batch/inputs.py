@@ -1,7 +1,8 @@
 """
 A batch's inputs as given: parsing the lists (``input_locations``, ``input_records``), numbers, the records' digest.
 
-No I/O. The pinned list (``inputs.jsonl``) is written and read by :mod:`airflow_sagemaker_async.batch.state`.
+No I/O. The pin (chunks of locations, or the records' digest) is written and read by
+:mod:`airflow_sagemaker_async.batch.state`.
 """
 
 from __future__ import annotations

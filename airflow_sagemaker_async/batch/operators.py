@@ -5,16 +5,15 @@ The worker shell of a batch: checks, the try's batch (resume or a new generation
 deferral, the finish. Its S3 state I/O is in :mod:`~airflow_sagemaker_async.batch.state`, the parsing of its
 inputs in :mod:`~airflow_sagemaker_async.batch.inputs`, its decisions in :mod:`~airflow_sagemaker_async.batch.core`.
 Longer than ~400 lines for one reason: the operator's class docstring is its parameter reference (about 130
-lines) and the wave submission is still here; the wave code moves to its own module with the pacing work of
-issue 21.
+lines). The submissions themselves are in :mod:`~airflow_sagemaker_async.batch.waves`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,7 +23,6 @@ from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 from airflow.providers.amazon.aws.operators.base_aws import AwsBaseOperator
 from airflow.providers.amazon.aws.utils.mixins import aws_template_fields
 from airflow.sdk.log import mask_secret
-from botocore.exceptions import ClientError
 
 from airflow_sagemaker_async.assets.events import check_output_assets, record_batch_events
 from airflow_sagemaker_async.batch import state as batch_state
@@ -42,15 +40,15 @@ from airflow_sagemaker_async.batch.core import (
 )
 from airflow_sagemaker_async.batch.inputs import BatchInput, as_list, positive_int, records_digest
 from airflow_sagemaker_async.batch.triggers import SageMakerAsyncBatchInferenceTrigger
+from airflow_sagemaker_async.batch.waves import Waves, pending_item
 from airflow_sagemaker_async.common import metrics
 from airflow_sagemaker_async.common.exceptions import SageMakerAsyncBatchFailed, SageMakerAsyncParameterError
 from airflow_sagemaker_async.common.hooks import SageMakerRuntimeHook
-from airflow_sagemaker_async.common.layout import compute_deadline, join_s3, s3_uri
+from airflow_sagemaker_async.common.layout import join_s3
 from airflow_sagemaker_async.common.lineage import LineageRecord, operator_lineage
-from airflow_sagemaker_async.common.records import FAILED, TIMED_OUT
+from airflow_sagemaker_async.common.records import COMPLETED, FAILED, TIMED_OUT
 from airflow_sagemaker_async.common.rules import INVOKE_ENDPOINT_ASYNC
 from airflow_sagemaker_async.common.validation import (
-    MAX_INLINE_BODY_BYTES,
     check_inline_payload,
     check_input_location,
     check_invoke_fields,
@@ -73,10 +71,14 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
     from airflow.sdk import Context
 
-    from airflow_sagemaker_async.common.records import BatchEvent, BatchSummary, ManifestLine
+    from airflow_sagemaker_async.common.records import BatchEvent, BatchSummary
 
 __all__ = ["SageMakerInvokeEndpointAsyncBatchOperator"]
 
+#: A wave starts once ``max_in_flight // WAVE_DIVISOR`` places are free (at least 1): 50 at the default 1,000.
+WAVE_DIVISOR = 20
+#: Seconds between two checks on the worker while waves go out (``poll_interval`` when it is shorter).
+STREAM_CHECK_SECONDS = 2.0
 #: Submissions in flight at once from the worker (threads), by default.
 DEFAULT_SUBMIT_CONCURRENCY = 8
 #: botocore retries when the task's botocore_config says nothing: adaptive mode rides out throttling by
@@ -88,8 +90,10 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     """
     Score many inputs with one task: submit them in waves with InvokeEndpointAsync, watch by LIST, write a manifest.
 
-    The worker submits up to ``max_in_flight`` items (``submit_concurrency`` threads, botocore's adaptive
-    retries), checks once, then defers to
+    The worker keeps up to ``max_in_flight`` items in flight (``submit_concurrency`` threads, botocore's adaptive
+    retries): waves go out in the background while it checks S3 and records what ended, the next wave as soon as
+    a twentieth of ``max_in_flight`` is free. When nothing is left to send for ``min_deferral_seconds`` (a slow
+    model), it defers to
     :class:`~airflow_sagemaker_async.batch.triggers.SageMakerAsyncBatchInferenceTrigger`, which resumes the
     task once at most a quarter of ``max_in_flight`` are still in flight; the task records what ended,
     submits the next wave, and so on until every item has ended. Names, S3 layout and state are described
@@ -365,9 +369,9 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             return None
         return self._counted(inputs)
 
-    def _locations(self, locations: list[Any], *, check: bool) -> list[BatchInput]:
+    def _locations(self, locations: list[Any], *, check: bool, first: int = 0) -> list[BatchInput]:
         name = "input_locations" if self.input_locations is not None else "input_prefix"
-        for index, location in enumerate(locations if check else ()):
+        for index, location in enumerate(locations if check else (), start=first):
             try:
                 check_input_location(location)
             except SageMakerAsyncParameterError as error:
@@ -389,28 +393,33 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 parameter=source,
             )
         if len(inputs) > MAX_ITEMS:
-            raise SageMakerAsyncParameterError(
-                f"{len(inputs)} inputs are more than the {MAX_ITEMS} one batch can name (7-digit item numbers in "
-                "the Filename). Split the inputs over several tasks.",
-                parameter="input_locations",
-            )
+            raise _too_many(len(inputs))
         return inputs
 
-    def _pinned_inputs(self, s3: Any, names: BatchNames, given: list[BatchInput] | None) -> list[BatchInput]:
+    def _pinned_inputs(
+        self, s3: Any, names: BatchNames, given: list[BatchInput] | None, *, compare: bool
+    ) -> Sequence[BatchInput]:
         """
-        Return the batch's inputs as pinned in ``inputs.jsonl``; pin them first if no try did yet.
+        Return the batch's inputs as pinned by its first try; pin them first if no try did yet.
 
         The pinned list is the only truth of every try, whenever an earlier one died: item ``i`` is the ``i``-th
         pinned input, so a result found in S3 is always paired with the input its inference read. It is written
-        before anything is submitted. A prefix is listed (and its keys checked) only when nothing is pinned.
+        before anything is submitted: locations in chunks of 1,000 (a prefix is listed page by page, once, and
+        its keys checked) and then the index that makes the pin (:func:`.state.pin_locations`); ``input_records``
+        as a digest. A resume reads the index only, then the chunks of the items it handles
+        (:class:`.state.PinnedInputs`).
 
+        :param compare: compare the given inputs with the pin (a new try); a resume of the same try does not.
         :raises SageMakerAsyncParameterError: ``input_records`` changed since they were pinned; a listed key
-            breaks a rule; the prefix holds no inputs.
+            breaks a rule; the prefix holds no inputs, or too many.
         """
-        pin = join_s3(names.state_dir(), "inputs.jsonl")
-        text = batch_state.get_text_or_none(s3, pin)
         if self.input_records is not None:
             assert given is not None
+            pin = join_s3(names.state_dir(), "inputs.jsonl")
+            text = batch_state.get_text_or_none(s3, pin)
+            self._pinned_now = text is None
+            if text is not None and not compare:
+                return given
             digest = records_digest(given)
             if text is not None and json.loads(text) != digest:
                 raise SageMakerAsyncParameterError(
@@ -423,9 +432,10 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             if text is None:
                 batch_state.put(s3, pin, json.dumps(digest).encode())
             return given
-        if text is not None:
-            pinned = [BatchInput(json.loads(line), None, self.content_type) for line in text.splitlines() if line]
-            if given is not None and [i.location for i in given] != [i.location for i in pinned]:
+        pinned = batch_state.read_pin(s3, names, content_type=self.content_type)
+        self._pinned_now = pinned is None
+        if pinned is not None:
+            if compare and given is not None and self._differs(given, pinned):
                 self.log.warning(
                     "Batch %s: input_locations (%d items) differ from the %d pinned by the first try; the batch goes "
                     "on with the pinned ones. Delete %s/ to score the new list from scratch.",
@@ -435,13 +445,36 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                     names.state_dir(),
                 )
             return pinned
-        inputs = (
-            given
-            if given is not None
-            else self._counted(self._locations(batch_state.listed_uris(s3, self.input_prefix or ""), check=True))
+        if given is not None:
+            return batch_state.pin_locations(
+                s3, names, (str(item.location) for item in given), content_type=self.content_type
+            )
+
+        def check(index: int, location: str) -> None:
+            if index >= MAX_ITEMS:
+                raise _too_many(index + 1)
+            self._locations([location], check=True, first=index)
+
+        started = time.monotonic()
+        listed = batch_state.iter_listed_uris(s3, self.input_prefix or "")
+        pinned = batch_state.pin_locations(s3, names, listed, content_type=self.content_type, check=check)
+        if not len(pinned):
+            self._counted([])  # raises: no inputs
+        self.log.info(
+            "Batch %s: listed and pinned %d inputs of %s in %.1f s",
+            names.tag,
+            len(pinned),
+            self.input_prefix,
+            time.monotonic() - started,
         )
-        batch_state.put(s3, pin, "\n".join(json.dumps(i.location) for i in inputs).encode())
-        return inputs
+        return pinned
+
+    @staticmethod
+    def _differs(given: list[BatchInput], pinned: Sequence[BatchInput]) -> bool:
+        if isinstance(pinned, batch_state.PinnedInputs):
+            locations = [str(item.location) for item in given]
+            return len(locations) != len(pinned) or batch_state.locations_digest(locations) != pinned.digest
+        return [i.location for i in given] != [i.location for i in pinned]
 
     # -- execute / resume ------------------------------------------------------------------------------
 
@@ -483,7 +516,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 self._try_number,
             )
             generation += 1
-        inputs = self._pinned_inputs(s3, names, given)
+        inputs = self._pinned_inputs(s3, names, given, compare=True)
         if state is None:
             state = BatchState(
                 tag=tag,
@@ -493,6 +526,10 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 failure_dir=names.failure_dir,
                 started_at=isoformat(utcnow()),
                 generation=generation,
+                timed_out=0,
+                # pinned by this try: nothing was sent yet; pinned by an earlier try that died before its first
+                # state: it may have sent a wave of any size, so every item is looked up before it is sent
+                recheck_until=0 if self._pinned_now else None,
             )
             self.log.info(
                 "Batch %s: %d items for endpoint %s; results under %s",
@@ -515,6 +552,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                     f"under {names.state_dir()} is inconsistent. Please report this."
                 )
             self._recheck_timed_out(s3, names, state)
+            if state.sent_until is None:
+                state.recheck_until = None  # a state of an older version: look up every item, as it did
+            else:  # the earlier try sent at most one wave (<= its max_in_flight) past its last state
+                window = max(self.max_in_flight, state.max_in_flight or 0)
+                state.recheck_until = max(state.recheck_until or 0, state.sent_until + window)
         return self._advance(s3, names, state, inputs, fields)
 
     def execute_complete(self, context: Context, event: BatchEvent) -> BatchSummary:
@@ -532,7 +574,8 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             event["ended"],
             event["pending"],
         )
-        inputs = self._pinned_inputs(s3, names, self._given_inputs(check=False))
+        given = self._given_inputs(check=False) if self.input_records is not None else None
+        inputs = self._pinned_inputs(s3, names, given, compare=False)
         return self._advance(s3, names, state, inputs, fields)
 
     def _result_dirs(self, fields: dict[str, Any]) -> tuple[str, str | None]:
@@ -574,6 +617,8 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         A result that arrived since turns the item ``Completed`` / ``Failed`` (a new ended part, which wins in
         the manifest). ``Failed`` items are not looked up: a failure object is the model's answer.
         """
+        if state.timed_out == 0:
+            return  # counted since the batch began: no part needs reading
         timed_out = [line for line in batch_state.ended_lines(s3, names).values() if line["status"] == TIMED_OUT]
         if not timed_out:
             return
@@ -599,149 +644,181 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             len(ended),
         )
         if ended:
+            if state.timed_out is not None:
+                state.timed_out = max(0, state.timed_out - len(ended))
             batch_state.write_part(s3, names, state, batch_state.manifest_lines(s3, ended, self.submit_concurrency))
 
     def _advance(
-        self, s3: Any, names: BatchNames, state: BatchState, inputs: list[BatchInput], fields: dict[str, Any]
+        self, s3: Any, names: BatchNames, state: BatchState, inputs: Sequence[BatchInput], fields: dict[str, Any]
     ) -> BatchSummary:
-        """Record, submit and check until the batch ends, or defer when results are slow."""
+        """
+        Submit, record and check until the batch ends, or defer when results are slow.
+
+        Waves go out in the background (:class:`~airflow_sagemaker_async.batch.waves.Waves`) while this loop
+        checks S3 every ``poll_interval`` (at most 2 s), writes what ended and the state, and hands out the next
+        wave as soon as ``max(1, max_in_flight // 20)`` places are free (items being sent count as in flight):
+        with a fast model the threads never wait on the bookkeeping, and the task never defers. Once nothing is
+        being sent, no wave could start and fewer than a wave's worth of items ended for ``min_deferral_seconds``
+        (a slow model), the task defers (the trigger resumes it at the low-water mark) or, not deferrable, waits
+        here.
+        """
         low = low_water_mark(self.max_in_flight)
+        wave_min = max(1, self.max_in_flight // WAVE_DIVISOR)
+        cadence = min(self.poll_interval, STREAM_CHECK_SECONDS)
+        state.max_in_flight = self.max_in_flight
+        waves = Waves(
+            self._submitter,
+            s3,
+            names,
+            state,
+            inputs.__getitem__,
+            fields,
+            self.submit_concurrency,
+            self.input_s3_prefix,
+            self.log,
+        )
         schedule: PollSchedule | None = None
-        while True:
-            self._record(s3, names, state)
-            if state.next_index < state.total and len(state.pending) <= low:
-                self._submit_wave(s3, names, state, inputs, fields)
-                self._await_fast_results(s3, names, state, low)
-                if state.next_index < state.total and len(state.pending) <= low:
-                    continue  # fast results: the next wave goes out without a deferral
-            if state.done:
-                return self._finish(s3, names, state)
-            low_water = low if state.next_index < state.total else 0
-            earliest = state.earliest_deadline()
-            deadline = utcnow() if earliest is None else _parse(earliest)
-            if self.deferrable:
-                state.deferrals += 1
-                batch_state.put(s3, names.state_location(), state.to_json().encode())
-                now = utcnow()
-                self.defer(
-                    trigger=SageMakerAsyncBatchInferenceTrigger(
-                        batch_tag=state.tag,
-                        state_location=names.state_location(),
-                        output_dir=names.output_dir,
-                        failure_dir=names.failure_dir,
-                        low_water=low_water,
-                        not_before=isoformat(now + timedelta(seconds=self.min_deferral_seconds)),
-                        poll_interval=self.poll_interval,
-                        max_poll_interval=self.max_poll_interval,
-                        notification_queue_url=fields.get("notification_queue_url"),
-                        aws_conn_id=self.aws_conn_id,
-                        region_name=self.region_name,
-                        verify=self.verify,
-                        botocore_config=self.botocore_config,
-                    ),
-                    method_name="execute_complete",
-                    timeout=max(deadline - now, timedelta(0)) + timedelta(seconds=DEFERRAL_GRACE_SECONDS),
-                )
+        idle_since, ended_since_idle = time.monotonic(), 0
+        try:
+            while True:
+                sent, refused = waves.harvest()
+                metrics.submitted("batch", endpoint_name=state.endpoint_name, count=sent)
+                wrote = False
+                if refused:
+                    batch_state.write_part(s3, names, state, refused)
+                    metrics.batch_items_ended(summary_counts(refused), endpoint_name=state.endpoint_name)
+                    wrote = True
+                in_flight = len(state.pending)
+                wrote = self._record(s3, names, state) or wrote
+                ended_since_idle += in_flight - len(state.pending)
+                if ended_since_idle >= wave_min:  # results still flow (the last wave's tail): stay
+                    idle_since, ended_since_idle = time.monotonic(), 0
+                if sent and not wrote:
+                    batch_state.put(s3, names.state_location(), state.to_json().encode())
+                if waves.error is not None:
+                    if waves.busy:
+                        time.sleep(cadence)
+                        continue
+                    batch_state.put(s3, names.state_location(), state.to_json().encode())
+                    self.log.error(
+                        "Batch %s: InvokeEndpointAsync still failing after botocore's retries. A retry of this task "
+                        "goes on from item %d.",
+                        state.tag,
+                        state.next_index,
+                    )
+                    raise waves.error
+                if state.done and not waves.busy:
+                    return self._finish(s3, names, state)
+                room = self.max_in_flight - len(state.pending) - waves.in_progress
+                left = state.total - waves.cursor
+                if left > 0 and room >= min(wave_min, left):
+                    self._start_wave(s3, names, state, waves, inputs=inputs, fields=fields, room=room)
+                    idle_since, ended_since_idle = time.monotonic(), 0
+                    time.sleep(cadence)
+                    continue
+                if waves.busy or time.monotonic() - idle_since < self.min_deferral_seconds:
+                    # the fast-event guard's worker check: a wave that reaches the mark soon goes on here
+                    if waves.busy:
+                        idle_since = time.monotonic()
+                    time.sleep(cadence)
+                    continue
+                waves.close()
+                low_water = low if waves.cursor < state.total else 0
+                schedule = self._defer_or_wait(s3, names, state, fields, low_water=low_water, schedule=schedule)
+        finally:
+            waves.close()  # queued sends are cancelled, running ones end (an error or a kill: at-least-once)
+
+    def _defer_or_wait(
+        self,
+        s3: Any,
+        names: BatchNames,
+        state: BatchState,
+        fields: dict[str, Any],
+        *,
+        low_water: int,
+        schedule: PollSchedule | None,
+    ) -> PollSchedule:
+        """Defer to the trigger until ``low_water`` (deferrable), else write the state and sleep one poll delay."""
+        earliest = state.earliest_deadline()
+        deadline = utcnow() if earliest is None else _parse(earliest)
+        if self.deferrable:
+            state.deferrals += 1
             batch_state.put(s3, names.state_location(), state.to_json().encode())
-            if schedule is None or schedule.deadline != deadline:
-                schedule = PollSchedule(names.state_location(), deadline, self.poll_interval, self.max_poll_interval)
-            delay = schedule.next_delay()
-            if delay:
-                time.sleep(delay)
+            now = utcnow()
+            self.defer(
+                trigger=SageMakerAsyncBatchInferenceTrigger(
+                    batch_tag=state.tag,
+                    state_location=names.state_location(),
+                    output_dir=names.output_dir,
+                    failure_dir=names.failure_dir,
+                    low_water=low_water,
+                    not_before=isoformat(now + timedelta(seconds=self.min_deferral_seconds)),
+                    poll_interval=self.poll_interval,
+                    max_poll_interval=self.max_poll_interval,
+                    notification_queue_url=fields.get("notification_queue_url"),
+                    aws_conn_id=self.aws_conn_id,
+                    region_name=self.region_name,
+                    verify=self.verify,
+                    botocore_config=self.botocore_config,
+                ),
+                method_name="execute_complete",
+                timeout=max(deadline - now, timedelta(0)) + timedelta(seconds=DEFERRAL_GRACE_SECONDS),
+            )
+        batch_state.put(s3, names.state_location(), state.to_json().encode())
+        if schedule is None or schedule.deadline != deadline:
+            schedule = PollSchedule(names.state_location(), deadline, self.poll_interval, self.max_poll_interval)
+        delay = schedule.next_delay()
+        if delay:
+            time.sleep(delay)
+        return schedule
 
-    def _await_fast_results(self, s3: Any, names: BatchNames, state: BatchState, low: int) -> None:
-        """
-        Check on the worker before deferring: once, and on for up to ``min_deferral_seconds``.
-
-        A deferral costs at least ``min_deferral_seconds`` (the fast-event guard) plus a task start, so a wave
-        that reaches the low-water mark sooner is followed by the next one without a deferral.
-        """
-        until = time.monotonic() + self.min_deferral_seconds
-        target = low if state.next_index < state.total else 0
-        while True:
-            self._record(s3, names, state)
-            remaining = until - time.monotonic()
-            if len(state.pending) <= target or remaining <= 0:
-                return
-            time.sleep(min(self.poll_interval, remaining))
-
-    def _record(self, s3: Any, names: BatchNames, state: BatchState) -> None:
-        """Move the items whose result exists (or whose deadline passed) from in flight to an ended part."""
-        if not state.pending:
-            return
-        ended, state.pending = reconcile(state.pending, batch_state.find(s3, names, state.pending), utcnow())
-        if ended:
-            lines = batch_state.manifest_lines(s3, ended, self.submit_concurrency)
-            batch_state.write_part(s3, names, state, lines)
-            metrics.batch_items_ended(summary_counts(lines), endpoint_name=state.endpoint_name)
-
-    def _submit_wave(
-        self, s3: Any, names: BatchNames, state: BatchState, inputs: list[BatchInput], fields: dict[str, Any]
+    def _start_wave(
+        self,
+        s3: Any,
+        names: BatchNames,
+        state: BatchState,
+        waves: Waves,
+        *,
+        inputs: Sequence[BatchInput],
+        fields: dict[str, Any],
+        room: int,
     ) -> None:
-        """Submit the next items, up to ``max_in_flight`` in flight; items a retry finds ended are not sent again."""
-        room = self.max_in_flight - len(state.pending)
+        """
+        Hand the next ``room`` items to the threads; look up first those an earlier try may have sent.
+
+        Only items below ``state.recheck_until`` (set by a new try from the earlier try's ``sent_until``) are
+        looked up by LIST: above it, no try sent anything, so a fresh wave costs no request before its sends.
+        """
         in_flight = {item.index for item in state.pending}
         candidates: list[int] = []
-        for index in range(state.next_index, state.total):
+        for index in range(waves.cursor, state.total):
             if len(candidates) >= room:
                 break
             if index not in in_flight:
                 candidates.append(index)
-        already = batch_state.find(s3, names, candidates)
+        until = state.total if state.recheck_until is None else state.recheck_until
+        looked_up = [index for index in candidates if index < until]
+        already = batch_state.find(s3, names, looked_up) if looked_up else {}
         if already:
             self._record_found_earlier(s3, names, state, inputs=inputs, fields=fields, already=already)
-        to_send = [index for index in candidates if index not in already]
-        started = time.monotonic()
-        sent: list[PendingItem] = []
-        error: ClientError | None = None
-        refused: list[ManifestLine] = []
-        with ThreadPoolExecutor(self.submit_concurrency) as pool:
-            futures = [pool.submit(self._send, s3, names, index, inputs[index], fields) for index in to_send]
-            for index, future in zip(to_send, futures, strict=True):
-                try:
-                    sent.append(future.result())
-                except ClientError as failure:
-                    if _retryable(failure):
-                        error = error or failure
-                        continue
-                    self.log.warning("Batch %s: InvokeEndpointAsync refused item %d: %s", state.tag, index, failure)
-                    item = self._pending(
-                        names, index, location=inputs[index].location, submitted=utcnow(), fields=fields
-                    )
-                    reason = f"InvokeEndpointAsync refused it: {failure}"
-                    refused.append(item.ended(FAILED, completed_at=None, failure_reason=reason))
-        state.pending += sent
-        state.submitted += len(sent)
-        metrics.submitted("batch", endpoint_name=state.endpoint_name, count=len(sent))
-        state.next_index = (candidates[-1] + 1) if candidates else state.next_index
-        if error is not None:
-            # Every item sent is recorded in flight; a retry of the task sends the others (after a LIST),
-            # the refused ones included: they are recorded once the retry's answer for them is final.
-            state.next_index = min(set(to_send) - {item.index for item in sent})
-        elif refused:
-            batch_state.write_part(s3, names, state, refused)
-            metrics.batch_items_ended(summary_counts(refused), endpoint_name=state.endpoint_name)
-        batch_state.put(s3, names.state_location(), state.to_json().encode())
-        if error is not None:
-            self.log.error(
-                "Batch %s: InvokeEndpointAsync still failing after botocore's retries; %d sent this wave. A retry of "
-                "this task goes on from item %d.",
-                state.tag,
-                len(sent),
-                state.next_index,
-            )
-            raise error
-        elapsed = time.monotonic() - started
-        self.log.info(
-            "Batch %s: sent %d items in %.1f s (%.0f/s); %d of %d submitted, %d in flight",
-            state.tag,
-            len(sent),
-            elapsed,
-            len(sent) / max(elapsed, 1e-9),
-            state.next_index,
-            state.total,
-            len(state.pending),
-        )
+        waves.cursor = max(waves.cursor, candidates[-1] + 1) if candidates else waves.cursor
+        waves.start([index for index in candidates if index not in already])
+        if not waves.busy:  # every candidate had ended in an earlier try
+            waves.harvest()
+
+    def _record(self, s3: Any, names: BatchNames, state: BatchState) -> bool:
+        """Move the items whose result exists (or whose deadline passed) to an ended part; tell if one was written."""
+        if not state.pending:
+            return False
+        ended, state.pending = reconcile(state.pending, batch_state.find(s3, names, state.pending), utcnow())
+        if not ended:
+            return False
+        lines = batch_state.manifest_lines(s3, ended, self.submit_concurrency)
+        if state.timed_out is not None:
+            state.timed_out += sum(found is None for _, found in ended)
+        batch_state.write_part(s3, names, state, lines)
+        metrics.batch_items_ended(summary_counts(lines), endpoint_name=state.endpoint_name)
+        return True
 
     def _record_found_earlier(
         self,
@@ -749,7 +826,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         names: BatchNames,
         state: BatchState,
         *,
-        inputs: list[BatchInput],
+        inputs: Sequence[BatchInput],
         fields: dict[str, Any],
         already: dict[int, Found],
     ) -> None:
@@ -757,58 +834,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         ended: list[tuple[PendingItem, Found | None]] = []
         for index, found in sorted(already.items()):
             moment = _parse(found.completed_at) if found.completed_at else utcnow()
-            item = self._pending(names, index, location=inputs[index].location, submitted=moment, fields=fields)
+            item = pending_item(names, index, location=inputs[index].location, submitted=moment, fields=fields)
             ended.append((item, found))
         batch_state.write_part(s3, names, state, batch_state.manifest_lines(s3, ended, self.submit_concurrency))
         state.resumed += len(ended)
         self.log.info("Batch %s: %d items already ended in S3 (an earlier try); not sent again", state.tag, len(ended))
-
-    def _send(self, s3: Any, names: BatchNames, index: int, item: BatchInput, fields: dict[str, Any]) -> PendingItem:
-        """Send one item (uploading a large inline payload first); return it in flight."""
-        location = item.location
-        body, content_type = item.payload()
-        if body is not None and len(body) > MAX_INLINE_BODY_BYTES:
-            bucket, prefix = parse_s3_uri(self.input_s3_prefix or "", "input_s3_prefix")
-            key = join_s3(prefix, names.tag, f"{index:07d}.input")
-            s3.put_object(Bucket=bucket, Key=key, Body=body)
-            location, body = s3_uri(bucket, key), None
-        submission = self._submitter.invoke_endpoint_async(
-            endpoint_name=fields["endpoint_name"],
-            input_location=location,
-            body=body,
-            content_type=content_type,
-            accept=fields.get("accept"),
-            custom_attributes=fields.get("custom_attributes"),
-            inference_id=names.inference_id(index),
-            s3_output_path_extension=fields.get("s3_output_path_extension") or _extension(names),
-            filename=names.filename(index),
-            request_ttl_seconds=fields.get("request_ttl_seconds"),
-            invocation_timeout_seconds=fields.get("invocation_timeout_seconds"),
-        )
-        pending = self._pending(names, index, location=location, submitted=utcnow(), fields=fields)
-        pending.output_location = submission.output_location
-        pending.failure_location = submission.failure_location
-        pending.head_failure = not names.failure_follows_filename(index, submission.failure_location)
-        return pending
-
-    def _pending(
-        self, names: BatchNames, index: int, *, location: str | None, submitted: datetime, fields: dict[str, Any]
-    ) -> PendingItem:
-        deadline = compute_deadline(
-            submitted,
-            request_ttl_seconds=fields.get("request_ttl_seconds"),
-            invocation_timeout_seconds=fields.get("invocation_timeout_seconds"),
-            max_wait_seconds=fields.get("max_wait_seconds"),
-        )
-        return PendingItem(
-            index=index,
-            inference_id=names.inference_id(index),
-            input_location=location,
-            output_location=names.output_location(index),
-            failure_location=None,
-            submitted_at=isoformat(submitted),
-            deadline=isoformat(deadline),
-        )
 
     def _finish(self, s3: Any, names: BatchNames, state: BatchState) -> BatchSummary:
         """
@@ -816,7 +846,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
 
         A success is recorded in the state (``succeeded_try``), so a later try of the task, a clear, re-scores.
         """
-        lines = batch_state.ended_lines(s3, names)
+        lines = batch_state.ended_texts(s3, names)
         if len(lines) != state.total:
             missing = sorted(set(range(state.total)) - set(lines))[:10]
             raise RuntimeError(
@@ -824,8 +854,16 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 f"{missing}); the state under {names.state_dir()} is inconsistent. Please report this."
             )
         manifest = self.manifest_location or names.default_manifest_location()
-        batch_state.put(s3, manifest, "".join(json.dumps(lines[i]) + "\n" for i in range(state.total)).encode())
-        counts = summary_counts(lines.values())
+        body = io.BytesIO()
+        for index in range(state.total):
+            body.write(lines[index][1].encode())
+            body.write(b"\n")
+        batch_state.put(s3, manifest, body.getvalue())
+        del body
+        counts = {COMPLETED: 0, FAILED: 0, TIMED_OUT: 0}
+        for status, _ in lines.values():
+            counts[status] += 1
+        del lines
         ended_at = utcnow()
         summary: BatchSummary = {
             "batch_tag": state.tag,
@@ -906,15 +944,12 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         return operator_lineage(self._lineage())
 
 
-def _extension(names: BatchNames) -> str:
-    """Return the default S3OutputPathExtension of a batch: ``airflow-batch/<tag>``."""
-    return f"airflow-batch/{names.tag}"
-
-
-def _retryable(error: ClientError) -> bool:
-    status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-    code = str(error.response.get("Error", {}).get("Code", ""))
-    return status >= 500 or status == 429 or "Throttl" in code or code == "SlowDown"
+def _too_many(count: int) -> SageMakerAsyncParameterError:
+    return SageMakerAsyncParameterError(
+        f"{count} inputs are more than the {MAX_ITEMS} one batch can name (7-digit item numbers in "
+        "the Filename). Split the inputs over several tasks.",
+        parameter="input_locations",
+    )
 
 
 def _parse(text: str) -> datetime:

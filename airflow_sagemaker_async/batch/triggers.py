@@ -13,6 +13,7 @@ from airflow.triggers.base import TriggerEvent
 from airflow_sagemaker_async.batch.core import (
     BatchNames,
     BatchState,
+    BlockListing,
     Found,
     head_requests,
     list_requests,
@@ -147,34 +148,35 @@ class SageMakerAsyncBatchInferenceTrigger(S3ResultTrigger):
             async with response["Body"] as body:
                 return BatchState.from_json(await body.read())
 
-    async def _list(self, shared: SharedClient, prefix_uri: str) -> list[tuple[str, Any]]:
-        """Return ``(s3 uri, LastModified)`` of the keys under ``prefix_uri`` (paginated); what was read on a 5xx."""
-        bucket, prefix = split_s3_uri(prefix_uri)
+    async def _list(self, shared: SharedClient, names: BatchNames, listing: BlockListing) -> list[tuple[str, Any]]:
+        """Return ``(s3 uri, LastModified)`` of a block's wanted span (StartAfter, paginated); on 5xx, what was read."""
+        bucket, prefix = split_s3_uri(listing.prefix)
+        _, start_after = split_s3_uri(listing.start_after)
         found: list[tuple[str, Any]] = []
-        token: str | None = None
+        request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix, "StartAfter": start_after}
         while True:
-            request: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-            if token:
-                request["ContinuationToken"] = token
             try:
                 async with shared.limit:
                     metrics.s3_request("list", kind="batch")
-                    page = await shared.client.list_objects_v2(**request)
+                    page = await shared.client.list_objects_v2(**request, MaxKeys=listing.max_keys)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 result = read_head_error(error)  # same reading as a HEAD: 403 / 5xx / resets wait, others raise
-                self.log.warning("Batch %s: LIST %s answered %s; the wait goes on", self.batch_tag, prefix_uri, result)
+                self.log.warning(
+                    "Batch %s: LIST %s answered %s; the wait goes on", self.batch_tag, listing.prefix, result
+                )
                 return found
             found += [(s3_uri(bucket, item["Key"]), item.get("LastModified")) for item in page.get("Contents", [])]
             token = page.get("NextContinuationToken")
-            if not token:
+            if not (page.get("IsTruncated") and token and listing.read_on(names, found[-1][0] if found else None)):
                 return found
+            request = {"Bucket": bucket, "Prefix": prefix, "ContinuationToken": token}
 
     async def _find(self, shared: SharedClient, names: BatchNames, pending: list[PendingItem]) -> dict[int, Found]:
         found: dict[int, Found] = {}
-        for status, prefix in list_requests(names, (item.index for item in pending)):
-            read_listing(names, found, status, await self._list(shared, prefix))
+        for listing in list_requests(names, (item.index for item in pending)):
+            read_listing(names, found, listing.status, await self._list(shared, names, listing))
         for item in head_requests(pending, found):
             assert item.failure_location is not None  # head_requests keeps only those with one
             if (await self._head(shared, *split_s3_uri(item.failure_location))).probe is Probe.FOUND:
