@@ -75,6 +75,7 @@ MODULES = {
     ],
     "batch": [
         "batch/operators",
+        "batch/waves",
         "batch/state",
         "batch/inputs",
         "batch/triggers",

@@ -414,10 +414,8 @@ async def test_with_a_healthy_queue_each_safety_check_heads_one_location_in_turn
     answer = manual_answer(bucket)
     output, failure = (f"/{bucket}/{key_of(answer[k])}" for k in ("OutputLocation", "FailureLocation"))
     task = asyncio.ensure_future(run_trigger(trigger_for(answer, bare_queue, poll_interval=0.3, max_poll_interval=0.3)))
-    for _ in range(300):  # the first check (both locations) and four safety checks, however loaded the machine
-        if len(s3_proxy.requests("HEAD")) >= 6:
-            break
-        await asyncio.sleep(0.1)
+    # The first check (both locations) and four safety checks, however loaded the machine.
+    await until(lambda: len(s3_proxy.requests("HEAD")) >= 6, "six HEADs", timeout=30)
     assert not task.done()
     await asyncio.to_thread(s3.put_object, Bucket=bucket, Key=key_of(answer["FailureLocation"]), Body=b"{}")
 
@@ -444,10 +442,7 @@ async def test_the_last_check_at_the_deadline_looks_at_both_locations_not_one(
     deadline = isoformat(utcnow() + timedelta(seconds=8))
     trigger = trigger_for(answer, bare_queue, poll_interval=HOUR, max_poll_interval=HOUR, deadline=deadline)
     task = asyncio.ensure_future(run_trigger(trigger, timeout=60))
-    for _ in range(300):  # the first check (both locations), however loaded the machine
-        if len(s3_proxy.requests("HEAD")) >= 2:
-            break
-        await asyncio.sleep(0.1)
+    await until(lambda: first_check_done(s3_proxy), "the first check (both locations)", timeout=30)
     # A failure lands after the first check; no notification comes. The next check is the one at the deadline,
     # and a safety check (one location: the output first) would miss it.
     await asyncio.to_thread(s3.put_object, Bucket=bucket, Key=key_of(answer["FailureLocation"]), Body=b"{}")

@@ -114,6 +114,15 @@ from airflow_sagemaker_async.push.notifications import (
     release_visibility,
 )
 
+# The receive parameters, the malformed messages' visibility and the retry delays are push completion's.
+from airflow_sagemaker_async.push.receiver import (
+    MALFORMED_VISIBILITY_SECONDS,
+    MAX_MESSAGES,
+    RETRY_FIRST_SECONDS,
+    RETRY_MAX_SECONDS,
+    WAIT_TIME_SECONDS,
+)
+
 try:  # Airflow >= 3.3: shared streams, with acknowledgement (ack mode)
     from airflow.triggers.shared_stream import SharedStreamProducer
 except ImportError:  # Airflow 3.2
@@ -135,15 +144,6 @@ __all__ = [
 STATUSES: Final = ("Completed", "Expired", "Failed")
 #: Airflow 3.2 only: seconds between yielding an event and deleting its message (see the module doc).
 PERSIST_GRACE_SECONDS: Final = 5.0
-#: Long-poll duration of one ReceiveMessage, seconds (SQS's maximum).
-WAIT_TIME_SECONDS: Final = 20
-#: Messages per ReceiveMessage (SQS's maximum).
-MAX_MESSAGES: Final = 10
-#: Visibility of a malformed message handed back, seconds (as push completion).
-MALFORMED_VISIBILITY_SECONDS: Final = 30
-#: First and last delay between attempts while the queue fails, seconds (doubling in between).
-RETRY_FIRST_SECONDS: Final = 5.0
-RETRY_MAX_SECONDS: Final = 60.0
 #: Added to the triggerer's ack timeout to make the visibility of a received message, seconds: the message
 #: stays invisible until its fate is decided, and comes back if the triggerer dies first.
 HOLD_MARGIN_SECONDS: Final = 60
