@@ -1,4 +1,8 @@
-"""SageMakerInvokeEndpointAsyncOperator: submit with InvokeEndpointAsync, wait, push the outcome to XCom."""
+"""SageMakerInvokeEndpointAsyncOperator: submit with InvokeEndpointAsync, wait, push the outcome to XCom.
+
+Longer than ~400 lines because the operator's class docstring is its parameter reference (every request field
+of InvokeEndpointAsync as a parameter); the wait itself is in :mod:`~airflow_sagemaker_async.inference.waiting`.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""SageMakerAsyncInferenceTrigger: watches a request's output and failure locations in the triggerer."""
+"""SageMakerAsyncInferenceTrigger: watches a request's output and failure locations in the triggerer.
+
+Longer than ~400 lines because it holds the two triggers' shared base (``S3ResultTrigger``: parameters,
+serialisation, the shared client) beside the single wait's loop, whose push and polling branches read best
+together; the decisions are in :mod:`~airflow_sagemaker_async.common.watch`.
+"""
 
 from __future__ import annotations
 
