@@ -55,6 +55,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": [
                     "airflow_sagemaker_async.inference.triggers",
                     "airflow_sagemaker_async.batch.triggers",
+                    "airflow_sagemaker_async.assets.watcher",
                 ],
             }
         ],
