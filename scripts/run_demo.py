@@ -419,6 +419,9 @@ def run_asset_examples(env: dict[str, str], ready: dict[str, Any]) -> int:
             cluster.start_components(UI_STARTUP_TIMEOUT)
             dags = (SCORE_DAG, REPORT_DAG, NOTIFIED_DAG)
             _wait("the asset DAGs to be parsed", lambda: all(cluster.dag_count(d) >= 1 for d in dags), cluster)
+            # The `dags test` phase created every DAG of the folder paused (Airflow's default): unpause these three.
+            for dag_id in dags:
+                cluster.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
             say(f"[assets] {SCORE_DAG}: a batch whose asset starts {REPORT_DAG}")
             score_run = cluster.trigger(SCORE_DAG)
             _wait(f"{SCORE_DAG} to end", lambda: cluster.run_state(SCORE_DAG, score_run) in TERMINAL, cluster)
