@@ -149,6 +149,7 @@ class KeepAliveWSGIServer:
             http="httptools",
             loop="asyncio",
             lifespan="off",
+            ws="none",  # S3, SNS and SQS speak no WebSocket; "auto" would import websockets (deprecated parts)
             access_log=False,
             proxy_headers=False,  # no proxy in front: X-Forwarded-* are not read
             log_level="warning",
