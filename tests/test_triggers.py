@@ -93,7 +93,10 @@ async def test_pending_inference_keeps_waiting_and_cancels_cleanly(
 ) -> None:
     aws_connection(s3_proxy.url)
     task = asyncio.ensure_future(collect(make_trigger(bucket)))
-    await asyncio.sleep(1.0)
+    for _ in range(300):  # two checks of both keys, however loaded the machine (not a fixed sleep)
+        if len(s3_proxy.requests("HEAD")) >= 4 or task.done():
+            break
+        await asyncio.sleep(0.1)
 
     assert not task.done()
     heads = s3_proxy.requests("HEAD")
