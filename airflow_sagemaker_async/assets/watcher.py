@@ -114,7 +114,6 @@ from airflow_sagemaker_async.push.notifications import (
     batch_iter,
     decide,
     parse_message,
-    queue_region,
     release_visibility,
 )
 
@@ -125,6 +124,8 @@ from airflow_sagemaker_async.push.receiver import (
     RETRY_FIRST_SECONDS,
     RETRY_MAX_SECONDS,
     WAIT_TIME_SECONDS,
+    error_code,
+    sqs_client,
 )
 
 try:  # Airflow >= 3.3: shared streams, with acknowledgement (ack mode)
@@ -376,15 +377,13 @@ class SqsNotificationStream(SharedStreamProducer):
         self.log.warning(message, *args)
 
     async def _open_client(self) -> Any:
-        from airflow.providers.amazon.aws.hooks.sqs import SqsHook
-
-        hook = SqsHook(
+        return await sqs_client(
+            self.queue_url,
             aws_conn_id=self.aws_conn_id,
-            region_name=queue_region(self.queue_url) or self.region_name,
+            region_name=self.region_name,
             verify=self.verify,
-            config=self.botocore_config,
+            botocore_config=self.botocore_config,
         )
-        return await hook.get_async_conn()  # resolves the connection in a thread
 
     async def open_stream(self) -> AsyncGenerator[tuple[ReceivedMessage, ReceivedMessage], None]:
         """
@@ -431,7 +430,7 @@ class SqsNotificationStream(SharedStreamProducer):
                 "region, that it is subscribed to the endpoint's SuccessTopic and ErrorTopic, and that the "
                 "triggerer's role may sqs:ReceiveMessage, sqs:DeleteMessage and sqs:ChangeMessageVisibility on it.",
                 self.queue_url,
-                _error_code(error),
+                error_code(error),
                 error,
                 RETRY_FIRST_SECONDS,
                 RETRY_MAX_SECONDS,
@@ -537,7 +536,7 @@ class SqsNotificationStream(SharedStreamProducer):
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            answer = {"Failed": [{"Code": _error_code(error)}] * len(entries)}
+            answer = {"Failed": [{"Code": error_code(error)}] * len(entries)}
         if failed := answer.get("Failed"):
             self._warn_once(
                 method,
@@ -564,13 +563,6 @@ class SqsNotificationStream(SharedStreamProducer):
         if self._client is not None:
             manager, self._client = self._client[0], None
             await manager.__aexit__(None, None, None)
-
-
-def _error_code(error: BaseException) -> str:
-    response = getattr(error, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code") or type(error).__name__)
-    return type(error).__name__
 
 
 # -- the trigger ------------------------------------------------------------------------------------------

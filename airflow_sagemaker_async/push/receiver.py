@@ -78,7 +78,15 @@ from airflow_sagemaker_async.push.notifications import (
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Coroutine, Iterable
 
-__all__ = ["Inbox", "NotificationReceiver", "shared_receivers", "subscribe_notifications", "wall_clock"]
+__all__ = [
+    "Inbox",
+    "NotificationReceiver",
+    "error_code",
+    "shared_receivers",
+    "sqs_client",
+    "subscribe_notifications",
+    "wall_clock",
+]
 
 #: Long-poll duration of one ReceiveMessage, seconds (SQS's maximum).
 WAIT_TIME_SECONDS: Final = 20
@@ -118,7 +126,8 @@ def _report_once(log: Any, queue_url: str, kind: str, message: str, *args: Any) 
     log.warning(message, *args)
 
 
-def _error_code(error: BaseException) -> str:
+def error_code(error: BaseException) -> str:
+    """Return the AWS error code of ``error`` (``ClientError``), else its type's name."""
     response = getattr(error, "response", None)
     if isinstance(response, dict):
         return str(response.get("Error", {}).get("Code") or type(error).__name__)
@@ -280,7 +289,7 @@ class NotificationReceiver:
                 "connection's region and that the triggerer's role may sqs:ReceiveMessage, sqs:DeleteMessage "
                 "and sqs:ChangeMessageVisibility on it.",
                 self.queue_url,
-                _error_code(error),
+                error_code(error),
                 error,
                 RETRY_FIRST_SECONDS,
                 RETRY_MAX_SECONDS,
@@ -355,7 +364,7 @@ class NotificationReceiver:
         except asyncio.CancelledError:
             raise
         except Exception as error:
-            answer = {"Failed": [{"Code": _error_code(error), "Message": str(error)}]}
+            answer = {"Failed": [{"Code": error_code(error), "Message": str(error)}]}
         if failed := answer.get("Failed"):
             _report_once(
                 self.log,
@@ -374,6 +383,31 @@ class NotificationReceiver:
 shared_receivers: SharedRegistry[NotificationReceiver] = SharedRegistry()
 
 
+async def sqs_client(
+    queue_url: str,
+    *,
+    aws_conn_id: str | None,
+    region_name: str | None,
+    verify: bool | str | None,
+    botocore_config: dict[str, Any] | None,
+) -> Any:
+    """
+    Return the async context manager of an aiobotocore SQS client for ``queue_url`` (the amazon provider's SqsHook).
+
+    The region is the queue URL's own when it names one, else ``region_name``. The connection is resolved in a
+    thread (``SqsHook.get_async_conn``), so the event loop is not blocked.
+    """
+    from airflow.providers.amazon.aws.hooks.sqs import SqsHook
+
+    hook = SqsHook(
+        aws_conn_id=aws_conn_id,
+        region_name=queue_region(queue_url) or region_name,
+        verify=verify,
+        config=botocore_config,
+    )
+    return await hook.get_async_conn()
+
+
 def _opener(
     queue_url: str,
     *,
@@ -383,15 +417,9 @@ def _opener(
     botocore_config: dict[str, Any] | None,
 ) -> Any:
     async def open_receiver() -> Any:
-        from airflow.providers.amazon.aws.hooks.sqs import SqsHook
-
-        hook = SqsHook(
-            aws_conn_id=aws_conn_id,
-            region_name=queue_region(queue_url) or region_name,
-            verify=verify,
-            config=botocore_config,
+        client_manager = await sqs_client(
+            queue_url, aws_conn_id=aws_conn_id, region_name=region_name, verify=verify, botocore_config=botocore_config
         )
-        client_manager = await hook.get_async_conn()  # resolves the connection in a thread
 
         @asynccontextmanager
         async def running() -> AsyncIterator[NotificationReceiver]:
@@ -467,7 +495,7 @@ async def subscribe_notifications(
                 "open",
                 "Cannot open an SQS client for notification queue %s (%s: %s); waiting by polling S3 only.",
                 queue_url,
-                _error_code(error),
+                error_code(error),
                 error,
             )
         if receiver is not None:
