@@ -3,7 +3,7 @@ A batch's S3 costs per wave grow with the items in flight, not with the items th
 
 The real operator runs its real loop (pin, waves, checks, ended parts, state, deferrals, resumes, manifest)
 against an in-memory S3 that counts every request and its bytes, and an endpoint that answers at once and
-finishes items only between resumes, oldest first (as the trigger would find them), so every run is the same.
+finishes items only between resumes, lowest index first (as the trigger would find them), so every run is the same.
 A moto server would be the real thing, but 20,000 items through it take minutes here; the in-memory S3 keeps
 ListObjectsV2's documented rules (ascending keys, ``Prefix``, ``StartAfter``, ``MaxKeys``, continuation).
 Bytes are the bodies of GET / PUT and, for a LIST, an estimate of its XML answer (key length + 250 per key).
@@ -146,6 +146,8 @@ class InstantEndpoint:
     def finish(self, leave: int) -> None:
         """Write the output of every item sent but the newest ``leave`` (the model's work, not the task's)."""
         with self.lock:
+            # Oldest by index: the wave's threads append in the order their calls answer, which varies.
+            self.queue = deque(sorted(self.queue))
             while len(self.queue) > leave:
                 key = self.queue.popleft()
                 self.s3.objects[key] = b'{"prediction": 1}'
