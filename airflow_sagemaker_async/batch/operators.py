@@ -654,8 +654,9 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             if state.timed_out is not None:
                 state.timed_out = max(0, state.timed_out - len(ended))
             lines = batch_state.manifest_lines(s3, ended, self.submit_concurrency)
+            progress = self._progress_of(s3, names, state)  # read before the part: it must not count it twice
             batch_state.write_part(s3, names, state, lines)
-            self._progress_of(s3, names, state).add(lines, parts=state.parts, replacing=TIMED_OUT)
+            progress.add(lines, parts=state.parts, replacing=TIMED_OUT)
 
     def _advance(
         self, s3: Any, names: BatchNames, state: BatchState, inputs: Sequence[BatchInput], fields: dict[str, Any]
@@ -824,8 +825,9 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
 
     def _record_refused(self, s3: Any, names: BatchNames, state: BatchState, refused: list[Any]) -> bool:
         """Write the items InvokeEndpointAsync refused as an ended part (``Failed``); count them."""
+        progress = self._progress_of(s3, names, state)  # read before the part: it must not count it twice
         batch_state.write_part(s3, names, state, refused)
-        self._progress_of(s3, names, state).add(refused, parts=state.parts)
+        progress.add(refused, parts=state.parts)
         metrics.batch_items_ended(summary_counts(refused), endpoint_name=state.endpoint_name)
         return True
 
@@ -839,8 +841,9 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         lines = batch_state.manifest_lines(s3, ended, self.submit_concurrency)
         if state.timed_out is not None:
             state.timed_out += sum(found is None for _, found in ended)
+        progress = self._progress_of(s3, names, state)  # read before the part: it must not count it twice
         batch_state.write_part(s3, names, state, lines)
-        self._progress_of(s3, names, state).add(lines, parts=state.parts)
+        progress.add(lines, parts=state.parts)
         metrics.batch_items_ended(summary_counts(lines), endpoint_name=state.endpoint_name)
         return True
 
@@ -861,8 +864,9 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             item = pending_item(names, index, location=inputs[index].location, submitted=moment, fields=fields)
             ended.append((item, found))
         lines = batch_state.manifest_lines(s3, ended, self.submit_concurrency)
+        progress = self._progress_of(s3, names, state)  # read before the part: it must not count it twice
         batch_state.write_part(s3, names, state, lines)
-        self._progress_of(s3, names, state).add(lines, parts=state.parts)
+        progress.add(lines, parts=state.parts)
         state.resumed += len(ended)
         self.log.info("Batch %s: %d items already ended in S3 (an earlier try); not sent again", state.tag, len(ended))
 
