@@ -4,7 +4,8 @@ End to end: the batch progress page in a real headless Chromium, served by a rea
 A batch of 300 items (every 25th malformed; the model sleeps 0.4 s per item) runs under the cluster of
 :mod:`tests.e2e.airflow_cluster` (its own dags folder); the test opens the task's "Batch progress" extra link with
 the UI's ``_token`` cookie, sees the chart drawn and the figures grow while the batch runs, then the end with the
-manifest linked and the first failure reasons. Without a token the page's JSON answers 401.
+manifest linked and the first failure reasons. Without a token the page and its JSON answer 401, with a token
+Airflow did not sign 403.
 
 Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/servers`` installs them): without them the module is
 skipped with a one-line reason, except under ``CI=true``, where that is a failure. ``SAVE_SCREENSHOT=path``
@@ -82,9 +83,10 @@ def browser() -> Iterator[Any]:
         driver.quit()
 
 
-def status_of(url: str) -> int:
+def status_of(url: str, token: str | None = None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=10) as answer:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as answer:
             return int(answer.status)
     except urllib.error.HTTPError as error:
         return error.code
@@ -105,9 +107,12 @@ def test_the_page_draws_a_running_batch_and_updates_until_the_manifest(cluster: 
     wait_for("the Batch progress link while the batch runs", link_ready, RUN_TIMEOUT, cluster, interval=1)
     url = next(v for v in (seen["links"].get("extra_links") or seen["links"]).values() if "/sagemaker-async/" in str(v))
     assert cluster.run_state(DAG_ID, run_id) == "running"
-    # No token: Airflow's auth answers 401; no cookie, no page.
-    assert status_of(url.replace("/batch-progress?", "/batch-progress/data?")) == 401
+    # No token: Airflow's auth answers 401; a token it did not sign, 403; the API's own token, the JSON.
+    data_url = url.replace("/batch-progress?", "/batch-progress/data?")
+    assert status_of(data_url) == 401
     assert status_of(url) == 401
+    assert status_of(data_url, token="eyJhbGciOiJIUzI1NiJ9.e30.not-signed-by-airflow") == 403
+    assert status_of(data_url, token=cluster.token) in {200, 404}  # 404 until the first progress write
 
     browser.get(f"{cluster.base}/api/v2/version")  # the origin, to set the UI's cookie on
     browser.add_cookie({"name": COOKIE_NAME_JWT_TOKEN, "value": cluster.token, "path": "/"})
