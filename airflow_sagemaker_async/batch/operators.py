@@ -4,11 +4,12 @@ SageMakerInvokeEndpointAsyncBatchOperator: thousands of asynchronous inferences 
 The worker shell of a batch: checks, the try's batch (resume or a new generation), waves of submissions, the
 deferral, the finish. Its S3 state I/O is in :mod:`~airflow_sagemaker_async.batch.state`, the parsing of its
 inputs in :mod:`~airflow_sagemaker_async.batch.inputs`, its decisions in :mod:`~airflow_sagemaker_async.batch.core`.
-Longer than ~400 lines (about 950) for two reasons: the operator's class docstring is its parameter reference
+Longer than ~400 lines (about 1,030) for two reasons: the operator's class docstring is its parameter reference
 (about 130 lines, with ``__init__`` another 70), and the try's control flow (resume or new generation, the
 loop of checks and waves, defer or wait, finish) is one sequence of decisions over one state that reads best
 in one place. What has a seam of its own is out: the sends in :mod:`~airflow_sagemaker_async.batch.waves`, the
-S3 state in :mod:`~airflow_sagemaker_async.batch.state`, the inputs in :mod:`~airflow_sagemaker_async.batch.inputs`.
+S3 state in :mod:`~airflow_sagemaker_async.batch.state`, the inputs in :mod:`~airflow_sagemaker_async.batch.inputs`,
+the progress record (``progress.json``) in :mod:`~airflow_sagemaker_async.batch.progress`.
 """
 
 from __future__ import annotations
@@ -184,6 +185,10 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     batch's figures (counts by status, manifest location, tag) in its event's ``extra`` when the batch ends within
     its failure policy; a non-S3 asset in ``outlets`` is a parameter error (see
     :mod:`airflow_sagemaker_async.assets.events`).
+
+    **Progress.** The worker logs each wave's figures and keeps ``<output dir>/<batch tag>.batch/progress.json``
+    (counts by status, rate, ETA, a bounded time series, the first failures; see
+    :mod:`airflow_sagemaker_async.batch.progress`), drawn by the task's "Batch progress" extra link while it runs.
 
     Needs, beyond InvokeEndpointAsync: ``sagemaker:DescribeEndpoint`` and ``sagemaker:DescribeEndpointConfig``
     (to find the endpoint's output and failure paths before the first request), ``s3:ListBucket`` on the
