@@ -137,7 +137,9 @@ def load_progress(s3: Any, names: BatchNames, state: BatchState) -> Progress:
     Return the batch's progress (``progress.json``), brought up to the state's ended parts.
 
     Parts written after the last progress write (a worker that died in between) are read and counted; without a
-    ``progress.json`` (a batch begun by an older version) every part is read once, a later part winning.
+    ``progress.json`` (a batch begun by an older version) every part is read once, a later part winning. A
+    re-check part counted this way (a ``TimedOut`` item found since) adds its item instead of moving it; the end
+    sets the counts from the manifest.
     """
     text = get_text_or_none(s3, progress_location(names))
     if text is None:
