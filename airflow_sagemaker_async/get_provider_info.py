@@ -62,5 +62,6 @@ def get_provider_info() -> dict[str, Any]:
         "extra-links": [
             "airflow_sagemaker_async.common.links.SageMakerEndpointLink",
             "airflow_sagemaker_async.common.links.SageMakerAsyncOutputLink",
+            "airflow_sagemaker_async.ui.links.BatchProgressLink",
         ],
     }

@@ -4,11 +4,12 @@ SageMakerInvokeEndpointAsyncBatchOperator: thousands of asynchronous inferences 
 The worker shell of a batch: checks, the try's batch (resume or a new generation), waves of submissions, the
 deferral, the finish. Its S3 state I/O is in :mod:`~airflow_sagemaker_async.batch.state`, the parsing of its
 inputs in :mod:`~airflow_sagemaker_async.batch.inputs`, its decisions in :mod:`~airflow_sagemaker_async.batch.core`.
-Longer than ~400 lines (about 950) for two reasons: the operator's class docstring is its parameter reference
+Longer than ~400 lines (about 1,030) for two reasons: the operator's class docstring is its parameter reference
 (about 130 lines, with ``__init__`` another 70), and the try's control flow (resume or new generation, the
 loop of checks and waves, defer or wait, finish) is one sequence of decisions over one state that reads best
 in one place. What has a seam of its own is out: the sends in :mod:`~airflow_sagemaker_async.batch.waves`, the
-S3 state in :mod:`~airflow_sagemaker_async.batch.state`, the inputs in :mod:`~airflow_sagemaker_async.batch.inputs`.
+S3 state in :mod:`~airflow_sagemaker_async.batch.state`, the inputs in :mod:`~airflow_sagemaker_async.batch.inputs`,
+the progress record (``progress.json``) in :mod:`~airflow_sagemaker_async.batch.progress`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from airflow_sagemaker_async.batch.core import (
     summary_counts,
 )
 from airflow_sagemaker_async.batch.inputs import BatchInput, as_list, positive_int, records_digest
+from airflow_sagemaker_async.batch.progress import WRITE_EVERY_SECONDS, Progress, progress_location
 from airflow_sagemaker_async.batch.triggers import SageMakerAsyncBatchInferenceTrigger
 from airflow_sagemaker_async.batch.waves import Waves, pending_item
 from airflow_sagemaker_async.common import metrics
@@ -67,6 +69,7 @@ from airflow_sagemaker_async.inference.waiting import (
     notification_queue,
     poll_schedule,
 )
+from airflow_sagemaker_async.ui.links import PROGRESS_POINTER_KEY, BatchProgressLink
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -183,6 +186,10 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     its failure policy; a non-S3 asset in ``outlets`` is a parameter error (see
     :mod:`airflow_sagemaker_async.assets.events`).
 
+    **Progress.** The worker logs each wave's figures and keeps ``<output dir>/<batch tag>.batch/progress.json``
+    (counts by status, rate, ETA, a bounded time series, the first failures; see
+    :mod:`airflow_sagemaker_async.batch.progress`), drawn by the task's "Batch progress" extra link while it runs.
+
     Needs, beyond InvokeEndpointAsync: ``sagemaker:DescribeEndpoint`` and ``sagemaker:DescribeEndpointConfig``
     (to find the endpoint's output and failure paths before the first request), ``s3:ListBucket`` on the
     output buckets, ``s3:GetObject`` / ``s3:PutObject`` under the output path.
@@ -220,6 +227,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"input_records": "json", "input_locations": "json"}
     ui_color = "#c6e2e9"
+    operator_extra_links = (BatchProgressLink(),)
 
     def __init__(
         self,
@@ -519,6 +527,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 self._try_number,
             )
             generation += 1
+        self._push_progress_pointer(ti, names, map_index)
         inputs = self._pinned_inputs(s3, names, given, compare=True)
         if state is None:
             state = BatchState(
@@ -649,7 +658,10 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         if ended:
             if state.timed_out is not None:
                 state.timed_out = max(0, state.timed_out - len(ended))
-            batch_state.write_part(s3, names, state, batch_state.manifest_lines(s3, ended, self.submit_concurrency))
+            lines = batch_state.manifest_lines(s3, ended, self.submit_concurrency)
+            progress = self._progress_of(s3, names, state)  # read before the part: it must not count it twice
+            batch_state.write_part(s3, names, state, lines)
+            progress.add(lines, parts=state.parts, replacing=TIMED_OUT)
 
     def _advance(
         self, s3: Any, names: BatchNames, state: BatchState, inputs: Sequence[BatchInput], fields: dict[str, Any]
@@ -688,9 +700,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 metrics.submitted("batch", endpoint_name=state.endpoint_name, count=sent)
                 wrote = False
                 if refused:
-                    batch_state.write_part(s3, names, state, refused)
-                    metrics.batch_items_ended(summary_counts(refused), endpoint_name=state.endpoint_name)
-                    wrote = True
+                    wrote = self._record_refused(s3, names, state, refused)
                 in_flight = len(state.pending)
                 wrote = self._record(s3, names, state) or wrote
                 ended_since_idle += in_flight - len(state.pending)
@@ -698,6 +708,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                     idle_since, ended_since_idle = time.monotonic(), 0
                 if sent and not wrote:
                     batch_state.put(s3, names.state_location(), state.to_json().encode())
+                self._write_progress(s3, names, state, in_flight=len(state.pending) + waves.in_progress)
                 if waves.error is not None:
                     if waves.busy:
                         time.sleep(cadence)
@@ -744,6 +755,8 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         """Defer to the trigger until ``low_water`` (deferrable), else write the state and sleep one poll delay."""
         earliest = state.earliest_deadline()
         deadline = utcnow() if earliest is None else _parse(earliest)
+        self._write_progress(s3, names, state, in_flight=len(state.pending), force=True)
+        self.log.info("Batch %s: %s; waiting for results", state.tag, self._progress_of(s3, names, state).figures())
         if self.deferrable:
             state.deferrals += 1
             batch_state.put(s3, names.state_location(), state.to_json().encode())
@@ -805,9 +818,23 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         if already:
             self._record_found_earlier(s3, names, state, inputs=inputs, fields=fields, already=already)
         waves.cursor = max(waves.cursor, candidates[-1] + 1) if candidates else waves.cursor
-        waves.start([index for index in candidates if index not in already])
+        wave = [index for index in candidates if index not in already]
+        if wave:
+            progress = self._progress_of(s3, names, state)
+            self.log.info(
+                "Batch %s: wave of %d items from item %d; %s", state.tag, len(wave), wave[0], progress.figures()
+            )
+        waves.start(wave)
         if not waves.busy:  # every candidate had ended in an earlier try
             waves.harvest()
+
+    def _record_refused(self, s3: Any, names: BatchNames, state: BatchState, refused: list[Any]) -> bool:
+        """Write the items InvokeEndpointAsync refused as an ended part (``Failed``); count them."""
+        progress = self._progress_of(s3, names, state)  # read before the part: it must not count it twice
+        batch_state.write_part(s3, names, state, refused)
+        progress.add(refused, parts=state.parts)
+        metrics.batch_items_ended(summary_counts(refused), endpoint_name=state.endpoint_name)
+        return True
 
     def _record(self, s3: Any, names: BatchNames, state: BatchState) -> bool:
         """Move the items whose result exists (or whose deadline passed) to an ended part; tell if one was written."""
@@ -819,7 +846,9 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         lines = batch_state.manifest_lines(s3, ended, self.submit_concurrency)
         if state.timed_out is not None:
             state.timed_out += sum(found is None for _, found in ended)
+        progress = self._progress_of(s3, names, state)  # read before the part: it must not count it twice
         batch_state.write_part(s3, names, state, lines)
+        progress.add(lines, parts=state.parts)
         metrics.batch_items_ended(summary_counts(lines), endpoint_name=state.endpoint_name)
         return True
 
@@ -839,7 +868,10 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             moment = _parse(found.completed_at) if found.completed_at else utcnow()
             item = pending_item(names, index, location=inputs[index].location, submitted=moment, fields=fields)
             ended.append((item, found))
-        batch_state.write_part(s3, names, state, batch_state.manifest_lines(s3, ended, self.submit_concurrency))
+        lines = batch_state.manifest_lines(s3, ended, self.submit_concurrency)
+        progress = self._progress_of(s3, names, state)  # read before the part: it must not count it twice
+        batch_state.write_part(s3, names, state, lines)
+        progress.add(lines, parts=state.parts)
         state.resumed += len(ended)
         self.log.info("Batch %s: %d items already ended in S3 (an earlier try); not sent again", state.tag, len(ended))
 
@@ -884,6 +916,9 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             "duration_seconds": round((ended_at - _parse(state.started_at)).total_seconds(), 3),
         }
         self.last_summary = summary
+        progress = self._progress_of(s3, names, state)
+        progress.counts = dict(counts)  # the manifest's figures are the truth
+        self._write_progress(s3, names, state, in_flight=0, force=True, manifest_location=manifest)
         self.log.info("Batch %s: %s; manifest %s", state.tag, counts, manifest)
         failed = counts[FAILED] + counts[TIMED_OUT]
         if failed > self.max_failed_items and failed > self.max_failed_fraction * state.total:
@@ -897,6 +932,48 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         state.succeeded_try = getattr(self, "_try_number", 1)
         batch_state.put(s3, names.state_location(), state.to_json().encode())
         return summary
+
+    # -- progress (progress.json, the UI page) -----------------------------------------------------------
+
+    def _push_progress_pointer(self, ti: Any, names: BatchNames, map_index: int) -> None:
+        """Push where ``progress.json`` is (small XCom) and the page's extra link, so both work while the batch runs."""
+        self._progress: Progress | None = None
+        self._progress_written = 0.0
+        pointer = {
+            "progress_location": progress_location(names),
+            "aws_conn_id": self.aws_conn_id,
+            "region_name": self.region_name,
+        }
+        ti.xcom_push(key=PROGRESS_POINTER_KEY, value=pointer)
+        link = BatchProgressLink()
+        ti.xcom_push(key=link.xcom_key, value=link.get_link(self, ti_key=ti))
+
+    def _progress_of(self, s3: Any, names: BatchNames, state: BatchState) -> Progress:
+        """Return this try's progress, read (and brought up to date) from S3 the first time."""
+        progress: Progress | None = getattr(self, "_progress", None)
+        if progress is None or progress.batch_tag != state.tag:
+            progress = self._progress = batch_state.load_progress(s3, names, state)
+            self._progress_written = 0.0
+        return progress
+
+    def _write_progress(
+        self,
+        s3: Any,
+        names: BatchNames,
+        state: BatchState,
+        *,
+        in_flight: int,
+        force: bool = False,
+        manifest_location: str | None = None,
+    ) -> None:
+        """Write ``progress.json`` at most every ``WRITE_EVERY_SECONDS`` (``force``: a deferral, the end)."""
+        now = time.time()
+        if not force and now - getattr(self, "_progress_written", 0.0) < WRITE_EVERY_SECONDS:
+            return
+        progress = self._progress_of(s3, names, state)
+        progress.mark(now, in_flight=in_flight, manifest_location=manifest_location)
+        batch_state.write_progress(s3, names, progress)
+        self._progress_written = now
 
     # -- OpenLineage -------------------------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from airflow_sagemaker_async.batch.core import (
     read_listing,
 )
 from airflow_sagemaker_async.batch.inputs import BatchInput
+from airflow_sagemaker_async.batch.progress import Progress, progress_location
 from airflow_sagemaker_async.common.layout import join_s3, s3_uri, split_s3_uri
 from airflow_sagemaker_async.common.outcome import MAX_FAILURE_BYTES, read_object
 from airflow_sagemaker_async.common.records import COMPLETED, FAILED, TIMED_OUT
@@ -55,6 +56,7 @@ __all__ = [
     "list_block",
     "list_prefix",
     "listed_uris",
+    "load_progress",
     "load_state",
     "locations_digest",
     "manifest_lines",
@@ -62,6 +64,7 @@ __all__ = [
     "put",
     "read_pin",
     "write_part",
+    "write_progress",
 ]
 
 
@@ -118,10 +121,43 @@ def manifest_lines(s3: Any, ended: Sequence[tuple[PendingItem, Found | None]], c
 
 def write_part(s3: Any, names: BatchNames, state: BatchState, lines: list[ManifestLine]) -> None:
     """Write ``lines`` as the next ended part, then the state that counts it."""
-    part = join_s3(names.state_dir(), "ended", f"{state.parts:06d}.jsonl")
+    part = part_location(names, state.parts)
     put(s3, part, "".join(json.dumps(line) + "\n" for line in lines).encode())
     state.parts += 1
     put(s3, names.state_location(), state.to_json().encode())
+
+
+def part_location(names: BatchNames, number: int) -> str:
+    """Return the S3 URI of ended part ``number``: ``<state dir>/ended/<number:06d>.jsonl``."""
+    return join_s3(names.state_dir(), "ended", f"{number:06d}.jsonl")
+
+
+def load_progress(s3: Any, names: BatchNames, state: BatchState) -> Progress:
+    """
+    Return the batch's progress (``progress.json``), brought up to the state's ended parts.
+
+    Parts written after the last progress write (a worker that died in between) are read and counted; without a
+    ``progress.json`` (a batch begun by an older version) every part is read once, a later part winning. A
+    re-check part counted this way (a ``TimedOut`` item found since) adds its item instead of moving it; the end
+    sets the counts from the manifest.
+    """
+    text = get_text_or_none(s3, progress_location(names))
+    if text is None:
+        progress = Progress.of(state)
+        if state.parts:
+            progress.add(ended_lines(s3, names).values(), parts=state.parts)
+        return progress
+    progress = Progress.from_json(text)
+    for number in range(progress.parts, state.parts):
+        text = get_text_or_none(s3, part_location(names, number))
+        lines: list[ManifestLine] = [json.loads(line) for line in (text or "").splitlines() if line]
+        progress.add(lines, parts=number + 1)
+    return progress
+
+
+def write_progress(s3: Any, names: BatchNames, progress: Progress) -> None:
+    """Write ``progress.json`` (PutObject, about 10 KB at most)."""
+    put(s3, progress_location(names), progress.to_json().encode())
 
 
 def ended_lines(s3: Any, names: BatchNames) -> dict[int, ManifestLine]:
