@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -105,6 +106,7 @@ def test_at_zero_without_a_scale_from_zero_policy_one_line_says_why_the_request_
             request_ttl_seconds=60,
             max_wait_seconds=3,
             deferrable=False,
+            inference_id=f"cold-{uuid.uuid4().hex}",  # the default id repeats across this module's tests
         )
     )
 
@@ -218,6 +220,7 @@ def test_describe_scaling_policies_denied_at_zero_logs_the_cold_start_and_the_sk
             content_type="text/csv",
             request_ttl_seconds=60,
             wait_for_completion=False,
+            inference_id=f"cold-{uuid.uuid4().hex}",
         )
     )
 
