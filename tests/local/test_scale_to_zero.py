@@ -100,24 +100,6 @@ def endpoint_name(backend: LocalSageMakerAsyncBackend) -> Any:
         backend.delete_endpoint(name)
 
 
-def test_min_capacity_zero_scales_in_only_under_the_emulation(backend: Any, endpoint_name: Any, iris: Any) -> None:
-    autoscaling = backend.client("application-autoscaling")
-    warm = f"endpoint/{iris.name}/variant/AllTraffic"  # created without the emulation
-    autoscaling.register_scalable_target(
-        ServiceNamespace="sagemaker", ResourceId=warm, ScalableDimension=DIMENSION, MinCapacity=0, MaxCapacity=2
-    )
-    try:
-        name = scaled_to_zero_endpoint(backend, endpoint_name("idle"), step_policy=False)  # waits for 0 instances
-
-        assert not backend._running_runtime()._endpoints[name].capacity_gate.is_set()
-        assert backend._running_runtime()._endpoints[iris.name].capacity_gate is None
-        assert current_instances(backend, iris.name) == 1
-    finally:
-        autoscaling.deregister_scalable_target(
-            ServiceNamespace="sagemaker", ResourceId=warm, ScalableDimension=DIMENSION
-        )
-
-
 def test_with_a_step_scaling_policy_the_backlog_drains_after_the_cold_start(backend: Any, endpoint_name: Any) -> None:
     name = scaled_to_zero_endpoint(backend, endpoint_name("policy"), step_policy=True)
     backend.time_scale = 1.0  # the TTL must outlast the cold start: 60 s
@@ -134,11 +116,25 @@ def test_with_a_step_scaling_policy_the_backlog_drains_after_the_cold_start(back
     assert all((r.started_time - r.received_time).total_seconds() >= COLD_START_SECONDS for r in ended)
 
 
-def test_without_the_policy_the_requests_stay_queued_until_they_expire(backend: Any, endpoint_name: Any) -> None:
-    name = scaled_to_zero_endpoint(backend, endpoint_name("nopolicy"), step_policy=False)
-    inference_id = invoke(backend, name)
-    ended = wait_final(backend, name, inference_id)
+def test_without_the_policy_the_requests_stay_queued_until_they_expire(
+    backend: Any, endpoint_name: Any, iris: Any
+) -> None:
+    autoscaling = backend.client("application-autoscaling")
+    warm = f"endpoint/{iris.name}/variant/AllTraffic"  # created without the emulation: it must keep its instance
+    autoscaling.register_scalable_target(
+        ServiceNamespace="sagemaker", ResourceId=warm, ScalableDimension=DIMENSION, MinCapacity=0, MaxCapacity=2
+    )
+    try:
+        name = scaled_to_zero_endpoint(backend, endpoint_name("nopolicy"), step_policy=False)  # waits for 0
+        inference_id = invoke(backend, name)
+        ended = wait_final(backend, name, inference_id)
 
-    assert ended.status is InvocationStatus.EXPIRED
-    assert ended.started_time is None
-    assert current_instances(backend, name) == 0
+        assert ended.status is InvocationStatus.EXPIRED
+        assert ended.started_time is None
+        assert current_instances(backend, name) == 0
+        assert backend._running_runtime()._endpoints[iris.name].capacity_gate is None
+        assert current_instances(backend, iris.name) == 1
+    finally:
+        autoscaling.deregister_scalable_target(
+            ServiceNamespace="sagemaker", ResourceId=warm, ScalableDimension=DIMENSION
+        )
