@@ -127,7 +127,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         ``sagemaker:DescribeEndpointConfig``) and resume from it instead of invoking again (default ``True``).
         Without a result there, the task invokes again: submission is at least once
         (docs/concepts/waiting.md, "Retries").
-    :param check_endpoint_capacity: after submitting, read the endpoint's instance count (``DescribeEndpoint``,
+    :param check_endpoint_capacity: just before submitting, read the endpoint's instance count (``DescribeEndpoint``,
         cached 30 s per endpoint in the worker process) into the outcome's ``endpoint_instances_at_submit``;
         at 0 instances log once that the request queues until the endpoint scales up, and whether it has a
         scale-from-zero policy (``application-autoscaling:DescribeScalingPolicies``). Default ``True``: the
@@ -323,6 +323,8 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         elif payload is not None:
             body = payload
         fields["inference_id"] = inference_id
+        # read before the request goes: after it, a scale-from-zero policy may already be starting an instance
+        instances = self._instances_at_submit(fields["endpoint_name"], fields.get("request_ttl_seconds"))
         try:
             submission = self.hook.invoke_endpoint_async(body=body, **fields)
         except ClientError as error:
@@ -352,7 +354,6 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
             submission.failure_location,
             isoformat(deadline),
         )
-        instances = self._instances_at_submit(fields["endpoint_name"], fields.get("request_ttl_seconds"))
         if not self.wait_for_completion:
             self.last_submission: Submission | None = {
                 "inference_id": submission.inference_id,
