@@ -34,6 +34,7 @@ ACTIONS: dict[str, str | tuple[str, ...]] = {
     "invoke_endpoint_with_response_stream": "sagemaker:InvokeEndpoint",
     "describe_endpoint": "sagemaker:DescribeEndpoint",
     "describe_endpoint_config": "sagemaker:DescribeEndpointConfig",
+    "describe_scaling_policies": "application-autoscaling:DescribeScalingPolicies",
     "head_object": "s3:GetObject",
     "get_object": "s3:GetObject",
     "put_object": "s3:PutObject",
@@ -54,6 +55,9 @@ ACTIONS: dict[str, str | tuple[str, ...]] = {
 CLIENT_HELPERS = {"copy"}
 #: Granted without a call: S3 answers 404 instead of 403 for a missing key only with s3:ListBucket.
 EXTRAS = {"s3:ListBucket"}
+#: Actions without resource-level permissions (the Service Authorization Reference lists no resource type for
+#: them): their statement must say ``"Resource": "*"``.
+WILDCARD_ONLY = {"application-autoscaling:DescribeScalingPolicies"}
 
 #: The modules each policy's operator runs (its own, and what it imports that calls AWS).
 MODULES = {
@@ -64,6 +68,7 @@ MODULES = {
         "common/watch",
         "common/outcome",
         "common/clients",
+        "common/capacity",
     ],
     "sensor": [
         "inference/sensors",
@@ -83,6 +88,7 @@ MODULES = {
         "common/watch",
         "common/outcome",
         "common/clients",
+        "common/capacity",
     ],
     "push-sqs": ["push/receiver", "push/notifications"],
     "realtime": ["realtime/operators", "realtime/requests"],
@@ -94,7 +100,7 @@ def _operations() -> set[str]:
     session = botocore.session.get_session()
     return {
         xform_name(name)
-        for service in ("s3", "sqs", "sagemaker", "sagemaker-runtime")
+        for service in ("s3", "sqs", "sagemaker", "sagemaker-runtime", "application-autoscaling")
         for name in session.get_service_model(service).operation_names
     }
 
@@ -139,8 +145,11 @@ def _granted(policy: str) -> set[str]:
     granted: set[str] = set()
     for statement in document["Statement"]:
         assert statement["Effect"] == "Allow"
-        assert statement["Resource"] != "*", f"{policy}: {statement['Sid']} must name its resources"
         actions = statement["Action"]
+        if statement["Resource"] == "*":
+            assert set([actions] if isinstance(actions, str) else actions) <= WILDCARD_ONLY, (
+                f"{policy}: {statement['Sid']} must name its resources"
+            )
         granted.update([actions] if isinstance(actions, str) else actions)
     return granted
 

@@ -246,6 +246,7 @@ class BatchState:
     :param max_in_flight: the ``max_in_flight`` of the try that wrote the state.
     :param timed_out: how many ended parts' items are ``TimedOut`` (a new try reads the parts to look them up
         again only when some are); ``None``: not counted (a state of an older version), read the parts.
+    :param endpoint_instances_at_submit: the endpoint's instance count when the batch began, ``None`` if unknown.
     """
 
     tag: str
@@ -266,6 +267,7 @@ class BatchState:
     recheck_until: int | None = None
     max_in_flight: int | None = None
     timed_out: int | None = None
+    endpoint_instances_at_submit: int | None = None
 
     def to_json(self) -> str:
         """Serialise as JSON (``state.json``)."""

@@ -47,6 +47,7 @@ from airflow_sagemaker_async.batch.progress import WRITE_EVERY_SECONDS, Progress
 from airflow_sagemaker_async.batch.triggers import SageMakerAsyncBatchInferenceTrigger
 from airflow_sagemaker_async.batch.waves import Waves, pending_item
 from airflow_sagemaker_async.common import metrics
+from airflow_sagemaker_async.common.capacity import check_endpoint_capacity, log_capacity
 from airflow_sagemaker_async.common.exceptions import SageMakerAsyncBatchFailed, SageMakerAsyncParameterError
 from airflow_sagemaker_async.common.hooks import SageMakerRuntimeHook
 from airflow_sagemaker_async.common.layout import join_s3
@@ -542,6 +543,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 # pinned by this try: nothing was sent yet; pinned by an earlier try that died before its first
                 # state: it may have sent a wave of any size, so every item is looked up before it is sent
                 recheck_until=0 if self._pinned_now else None,
+                endpoint_instances_at_submit=self._instances_at_submit(fields),
             )
             self.log.info(
                 "Batch %s: %d items for endpoint %s; results under %s",
@@ -593,7 +595,9 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     def _result_dirs(self, fields: dict[str, Any]) -> tuple[str, str | None]:
         """Return the endpoint's ``(S3OutputPath, S3FailurePath or None)``: DescribeEndpoint, DescribeEndpointConfig."""
         sagemaker: Any = AwsBaseHook(client_type="sagemaker", **self._hook_parameters).conn
-        config_name = sagemaker.describe_endpoint(EndpointName=fields["endpoint_name"])["EndpointConfigName"]
+        description = sagemaker.describe_endpoint(EndpointName=fields["endpoint_name"])
+        self._endpoint_description = description  # its instance count: endpoint_instances_at_submit
+        config_name = description["EndpointConfigName"]
         config = sagemaker.describe_endpoint_config(EndpointConfigName=config_name)
         output_config = (config.get("AsyncInferenceConfig") or {}).get("OutputConfig")
         if not output_config:
@@ -609,6 +613,14 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
                 fields["endpoint_name"],
             )
         return output_config["S3OutputPath"], failure_path or None
+
+    def _instances_at_submit(self, fields: dict[str, Any]) -> int | None:
+        """Return the instance count read by :meth:`_result_dirs`; explain a cold start in the log."""
+        capacity = check_endpoint_capacity(
+            fields["endpoint_name"], self._hook_parameters, description=self._endpoint_description
+        )
+        log_capacity(self.log, capacity, request_ttl_seconds=fields.get("request_ttl_seconds"))
+        return capacity.instances
 
     @staticmethod
     def _names(fields: dict[str, Any], tag: str, ti: Any, result_dirs: tuple[str, str | None]) -> BatchNames:
@@ -914,6 +926,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             "started_at": state.started_at,
             "ended_at": isoformat(ended_at),
             "duration_seconds": round((ended_at - _parse(state.started_at)).total_seconds(), 3),
+            "endpoint_instances_at_submit": state.endpoint_instances_at_submit,
         }
         self.last_summary = summary
         progress = self._progress_of(s3, names, state)

@@ -48,6 +48,7 @@ def build_outcome(event: WatchEvent) -> Outcome:
         "submitted_at": event.get("submitted_at"),
         "completed_at": event.get("completed_at") or (event["detected_at"] if event["status"] != TIMED_OUT else None),
         "detected_at": event["detected_at"],
+        "endpoint_instances_at_submit": event.get("endpoint_instances_at_submit"),
     }
 
 

@@ -94,6 +94,8 @@ class WatchEvent(TypedDict):
     #: expired in its queue; see :mod:`airflow_sagemaker_async.push.notifications`), not because the deadline
     #: passed. Absent in events of versions without push completion (read as False).
     expired: NotRequired[bool]
+    #: the endpoint's instance count when the request was submitted; absent when unknown.
+    endpoint_instances_at_submit: NotRequired[int]
 
 
 class Outcome(TypedDict):
@@ -122,6 +124,10 @@ class Outcome(TypedDict):
     output_content_type: NotRequired[str | None]
     #: only for ``Failed``: the model's error body, at most 64 KiB.
     failure_reason: NotRequired[str]
+    #: the endpoint's instances (``CurrentInstanceCount`` over its variants) when the operator submitted; 0: the
+    #: request waited for a cold start (docs/concepts/cold-starts.md). ``None`` when unknown (a sensor, the check
+    #: off or not allowed); absent in outcomes of versions before it.
+    endpoint_instances_at_submit: NotRequired[int | None]
 
 
 class RealtimeOutcome(TypedDict):
@@ -213,6 +219,8 @@ class BatchSummary(TypedDict):
     started_at: str
     ended_at: str
     duration_seconds: float
+    #: the endpoint's instances when the batch began (``None`` when unknown); 0: it began with a cold start.
+    endpoint_instances_at_submit: NotRequired[int | None]
 
 
 class BatchEvent(TypedDict):

@@ -272,6 +272,8 @@ class Watch:
     :param log: where the 403 explanation and transient errors are logged.
     :param endpoint_name: the endpoint, echoed in the events (for the outcome), default ``None``.
     :param submitted_at: ISO-8601 time of submission, echoed in the events, default ``None``.
+    :param endpoint_instances_at_submit: the endpoint's instance count at submission
+        (:mod:`~airflow_sagemaker_async.common.capacity`), echoed in the events when known, default ``None``.
     :param not_before: aware datetime before which a final event is held back (the fast-event guard of a
         deferred wait, see :mod:`airflow_sagemaker_async.inference.waiting`), default ``None`` (never held).
     """
@@ -286,6 +288,7 @@ class Watch:
     endpoint_name: str | None = None
     submitted_at: str | None = None
     not_before: datetime | None = None
+    endpoint_instances_at_submit: int | None = None
     checks: int = 0
     forbidden_seen: bool = False
     transient_errors: int = 0
@@ -374,7 +377,7 @@ class Watch:
     def _event(
         self, status: InferenceStatus, location: str | None, completed_at: str | None, *, expired: bool = False
     ) -> WatchEvent:
-        return {
+        event: WatchEvent = {
             "status": status,
             "inference_id": self.inference_id,
             "endpoint_name": self.endpoint_name,
@@ -389,6 +392,9 @@ class Watch:
             "s3_forbidden": self.forbidden_seen,
             "expired": expired,
         }
+        if self.endpoint_instances_at_submit is not None:
+            event["endpoint_instances_at_submit"] = self.endpoint_instances_at_submit
+        return event
 
 
 def head_sync(client: Any, target: Target) -> ProbeResult:

@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 
 from airflow_sagemaker_async.assets.events import check_output_assets, record_inference_events
 from airflow_sagemaker_async.common import metrics
+from airflow_sagemaker_async.common.capacity import check_endpoint_capacity, log_capacity
 from airflow_sagemaker_async.common.exceptions import SageMakerAsyncParameterError
 from airflow_sagemaker_async.common.hooks import AsyncInferenceSubmission, SageMakerRuntimeHook
 from airflow_sagemaker_async.common.layout import compute_deadline, result_locations
@@ -126,6 +127,13 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         ``sagemaker:DescribeEndpointConfig``) and resume from it instead of invoking again (default ``True``).
         Without a result there, the task invokes again: submission is at least once
         (docs/concepts/waiting.md, "Retries").
+    :param check_endpoint_capacity: just before submitting, read the endpoint's instance count (``DescribeEndpoint``,
+        cached 30 s per endpoint in the worker process) into the outcome's ``endpoint_instances_at_submit``;
+        at 0 instances log once that the request queues until the endpoint scales up, and whether it has a
+        scale-from-zero policy (``application-autoscaling:DescribeScalingPolicies``). Default ``True``: the
+        tasks that need it are those whose authors do not know their endpoint scales to zero. A missing
+        permission only logs that the check was skipped (:mod:`~airflow_sagemaker_async.common.capacity`,
+        docs/concepts/cold-starts.md).
     :param aws_conn_id: Airflow AWS connection, default ``aws_default``; ``None`` uses boto3's default chain.
     :param region_name: AWS region, default from the connection.
     :param verify: whether / how to verify SSL certificates, default from the connection.
@@ -190,6 +198,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
         fail_on_model_error: bool = True,
         resume_on_retry: bool = True,
+        check_endpoint_capacity: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -219,6 +228,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         self.max_output_bytes = int(check_positive(max_output_bytes, "max_output_bytes", unit="bytes"))
         self.fail_on_model_error = fail_on_model_error
         self.resume_on_retry = resume_on_retry
+        self.check_endpoint_capacity = check_endpoint_capacity
         self._check_parameters(only_rendered=True)
 
     def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
@@ -313,6 +323,8 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         elif payload is not None:
             body = payload
         fields["inference_id"] = inference_id
+        # read before the request goes: after it, a scale-from-zero policy may already be starting an instance
+        instances = self._instances_at_submit(fields["endpoint_name"], fields.get("request_ttl_seconds"))
         try:
             submission = self.hook.invoke_endpoint_async(body=body, **fields)
         except ClientError as error:
@@ -364,8 +376,17 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
                 log=self.log,
                 endpoint_name=fields["endpoint_name"],
                 submitted_at=isoformat(submitted_at),
+                endpoint_instances_at_submit=instances,
             )
         )
+
+    def _instances_at_submit(self, endpoint_name: str, request_ttl_seconds: int | None) -> int | None:
+        """Return the endpoint's instance count (``check_endpoint_capacity``); explain a cold start in the log."""
+        if not self.check_endpoint_capacity:
+            return None
+        capacity = check_endpoint_capacity(endpoint_name, self._hook_parameters)
+        log_capacity(self.log, capacity, request_ttl_seconds=request_ttl_seconds)
+        return capacity.instances
 
     def _previous_result(self, fields: dict[str, Any], inference_id: str) -> WatchEvent | None:
         """

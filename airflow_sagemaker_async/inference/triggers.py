@@ -200,6 +200,8 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
         default ``None``.
     :param submitted_at: ISO-8601 time InvokeEndpointAsync answered, echoed in the event, default ``None``.
     :param not_before: absolute ISO-8601 time before which no event is yielded, default ``None`` (no hold).
+    :param endpoint_instances_at_submit: the endpoint's instance count at submission, echoed in the event,
+        default ``None`` (unknown; then left out of the serialized kwargs).
     :param poll_interval: seconds before the first re-check, default 2.
     :param max_poll_interval: ceiling of the interval, seconds, default 30; 300 with ``notification_queue_url``.
     :param notification_queue_url: URL of an SQS queue subscribed to the endpoint's success and error topics
@@ -226,6 +228,7 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
         endpoint_name: str | None = None,
         submitted_at: str | None = None,
         not_before: str | None = None,
+        endpoint_instances_at_submit: int | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         max_poll_interval: float | None = None,
         notification_queue_url: str | None = None,
@@ -250,6 +253,7 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
         self.deadline = datetime.fromisoformat(deadline).isoformat()
         self.endpoint_name = endpoint_name
         self.submitted_at = submitted_at
+        self.endpoint_instances_at_submit = endpoint_instances_at_submit
 
     @classmethod
     def continuing(
@@ -272,6 +276,7 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
             endpoint_name=watch.endpoint_name,
             submitted_at=watch.submitted_at,
             not_before=not_before,
+            endpoint_instances_at_submit=watch.endpoint_instances_at_submit,
             poll_interval=watch.poll_interval,
             max_poll_interval=watch.max_poll_interval,
             notification_queue_url=notification_queue_url,
@@ -292,6 +297,11 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
                 "endpoint_name": self.endpoint_name,
                 "submitted_at": self.submitted_at,
             }
+            | (
+                {"endpoint_instances_at_submit": self.endpoint_instances_at_submit}
+                if self.endpoint_instances_at_submit is not None
+                else {}
+            )
         )
 
     @asynccontextmanager
@@ -423,6 +433,7 @@ class SageMakerAsyncInferenceTrigger(S3ResultTrigger):
             endpoint_name=self.endpoint_name,
             submitted_at=self.submitted_at,
             not_before=datetime.fromisoformat(self.not_before) if self.not_before else None,
+            endpoint_instances_at_submit=self.endpoint_instances_at_submit,
         )
         self.log.info(
             "Watching inference %s: output %s, failure %s, deadline %s, notifications %s",

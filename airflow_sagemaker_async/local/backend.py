@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from types import TracebackType
 
+    from airflow_sagemaker_async.local.capacity import ScaleToZero
     from airflow_sagemaker_async.local.records import InvocationRecord
 
 log = logging.getLogger("airflow_sagemaker_async.local")
@@ -112,6 +113,10 @@ class LocalSageMakerAsyncBackend:
         default ``sagemaker-async-local``.
     :param container_startup_timeout: seconds a model container gets to answer ``GET /ping``, default 120
         (AWS allows 4 minutes); not scaled.
+    :param scale_to_zero: emulate scale-to-zero (instance count, idle scale-in with ``MinCapacity`` 0, backlog,
+        cold start, scale-up only with a step-scaling policy) for async endpoints created while it is set, default
+        ``None`` (off: endpoints keep their instances). Also an attribute, read at each endpoint's creation. See
+        :mod:`~airflow_sagemaker_async.local.capacity`.
     :raises ValueError: for a ``time_scale`` that is not positive.
     """
 
@@ -124,8 +129,10 @@ class LocalSageMakerAsyncBackend:
         aws_secret_access_key: str = DEFAULT_SECRET_ACCESS_KEY,
         default_bucket: str = "sagemaker-async-local",
         container_startup_timeout: float = 120.0,
+        scale_to_zero: ScaleToZero | None = None,
     ) -> None:
         self.time_scale = time_scale
+        self.scale_to_zero = scale_to_zero
         self.region_name = region_name
         self.aws_access_key_id = aws_access_key_id
         self.aws_secret_access_key = aws_secret_access_key
@@ -180,6 +187,7 @@ class LocalSageMakerAsyncBackend:
                 time_scale=lambda: self._time_scale,
                 container_startup_timeout=self.container_startup_timeout,
                 set_time_scale=lambda value: setattr(self, "time_scale", value),
+                scale_to_zero=lambda: self.scale_to_zero,
             )
             self._runtime.start()
             self._ensure_bucket(self.default_bucket)

@@ -192,6 +192,9 @@ class EndpointRuntime:
         self._queue: asyncio.Queue[Invocation] = asyncio.Queue()
         self._workers: list[asyncio.Task[None]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        #: set by the scale-to-zero emulation (:mod:`~airflow_sagemaker_async.local.capacity`): the workers take
+        #: no request while it is clear (0 instances); ``None``: always serving.
+        self.capacity_gate: asyncio.Event | None = None
 
     @property
     def capacity(self) -> int:
@@ -318,6 +321,8 @@ class EndpointRuntime:
     async def _work(self, container: ContainerProcess) -> None:
         while True:
             invocation = await self._queue.get()
+            if self.capacity_gate is not None:
+                await self.capacity_gate.wait()  # 0 instances: the request stays queued (and may expire)
             if invocation.status is not InvocationStatus.QUEUED:
                 continue  # expired while waiting
             if invocation.ttl_handle is not None:

@@ -33,6 +33,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from airflow_sagemaker_async.common.rules import INVOKE_ENDPOINT, INVOKE_ENDPOINT_WITH_RESPONSE_STREAM, field_rule
+from airflow_sagemaker_async.local.capacity import CapacityController, ScaleToZero
 from airflow_sagemaker_async.local.control import CONTROL_PREFIX, control_routes
 from airflow_sagemaker_async.local.endpoints import EndpointRuntime, EndpointSpec, RuntimeContext
 from airflow_sagemaker_async.local.notifications import endpoint_test_notification
@@ -76,6 +77,8 @@ class RuntimeServer:
     :param container_startup_timeout: seconds a container gets to answer ``/ping``.
     :param set_time_scale: changes the time scale, for the control surface's ``PUT /_local/time-scale``
         (:mod:`~airflow_sagemaker_async.local.control`); without it that answers 400.
+    :param scale_to_zero: returns the scale-to-zero emulation's settings, read when an async endpoint is created;
+        ``None`` (the default): off (:mod:`~airflow_sagemaker_async.local.capacity`).
     """
 
     def __init__(
@@ -90,7 +93,9 @@ class RuntimeServer:
         time_scale: Callable[[], float],
         container_startup_timeout: float,
         set_time_scale: Callable[[float], None] | None = None,
+        scale_to_zero: Callable[[], ScaleToZero | None] = lambda: None,
     ) -> None:
+        self._scale_to_zero = scale_to_zero
         self._moto_url = moto_url
         self._region_name = region_name
         self._account_id = account_id
@@ -251,6 +256,8 @@ class RuntimeServer:
             self._endpoints[name] = runtime
             log.info("%s creating: starting %d container(s) of %s", name, spec.instance_count, spec.image)
             await runtime.start()
+            if (scale_to_zero := self._scale_to_zero()) is not None:
+                CapacityController(runtime, scale_to_zero, self._account_id, self._region_name).start()
         except BaseException as error:
             if runtime is not None:
                 runtime.state = "Failed"
