@@ -615,10 +615,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         return output_config["S3OutputPath"], failure_path or None
 
     def _instances_at_submit(self, fields: dict[str, Any]) -> int | None:
-        """Return the instance count read by :meth:`_result_dirs`; explain a cold start in the log."""
-        capacity = check_endpoint_capacity(
-            fields["endpoint_name"], self._hook_parameters, description=self._endpoint_description
-        )
+        """Return the instance count read by :meth:`_result_dirs` (``None`` if it read none); explain a cold start."""
+        description = self.__dict__.get("_endpoint_description")
+        if description is None:
+            return None
+        capacity = check_endpoint_capacity(fields["endpoint_name"], self._hook_parameters, description=description)
         log_capacity(self.log, capacity, request_ttl_seconds=fields.get("request_ttl_seconds"))
         return capacity.instances
 

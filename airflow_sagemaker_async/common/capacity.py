@@ -147,8 +147,9 @@ def check_endpoint_capacity(
     """
     Return the endpoint's instance count (and, at zero, whether it has a scale-from-zero policy); never raises.
 
-    Cached :data:`CACHE_SECONDS` per endpoint and AWS parameters in this process, so a mapped task of
-    a thousand instances on one worker calls DescribeEndpoint about once every 30 s.
+    Cached :data:`CACHE_SECONDS` per endpoint and AWS parameters in this process. Airflow 3 runs each task
+    instance in a process of its own, so a mapped task of N instances still makes N DescribeEndpoint calls;
+    a throttled call (SageMaker's control-plane limits) only skips the check.
 
     :param endpoint_name: the endpoint.
     :param hook_parameters: the task's ``aws_conn_id``, ``region_name``, ``verify``, ``botocore_config``
