@@ -180,6 +180,7 @@ class LocalSageMakerAsyncBackend:
                 time_scale=lambda: self._time_scale,
                 container_startup_timeout=self.container_startup_timeout,
                 set_time_scale=lambda value: setattr(self, "time_scale", value),
+                direct_s3=True,
             )
             self._runtime.start()
             self._ensure_bucket(self.default_bucket)

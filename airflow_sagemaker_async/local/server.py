@@ -35,6 +35,7 @@ from multidict import CIMultiDict
 from airflow_sagemaker_async.common.rules import INVOKE_ENDPOINT, INVOKE_ENDPOINT_WITH_RESPONSE_STREAM, field_rule
 from airflow_sagemaker_async.local.control import CONTROL_PREFIX, control_routes
 from airflow_sagemaker_async.local.endpoints import EndpointRuntime, EndpointSpec, RuntimeContext
+from airflow_sagemaker_async.local.moto_direct import DirectS3
 from airflow_sagemaker_async.local.notifications import endpoint_test_notification
 from airflow_sagemaker_async.local.realtime import ModelFailure, RealtimeEndpoint, model_error_response
 from airflow_sagemaker_async.local.request_model import (
@@ -76,6 +77,9 @@ class RuntimeServer:
     :param container_startup_timeout: seconds a container gets to answer ``/ping``.
     :param set_time_scale: changes the time scale, for the control surface's ``PUT /_local/time-scale``
         (:mod:`~airflow_sagemaker_async.local.control`); without it that answers 400.
+    :param direct_s3: read inputs and write outputs on moto's S3 backend in this process
+        (:class:`~airflow_sagemaker_async.local.moto_direct.DirectS3`), default False (through ``moto_url``);
+        only when moto's server runs in this process.
     """
 
     def __init__(
@@ -90,7 +94,9 @@ class RuntimeServer:
         time_scale: Callable[[], float],
         container_startup_timeout: float,
         set_time_scale: Callable[[float], None] | None = None,
+        direct_s3: bool = False,
     ) -> None:
+        self._direct_s3 = direct_s3
         self._moto_url = moto_url
         self._region_name = region_name
         self._account_id = account_id
@@ -168,7 +174,10 @@ class RuntimeServer:
             "aws_secret_access_key": self._secret_key,
             "config": config,
         }
-        s3 = await stack.enter_async_context(session.create_client("s3", **common))
+        if self._direct_s3:  # moto's server runs in this process: its S3 backend, without HTTP (moto_direct)
+            s3: Any = DirectS3(self._account_id)
+        else:
+            s3 = await stack.enter_async_context(session.create_client("s3", **common))
         sns = await stack.enter_async_context(session.create_client("sns", **common))
         self._sagemaker = await stack.enter_async_context(session.create_client("sagemaker", **common))
         http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
