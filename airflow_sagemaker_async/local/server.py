@@ -6,7 +6,9 @@ other kind), checks SigV4 signatures, hears of endpoints created in moto (see
 :mod:`~airflow_sagemaker_async.local.control_plane`) and runs an
 :class:`~airflow_sagemaker_async.local.endpoints.EndpointRuntime` for each async endpoint, a
 :class:`~airflow_sagemaker_async.local.realtime.RealtimeEndpoint` for each real-time one, whose image is
-registered. Nothing here blocks the loop: S3, SNS and SageMaker calls to moto go through aiobotocore.
+registered. Nothing here blocks the loop: SNS and SageMaker calls to moto go through aiobotocore, and so do S3
+calls unless moto runs in this process (``direct_s3``: :mod:`~airflow_sagemaker_async.local.moto_direct`, on a
+worker thread).
 
 Longer than ~400 lines because it holds one aiohttp handler per runtime operation (InvokeEndpointAsync,
 InvokeEndpoint, InvokeEndpointWithResponseStream, ping, control) with their AWS-shaped error answers; each
