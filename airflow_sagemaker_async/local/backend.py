@@ -188,6 +188,7 @@ class LocalSageMakerAsyncBackend:
                 container_startup_timeout=self.container_startup_timeout,
                 set_time_scale=lambda value: setattr(self, "time_scale", value),
                 scale_to_zero=lambda: self.scale_to_zero,
+                direct_s3=True,
             )
             self._runtime.start()
             self._ensure_bucket(self.default_bucket)

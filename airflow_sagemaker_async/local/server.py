@@ -6,7 +6,9 @@ other kind), checks SigV4 signatures, hears of endpoints created in moto (see
 :mod:`~airflow_sagemaker_async.local.control_plane`) and runs an
 :class:`~airflow_sagemaker_async.local.endpoints.EndpointRuntime` for each async endpoint, a
 :class:`~airflow_sagemaker_async.local.realtime.RealtimeEndpoint` for each real-time one, whose image is
-registered. Nothing here blocks the loop: S3, SNS and SageMaker calls to moto go through aiobotocore.
+registered. Nothing here blocks the loop: SNS and SageMaker calls to moto go through aiobotocore, and so do S3
+calls unless moto runs in this process (``direct_s3``: :mod:`~airflow_sagemaker_async.local.moto_direct`, on a
+worker thread).
 
 Longer than ~400 lines because it holds one aiohttp handler per runtime operation (InvokeEndpointAsync,
 InvokeEndpoint, InvokeEndpointWithResponseStream, ping, control) with their AWS-shaped error answers; each
@@ -36,6 +38,7 @@ from airflow_sagemaker_async.common.rules import INVOKE_ENDPOINT, INVOKE_ENDPOIN
 from airflow_sagemaker_async.local.capacity import CapacityController, ScaleToZero
 from airflow_sagemaker_async.local.control import CONTROL_PREFIX, control_routes
 from airflow_sagemaker_async.local.endpoints import EndpointRuntime, EndpointSpec, RuntimeContext
+from airflow_sagemaker_async.local.moto_direct import DirectS3
 from airflow_sagemaker_async.local.notifications import endpoint_test_notification
 from airflow_sagemaker_async.local.realtime import ModelFailure, RealtimeEndpoint, model_error_response
 from airflow_sagemaker_async.local.request_model import (
@@ -79,6 +82,9 @@ class RuntimeServer:
         (:mod:`~airflow_sagemaker_async.local.control`); without it that answers 400.
     :param scale_to_zero: returns the scale-to-zero emulation's settings, read when an async endpoint is created;
         ``None`` (the default): off (:mod:`~airflow_sagemaker_async.local.capacity`).
+    :param direct_s3: read inputs and write outputs on moto's S3 backend in this process
+        (:class:`~airflow_sagemaker_async.local.moto_direct.DirectS3`), default False (through ``moto_url``);
+        only when moto's server runs in this process.
     """
 
     def __init__(
@@ -94,7 +100,9 @@ class RuntimeServer:
         container_startup_timeout: float,
         set_time_scale: Callable[[float], None] | None = None,
         scale_to_zero: Callable[[], ScaleToZero | None] = lambda: None,
+        direct_s3: bool = False,
     ) -> None:
+        self._direct_s3 = direct_s3
         self._scale_to_zero = scale_to_zero
         self._moto_url = moto_url
         self._region_name = region_name
@@ -173,7 +181,10 @@ class RuntimeServer:
             "aws_secret_access_key": self._secret_key,
             "config": config,
         }
-        s3 = await stack.enter_async_context(session.create_client("s3", **common))
+        if self._direct_s3:  # moto's server runs in this process: its S3 backend, without HTTP (moto_direct)
+            s3: Any = DirectS3(self._account_id)
+        else:
+            s3 = await stack.enter_async_context(session.create_client("s3", **common))
         sns = await stack.enter_async_context(session.create_client("sns", **common))
         self._sagemaker = await stack.enter_async_context(session.create_client("sagemaker", **common))
         http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
