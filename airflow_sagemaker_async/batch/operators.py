@@ -229,6 +229,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     template_fields_renderers: ClassVar[dict[str, str]] = {"input_records": "json", "input_locations": "json"}
     ui_color = "#c6e2e9"
     operator_extra_links = (BatchProgressLink(),)
+    #: what this process knows of the try (none of it is serialised): the DescribeEndpoint answer read by
+    #: ``_result_dirs``, the progress being kept, when it was last written (unix seconds).
+    _endpoint_description: dict[str, Any] | None = None
+    _progress: Progress | None = None
+    _progress_written: float = 0.0
 
     def __init__(
         self,
@@ -616,10 +621,11 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
 
     def _instances_at_submit(self, fields: dict[str, Any]) -> int | None:
         """Return the instance count read by :meth:`_result_dirs` (``None`` if it read none); explain a cold start."""
-        description = self.__dict__.get("_endpoint_description")
-        if description is None:
+        if self._endpoint_description is None:
             return None
-        capacity = check_endpoint_capacity(fields["endpoint_name"], self._hook_parameters, description=description)
+        capacity = check_endpoint_capacity(
+            fields["endpoint_name"], self._hook_parameters, description=self._endpoint_description
+        )
         log_capacity(self.log, capacity, request_ttl_seconds=fields.get("request_ttl_seconds"))
         return capacity.instances
 
@@ -672,9 +678,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             if state.timed_out is not None:
                 state.timed_out = max(0, state.timed_out - len(ended))
             lines = batch_state.manifest_lines(s3, ended, self.submit_concurrency)
-            progress = self._progress_of(s3, names, state)  # read before the part: it must not count it twice
-            batch_state.write_part(s3, names, state, lines)
-            progress.add(lines, parts=state.parts, replacing=TIMED_OUT)
+            self._write_ended_part(s3, names, state, lines, replacing=TIMED_OUT)
 
     def _advance(
         self, s3: Any, names: BatchNames, state: BatchState, inputs: Sequence[BatchInput], fields: dict[str, Any]
@@ -843,9 +847,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
 
     def _record_refused(self, s3: Any, names: BatchNames, state: BatchState, refused: list[Any]) -> bool:
         """Write the items InvokeEndpointAsync refused as an ended part (``Failed``); count them."""
-        progress = self._progress_of(s3, names, state)  # read before the part: it must not count it twice
-        batch_state.write_part(s3, names, state, refused)
-        progress.add(refused, parts=state.parts)
+        self._write_ended_part(s3, names, state, refused)
         metrics.batch_items_ended(summary_counts(refused), endpoint_name=state.endpoint_name)
         return True
 
@@ -859,9 +861,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         lines = batch_state.manifest_lines(s3, ended, self.submit_concurrency)
         if state.timed_out is not None:
             state.timed_out += sum(found is None for _, found in ended)
-        progress = self._progress_of(s3, names, state)  # read before the part: it must not count it twice
-        batch_state.write_part(s3, names, state, lines)
-        progress.add(lines, parts=state.parts)
+        self._write_ended_part(s3, names, state, lines)
         metrics.batch_items_ended(summary_counts(lines), endpoint_name=state.endpoint_name)
         return True
 
@@ -882,9 +882,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
             item = pending_item(names, index, location=inputs[index].location, submitted=moment, fields=fields)
             ended.append((item, found))
         lines = batch_state.manifest_lines(s3, ended, self.submit_concurrency)
-        progress = self._progress_of(s3, names, state)  # read before the part: it must not count it twice
-        batch_state.write_part(s3, names, state, lines)
-        progress.add(lines, parts=state.parts)
+        self._write_ended_part(s3, names, state, lines)
         state.resumed += len(ended)
         self.log.info("Batch %s: %d items already ended in S3 (an earlier try); not sent again", state.tag, len(ended))
 
@@ -951,8 +949,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
 
     def _push_progress_pointer(self, ti: Any, names: BatchNames, map_index: int) -> None:
         """Push where ``progress.json`` is (small XCom) and the page's extra link, so both work while the batch runs."""
-        self._progress: Progress | None = None
-        self._progress_written = 0.0
+        self._progress, self._progress_written = None, 0.0  # a new try reads it from S3 again
         pointer = {
             "progress_location": progress_location(names),
             "aws_conn_id": self.aws_conn_id,
@@ -962,9 +959,20 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         link = BatchProgressLink()
         ti.xcom_push(key=link.xcom_key, value=link.get_link(self, ti_key=ti))
 
+    def _write_ended_part(
+        self, s3: Any, names: BatchNames, state: BatchState, lines: list[Any], *, replacing: str | None = None
+    ) -> None:
+        """Write ``lines`` as the next ended part (and the state), and count them in the progress.
+
+        :param replacing: the status the items had before (``TimedOut`` for a re-check's finds).
+        """
+        progress = self._progress_of(s3, names, state)  # read before the part: it must not count it twice
+        batch_state.write_part(s3, names, state, lines)
+        progress.add(lines, parts=state.parts, replacing=replacing)
+
     def _progress_of(self, s3: Any, names: BatchNames, state: BatchState) -> Progress:
         """Return this try's progress, read (and brought up to date) from S3 the first time."""
-        progress: Progress | None = getattr(self, "_progress", None)
+        progress = self._progress
         if progress is None or progress.batch_tag != state.tag:
             progress = self._progress = batch_state.load_progress(s3, names, state)
             self._progress_written = 0.0
@@ -982,7 +990,7 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
     ) -> None:
         """Write ``progress.json`` at most every ``WRITE_EVERY_SECONDS`` (``force``: a deferral, the end)."""
         now = time.time()
-        if not force and now - getattr(self, "_progress_written", 0.0) < WRITE_EVERY_SECONDS:
+        if not force and now - self._progress_written < WRITE_EVERY_SECONDS:
             return
         progress = self._progress_of(s3, names, state)
         progress.mark(now, in_flight=in_flight, manifest_location=manifest_location)

@@ -36,7 +36,7 @@ key-store mutators ``__setitem__`` / ``setlist`` / ``pop``) and answers ListObje
 code points, which is UTF-8 byte order, as S3 documents), the same ``IsTruncated``, the same continuation
 tokens (moto's MD5 of the last name, kept in its token table), a key whose latest version is a delete marker
 left out but its folder kept, as moto does; an unknown continuation token goes to moto's own code.
-``tests/local/test_moto_speedups.py`` compares both on random keys.
+``tests/local/test_moto_s3_index.py`` compares both on random keys.
 
 **Service dispatch memoised.** moto's server finds the service of each request with
 ``DomainDispatcherApplication.get_backend_for_host``, which lists moto's package folder (``os.listdir`` and an

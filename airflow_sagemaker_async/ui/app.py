@@ -25,6 +25,7 @@ from airflow.api_fastapi.core_api.security import requires_access_dag
 from fastapi import Depends, FastAPI, HTTPException, Query
 from fastapi.responses import HTMLResponse
 
+from airflow_sagemaker_async.batch.progress import PROGRESS_FILE
 from airflow_sagemaker_async.ui.links import PROGRESS_POINTER_KEY
 
 __all__ = ["app", "read_pointer", "read_progress"]
@@ -59,7 +60,7 @@ def read_pointer(dag_id: str, run_id: str, task_id: str, map_index: int) -> dict
     if not isinstance(value, dict):
         return None
     location = value.get("progress_location")
-    if not (isinstance(location, str) and location.startswith("s3://") and location.endswith("/progress.json")):
+    if not (isinstance(location, str) and location.startswith("s3://") and location.endswith(f"/{PROGRESS_FILE}")):
         return None
     return value
 
