@@ -106,6 +106,18 @@ class SharedRegistry(Generic[T]):
             return 0
         return len(self._loops.get(loop, {}))
 
+    def open_resources(self) -> list[T]:
+        """Return the resources open on the running loop, those still opening left out (for tests and benchmarks)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return []
+        return [
+            entry.opening.result()[0]
+            for entry in self._loops.get(loop, {}).values()
+            if entry.opening.done() and not entry.opening.cancelled() and entry.opening.exception() is None
+        ]
+
     @asynccontextmanager
     async def acquire(
         self, key: ClientKey, open_client: Callable[[], Awaitable[AbstractAsyncContextManager[Any]]]
