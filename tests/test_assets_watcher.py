@@ -162,7 +162,7 @@ def test_run_without_acknowledgement_deletes_a_matched_message_only_after_the_gr
     backend_conn: str, sqs: Any, queue: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Airflow 3.2's path (no shared streams): the trigger's own long poll.
-    monkeypatch.setattr(watcher_module, "PERSIST_GRACE_SECONDS", 1.0)
+    monkeypatch.setattr(watcher_module, "PERSIST_GRACE_SECONDS", 2.0)  # well past the 0.3 s look, however loaded
     monkeypatch.setattr(watcher_module, "WAIT_TIME_SECONDS", 1)
     sqs.send_message(QueueUrl=queue, MessageBody="not json at all")
     sqs.send_message(QueueUrl=queue, MessageBody=notification("Completed", endpoint="another-endpoint"))
@@ -175,7 +175,7 @@ def test_run_without_acknowledgement_deletes_a_matched_message_only_after_the_gr
         next_event = asyncio.ensure_future(events.__anext__())  # resumes the generator: the grace starts
         await asyncio.sleep(0.3)
         during = counts(sqs, queue)  # the matched message still held (invisible), not deleted
-        await asyncio.sleep(3)
+        await asyncio.sleep(5)
         after = counts(sqs, queue)
         next_event.cancel()
         with pytest.raises(asyncio.CancelledError):
