@@ -228,6 +228,7 @@ def test_describe_scaling_policies_denied_at_zero_logs_the_cold_start_and_the_sk
         submission = run(op)
 
     assert submission["status"] == "InProgress"
+    assert submission["endpoint_instances_at_submit"] == 0, "the submission record says it waits for a cold start"
     (line,) = cold_lines(caplog)
     assert "is unknown" in line
     (skipped,) = skipped_lines(caplog)

@@ -178,6 +178,9 @@ class Submission(TypedDict):
     submitted_at: str
     #: the absolute deadline a wait for it would use.
     deadline: str
+    #: the endpoint's instances when the operator submitted, as in :class:`Outcome`; 0: the request waits for a
+    #: cold start. ``None`` when unknown (``check_endpoint_capacity=False``, or the check not allowed).
+    endpoint_instances_at_submit: NotRequired[int | None]
 
 
 class ManifestLine(TypedDict):

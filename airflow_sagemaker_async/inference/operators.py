@@ -128,7 +128,8 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
         Without a result there, the task invokes again: submission is at least once
         (docs/concepts/waiting.md, "Retries").
     :param check_endpoint_capacity: just before submitting, read the endpoint's instance count (``DescribeEndpoint``,
-        cached 30 s per endpoint in the worker process) into the outcome's ``endpoint_instances_at_submit``;
+        cached 30 s per endpoint in the worker process) into ``endpoint_instances_at_submit`` of the outcome
+        (or of the submission record, with ``wait_for_completion=False``);
         at 0 instances log once that the request queues until the endpoint scales up, and whether it has a
         scale-from-zero policy (``application-autoscaling:DescribeScalingPolicies``). Default ``True``: the
         tasks that need it are those whose authors do not know their endpoint scales to zero. A missing
@@ -363,6 +364,7 @@ class SageMakerInvokeEndpointAsyncOperator(InferenceWaitMixin, AwsBaseOperator[S
                 "failure_location": submission.failure_location,
                 "submitted_at": isoformat(submitted_at),
                 "deadline": isoformat(deadline),
+                "endpoint_instances_at_submit": instances,
             }
             return self.last_submission
         return self.wait_for(
