@@ -1,8 +1,9 @@
 """``sagemaker-async-local``: run the local SageMaker async backend from a shell.
 
 ``sagemaker-async-local up`` starts moto and the runtime on 127.0.0.1, creates a demo endpoint (unless
-``--no-demo``) and the endpoints of ``--model NAME=COMMAND`` (your own containers), prints where everything
-is, logs one line per request state change, and stops cleanly on Ctrl-C or SIGTERM (exit code 0).
+``--no-demo``) and the endpoints of ``--model NAME=COMMAND`` (your own containers), emulates scale-to-zero with
+``--scale-to-zero``, prints where everything is, logs one line per request state change, and stops cleanly on
+Ctrl-C or SIGTERM (exit code 0).
 
 ``invocations``, ``counts`` and ``time-scale`` talk to a running backend's control surface
 (:mod:`~airflow_sagemaker_async.local.control`) from another shell.
@@ -11,6 +12,7 @@ is, logs one line per request state change, and stops cleanly on Ctrl-C or SIGTE
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
     from types import FrameType
 
     from airflow_sagemaker_async.local.backend import LocalSageMakerAsyncBackend
+    from airflow_sagemaker_async.local.capacity import ScaleToZero
 
 DEMO_ENDPOINT = "iris-endpoint"
 DEMO_REALTIME_ENDPOINT = "iris-realtime"
@@ -83,6 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve models whose PrimaryContainer.Image is IMAGE with COMMAND, for endpoints you create yourself "
         "(boto3, Terraform, ...); repeatable",
     )
+    up.add_argument(
+        "--scale-to-zero",
+        action="store_true",
+        help="emulate scale-to-zero for every async endpoint created: idle scale-in with MinCapacity 0, a backlog "
+        "at 0 instances, scale-up only with a step-scaling policy (local/capacity.py)",
+    )
+    up.add_argument(
+        "--cold-start-seconds",
+        type=float,
+        help="with --scale-to-zero: seconds from the first request queued at 0 instances to the instance serving; "
+        "default 5",
+    )
+    up.add_argument(
+        "--scale-in-idle-seconds",
+        type=float,
+        help="with --scale-to-zero: seconds without a queued or running request before an endpoint whose "
+        "MinCapacity is 0 scales in; default 60",
+    )
     for name, help_text in (
         ("invocations", "print the async requests the backend accepted, one JSON object a line"),
         ("counts", "print the number of async requests by endpoint and status (JSON)"),
@@ -109,6 +130,32 @@ def parse_assignment(text: str, option: str) -> tuple[str, list[str]]:
     if not separator or not name.strip() or not argv:
         raise ValueError(f"{option} {text!r}: expected NAME=COMMAND, e.g. {option} 'my-model=python -m my_server'")
     return name.strip(), argv
+
+
+def scale_to_zero_settings(arguments: argparse.Namespace) -> ScaleToZero | None:
+    """Return the ``--scale-to-zero`` settings of ``up`` (``None`` when off).
+
+    :raises ValueError: ``--cold-start-seconds`` or ``--scale-in-idle-seconds`` without ``--scale-to-zero``, or a
+        negative value.
+    """
+    from airflow_sagemaker_async.local.capacity import ScaleToZero
+
+    given = {
+        name: value
+        for name, value in (
+            ("cold_start_seconds", arguments.cold_start_seconds),
+            ("scale_in_idle_seconds", arguments.scale_in_idle_seconds),
+        )
+        if value is not None
+    }
+    if not arguments.scale_to_zero:
+        if given:
+            options = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise ValueError(f"{options} only apply with --scale-to-zero; add it, or leave them out.")
+        return None
+    if any(value < 0 for value in given.values()):
+        raise ValueError(f"--cold-start-seconds and --scale-in-idle-seconds must be >= 0 seconds; got {given}.")
+    return ScaleToZero(**given)
 
 
 def create_models(backend: LocalSageMakerAsyncBackend, arguments: argparse.Namespace) -> list[dict[str, Any]]:
@@ -202,6 +249,7 @@ def ready_document(
         "account_id": backend.account_id,
         "airflow_conn_aws_default": backend.airflow_connection_env(),
         "time_scale": backend.time_scale,
+        "scale_to_zero": None if backend.scale_to_zero is None else dataclasses.asdict(backend.scale_to_zero),
         "pid": os.getpid(),
         "demo": demo,
         "models": models or [],
@@ -234,6 +282,12 @@ def _banner(document: dict[str, Any]) -> str:
             f"  real-time endpoints: {demo['realtime_endpoint_name']} (iris), "
             f'{demo["streaming_endpoint_name"]} (streaming text; JSON {{"inputs": ...}} or plain text)',
         ]
+    if document["scale_to_zero"] is not None:
+        settings = document["scale_to_zero"]
+        lines.append(
+            f"  scale to zero: cold start {settings['cold_start_seconds']:g} s, scale-in after "
+            f"{settings['scale_in_idle_seconds']:g} s idle (register MinCapacity 0 and a step-scaling policy)"
+        )
     for model in document["models"]:
         kind = "async" if model["async"] else "real-time"
         lines.append(f"  {kind} endpoint {model['endpoint_name']}: {' '.join(model['command'])}")
@@ -259,7 +313,9 @@ def up(arguments: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     started = time.perf_counter()
-    backend = LocalSageMakerAsyncBackend(time_scale=arguments.time_scale, region_name=arguments.region)
+    backend = LocalSageMakerAsyncBackend(
+        time_scale=arguments.time_scale, region_name=arguments.region, scale_to_zero=scale_to_zero_settings(arguments)
+    )
     try:
         backend.start()
         demo = None if arguments.no_demo else create_demo(backend)
@@ -290,6 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     parse_assignment(text, option)
             for text in arguments.image:
                 parse_assignment(text, "--image")
+            scale_to_zero_settings(arguments)
         except ValueError as error:
             build_parser().error(str(error))
         return up(arguments)

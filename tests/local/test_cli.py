@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -164,3 +165,91 @@ def _is_running(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--cold-start-seconds", "3"], "--cold-start-seconds only apply with --scale-to-zero"),
+        (["--scale-in-idle-seconds", "3"], "--scale-in-idle-seconds only apply with --scale-to-zero"),
+        (["--scale-to-zero", "--cold-start-seconds", "-1"], "must be >= 0 seconds"),
+    ],
+)
+def test_scale_to_zero_options_are_refused_before_anything_starts(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from airflow_sagemaker_async.local.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["up", "--no-demo", *argv])
+
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_up_with_scale_to_zero_scales_the_demo_endpoint_in_and_back_up_with_a_step_policy(tmp_path: Path) -> None:
+    ready = tmp_path / "ready.json"
+    process = subprocess.Popen(
+        [
+            *_command(),
+            *("up", "--quiet", "--ready-file", str(ready)),
+            *("--scale-to-zero", "--cold-start-seconds", "0.5", "--scale-in-idle-seconds", "0.2"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        document = _wait_for(ready, process)
+        assert document["scale_to_zero"]["cold_start_seconds"] == 0.5
+        credentials = {
+            "endpoint_url": document["endpoint_url"],
+            "region_name": document["region_name"],
+            "aws_access_key_id": document["aws_access_key_id"],
+            "aws_secret_access_key": document["aws_secret_access_key"],
+        }
+        name = document["demo"]["endpoint_name"]
+        sagemaker = boto3.client("sagemaker", **credentials)
+        autoscaling = boto3.client("application-autoscaling", **credentials)
+        s3 = boto3.client("s3", **credentials)
+
+        def instances() -> int:
+            (variant,) = sagemaker.describe_endpoint(EndpointName=name)["ProductionVariants"]
+            return int(variant["CurrentInstanceCount"])
+
+        def until(condition: Any, what: str, timeout: float = 30) -> None:
+            deadline = time.monotonic() + timeout
+            while not condition():
+                assert time.monotonic() < deadline, f"{what} not within {timeout} s"
+                time.sleep(0.1)
+
+        assert instances() == 1
+        target = {
+            "ServiceNamespace": "sagemaker",
+            "ResourceId": f"endpoint/{name}/variant/AllTraffic",
+            "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+        }
+        autoscaling.register_scalable_target(**target, MinCapacity=0, MaxCapacity=1)
+        until(lambda: instances() == 0, "scale-in to 0")
+        autoscaling.put_scaling_policy(
+            **target,
+            PolicyName="HasBacklogWithoutCapacity-ScalingPolicy",
+            PolicyType="StepScaling",
+            StepScalingPolicyConfiguration={
+                "AdjustmentType": "ChangeInCapacity",
+                "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}],
+            },
+        )
+        answer = boto3.client("sagemaker-runtime", **{**credentials, "endpoint_url": document["runtime_url"]})
+        output = answer.invoke_endpoint_async(EndpointName=name, Body=b"5.1,3.5,1.4,0.2")["OutputLocation"]
+        bucket, key = output.removeprefix("s3://").split("/", 1)
+
+        until(lambda: s3.list_objects_v2(Bucket=bucket, Prefix=key)["KeyCount"] == 1, "the output after the cold start")
+        assert instances() == 1
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+        assert process.returncode == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
