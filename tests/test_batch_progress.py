@@ -148,6 +148,25 @@ def test_a_resume_counts_the_parts_written_after_the_last_progress(s3: Any, buck
     assert progress_location(names) == f"s3://{bucket}/out/abc123.batch/progress.json"
 
 
+def test_a_resume_moves_the_items_of_a_recheck_part_out_of_timed_out(s3: Any, bucket: str) -> None:
+    names = BatchNames.of("abc124", "dag", "task", f"s3://{bucket}/out", None)
+    state = BatchState("abc124", "ep", 3, names.output_dir, None, "2026-12-05T20:00:00+00:00", next_index=3)
+    batch_state.write_part(s3, names, state, [line(0, "Completed"), line(1, "TimedOut"), line(2, "TimedOut")])
+    progress = batch_state.load_progress(s3, names, state)
+    progress.mark(1.0, in_flight=0)
+    batch_state.write_progress(s3, names, progress)
+    op = batch("ep", input_records=["x"])
+    # A new try's re-check finds item 1's result; the worker dies before its next progress write.
+    op._write_ended_part(s3, names, state, [line(1, "Completed")], replacing="TimedOut")
+    written = s3.get_object(Bucket=bucket, Key=names.state_location().split("/", 3)[3])["Body"].read()
+
+    resumed = batch_state.load_progress(s3, names, BatchState.from_json(written))
+
+    assert resumed.counts["Completed"] == 2
+    assert resumed.counts["TimedOut"] == 1, "moved, not counted a second time"
+    assert resumed.parts == 2
+
+
 # -- the worker, against the local backend --------------------------------------------------------------------
 
 

@@ -247,6 +247,9 @@ class BatchState:
     :param timed_out: how many ended parts' items are ``TimedOut`` (a new try reads the parts to look them up
         again only when some are); ``None``: not counted (a state of an older version), read the parts.
     :param endpoint_instances_at_submit: the endpoint's instance count when the batch began, ``None`` if unknown.
+    :param recheck_parts: the numbers of the ended parts a re-check wrote (items ``TimedOut`` in an earlier part,
+        found since): a progress catch-up moves their items out of ``TimedOut`` instead of counting them again.
+        At most one per try.
     """
 
     tag: str
@@ -268,6 +271,7 @@ class BatchState:
     max_in_flight: int | None = None
     timed_out: int | None = None
     endpoint_instances_at_submit: int | None = None
+    recheck_parts: list[int] = field(default_factory=list)
 
     def to_json(self) -> str:
         """Serialise as JSON (``state.json``)."""

@@ -967,6 +967,8 @@ class SageMakerInvokeEndpointAsyncBatchOperator(AwsBaseOperator[SageMakerRuntime
         :param replacing: the status the items had before (``TimedOut`` for a re-check's finds).
         """
         progress = self._progress_of(s3, names, state)  # read before the part: it must not count it twice
+        if replacing is not None:
+            state.recheck_parts.append(state.parts)  # so a catch-up after a death here moves them too
         batch_state.write_part(s3, names, state, lines)
         progress.add(lines, parts=state.parts, replacing=replacing)
 

@@ -138,8 +138,7 @@ def load_progress(s3: Any, names: BatchNames, state: BatchState) -> Progress:
 
     Parts written after the last progress write (a worker that died in between) are read and counted; without a
     ``progress.json`` (a batch begun by an older version) every part is read once, a later part winning. A
-    re-check part counted this way (a ``TimedOut`` item found since) adds its item instead of moving it; the end
-    sets the counts from the manifest.
+    re-check part (``state.recheck_parts``: ``TimedOut`` items found since) moves its items out of ``TimedOut``.
     """
     text = get_text_or_none(s3, progress_location(names))
     if text is None:
@@ -151,7 +150,7 @@ def load_progress(s3: Any, names: BatchNames, state: BatchState) -> Progress:
     for number in range(progress.parts, state.parts):
         text = get_text_or_none(s3, part_location(names, number))
         lines: list[ManifestLine] = [json.loads(line) for line in (text or "").splitlines() if line]
-        progress.add(lines, parts=number + 1)
+        progress.add(lines, parts=number + 1, replacing=TIMED_OUT if number in state.recheck_parts else None)
     return progress
 
 
