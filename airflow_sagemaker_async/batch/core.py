@@ -173,7 +173,7 @@ class BatchNames:
         return failure_location.startswith(join_s3(self.failure_dir, self.filename(index)))
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingItem:
     """
     One submitted item whose result has not been seen yet.
@@ -279,9 +279,15 @@ class BatchState:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> BatchState:
-        """Read ``state.json``."""
-        data: dict[str, Any] = json.loads(text)
-        data["pending"] = [PendingItem(**item) for item in data.get("pending", [])]
+        """
+        Read ``state.json``.
+
+        Each item in flight becomes a :class:`PendingItem` as soon as it is parsed (``object_hook``), so at
+        100,000 items the parse never holds their dicts and their items at once (and a thread parsing it yields
+        the GIL between items).
+        """
+        data: dict[str, Any] = json.loads(text, object_hook=_pending_item_or_dict)
+        data["pending"] = data.get("pending", [])
         return cls(**data)
 
     @property
@@ -292,6 +298,11 @@ class BatchState:
     def earliest_deadline(self) -> str | None:
         """Return the soonest deadline among the items in flight (ISO-8601), or ``None``."""
         return min((item.deadline for item in self.pending), default=None, key=datetime.fromisoformat)
+
+
+def _pending_item_or_dict(value: dict[str, Any]) -> PendingItem | dict[str, Any]:
+    """``json.loads``'s object hook for ``state.json``: an item in flight (it has ``inference_id``), else the dict."""
+    return PendingItem(**value) if "inference_id" in value else value
 
 
 def blocks(indexes: Iterable[int]) -> list[int]:

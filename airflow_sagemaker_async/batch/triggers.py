@@ -142,11 +142,18 @@ class SageMakerAsyncBatchInferenceTrigger(S3ResultTrigger):
         )
 
     async def _read_state(self, shared: SharedClient) -> BatchState:
+        """
+        Read the state, parsed in a thread: its size grows with the items in flight.
+
+        At 100,000 in flight (34 MB) a parse on the loop stalled it about 0.46 s, in a thread at most 0.12 s at a
+        time (``benchmarks/batch_state.py``).
+        """
         bucket, key = split_s3_uri(self.state_location)
         async with shared.limit:
             response = await shared.client.get_object(Bucket=bucket, Key=key)
             async with response["Body"] as body:
-                return BatchState.from_json(await body.read())
+                text = await body.read()
+        return await asyncio.to_thread(BatchState.from_json, text)
 
     async def _list(self, shared: SharedClient, names: BatchNames, listing: BlockListing) -> list[tuple[str, Any]]:
         """Return ``(s3 uri, LastModified)`` of a block's wanted span (StartAfter, paginated); on 5xx, what was read."""
