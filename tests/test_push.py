@@ -508,6 +508,7 @@ async def test_malformed_message_is_logged_once_and_the_wait_goes_on(
 ) -> None:
     sqs = sagemaker_async_backend.client("sqs")
     answer = manual_answer(bucket)
+    malformed_lines = lambda: [r for r in caplog.records if "not a SageMaker notification" in r.getMessage()]  # noqa: E731
     task = asyncio.ensure_future(run_trigger(trigger_for(answer, bare_queue)))
     await asyncio.sleep(0.5)
     with caplog.at_level(logging.WARNING, logger="airflow_sagemaker_async.push.receiver"):
@@ -515,11 +516,8 @@ async def test_malformed_message_is_logged_once_and_the_wait_goes_on(
             sqs.send_message(QueueUrl=bare_queue, MessageBody="<not a notification>")
         # The output lands only once the receiver has read the bad messages: on a loaded machine its first receive
         # can come after the trigger's own check, which would then find the output and end the wait unread.
-        deadline = asyncio.get_running_loop().time() + 20
-        while not [r for r in caplog.records if "not a SageMaker notification" in r.getMessage()]:
-            assert asyncio.get_running_loop().time() < deadline, "the receiver never read the malformed messages"
-            assert not task.done(), task.result()
-            await asyncio.sleep(0.05)
+        await until(lambda: task.done() or malformed_lines(), "the receiver reading the malformed messages", timeout=20)
+        assert not task.done(), task.result()
         landed = time.monotonic()
         s3.put_object(Bucket=bucket, Key=key_of(answer["OutputLocation"]), Body=b"{}")
         sqs.send_message(
@@ -529,7 +527,7 @@ async def test_malformed_message_is_logged_once_and_the_wait_goes_on(
 
     assert event["status"] == "Completed"
     assert time.monotonic() - landed < 15, "ended by a poll, not by the notification"
-    assert len([r for r in caplog.records if "not a SageMaker notification" in r.getMessage()]) == 1
+    assert len(malformed_lines()) == 1
 
 
 @pytest.mark.asyncio

@@ -8,12 +8,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
 
 from airflow_sagemaker_async.local.cli import build_parser
+from tests.local.test_scale_to_zero import wait_until
 
 
 def _command() -> list[str]:
@@ -217,12 +217,6 @@ def test_up_with_scale_to_zero_scales_the_demo_endpoint_in_and_back_up_with_a_st
             (variant,) = sagemaker.describe_endpoint(EndpointName=name)["ProductionVariants"]
             return int(variant["CurrentInstanceCount"])
 
-        def until(condition: Any, what: str, timeout: float = 30) -> None:
-            deadline = time.monotonic() + timeout
-            while not condition():
-                assert time.monotonic() < deadline, f"{what} not within {timeout} s"
-                time.sleep(0.1)
-
         assert instances() == 1
         target = {
             "ServiceNamespace": "sagemaker",
@@ -230,7 +224,7 @@ def test_up_with_scale_to_zero_scales_the_demo_endpoint_in_and_back_up_with_a_st
             "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
         }
         autoscaling.register_scalable_target(**target, MinCapacity=0, MaxCapacity=1)
-        until(lambda: instances() == 0, "scale-in to 0")
+        wait_until(lambda: instances() == 0, timeout=30, what="scale-in to 0")
         autoscaling.put_scaling_policy(
             **target,
             PolicyName="HasBacklogWithoutCapacity-ScalingPolicy",
@@ -244,7 +238,11 @@ def test_up_with_scale_to_zero_scales_the_demo_endpoint_in_and_back_up_with_a_st
         output = answer.invoke_endpoint_async(EndpointName=name, Body=b"5.1,3.5,1.4,0.2")["OutputLocation"]
         bucket, key = output.removeprefix("s3://").split("/", 1)
 
-        until(lambda: s3.list_objects_v2(Bucket=bucket, Prefix=key)["KeyCount"] == 1, "the output after the cold start")
+        wait_until(
+            lambda: s3.list_objects_v2(Bucket=bucket, Prefix=key)["KeyCount"] == 1,
+            timeout=30,
+            what="the output after the cold start",
+        )
         assert instances() == 1
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=60)
